@@ -1,0 +1,14 @@
+"""`lnca bench` (not implemented yet)."""
+
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    parser = sub.add_parser("bench", help="(not implemented yet)")
+    parser.set_defaults(run=_run)
+
+
+def _run(args) -> int:
+    from . import CLIError
+
+    raise CLIError("'lnca bench' is not implemented yet")

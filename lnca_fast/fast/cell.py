@@ -1,0 +1,81 @@
+"""What every fast cell shares with its reference twin: the same parameters (it *is* a subclass of
+the reference cell), the same randomness drawn in the same order, and a step loop that prepares
+(folds) the weights once per rollout instead of once per step.
+
+A fast cell implements two methods:
+- ``prepare()``: fold the weights into what the fused step consumes. Differentiable: autograd
+  flows through the folding back to the module's parameters, so training needs no special case.
+- ``fused_step(state, prepared, update_mask, dropout_masks, backend)``: one step. ``update_mask``
+  is ``[B, H, W, 1]`` or ``None`` (every cell updates); ``dropout_masks`` are the reference's
+  bool keep masks or ``None`` (no dropout). ``backend`` is ``"triton"`` or ``"torch"``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..reference import masks
+from ..reference.checks import check_update_mask
+from . import backend as backends
+
+
+class FastCell:
+    """Mixin placed before the reference cell: ``class FastNAFCA(FastCell, NAFCA)``."""
+
+    backend: str = "auto"
+
+    def set_backend(self, backend: str) -> None:
+        """Pin ``"triton"``, ``"torch"`` or ``"auto"`` (by device; the default)."""
+        if backend not in backends.BACKENDS:
+            raise ValueError(f"backend must be one of {backends.BACKENDS}, got {backend!r}")
+        self.backend = backend
+
+    def prepare(self):
+        raise NotImplementedError
+
+    def fused_step(self, state, prepared, update_mask, dropout_masks, backend: str) -> torch.Tensor:
+        raise NotImplementedError
+
+    def step_prepared(
+        self,
+        state: torch.Tensor,
+        prepared,
+        update_mask: torch.Tensor | None = None,
+        *,
+        update_rate: float = 1.0,
+        dropout_masks: tuple[torch.Tensor, ...] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """One step with already prepared weights; randomness exactly as ``NCACell.forward``."""
+        b, h, w, _ = state.shape
+        if update_mask is not None:
+            update_mask = check_update_mask(update_mask, state)
+        elif update_rate < 1.0:  # rate 1 draws nothing and updates every cell: pass None
+            update_mask = masks.update_mask(b, h, w, update_rate, generator=generator, device=state.device, dtype=state.dtype)
+        if dropout_masks is None:
+            dropout_masks = self.draw_dropout_masks(state, generator)
+        else:
+            dropout_masks = self._check_dropout_masks(dropout_masks, state)
+        return self.fused_step(state, prepared, update_mask, dropout_masks, backends.resolve(self.backend, state))
+
+    def forward(
+        self,
+        state: torch.Tensor,
+        update_mask: torch.Tensor | None = None,
+        *,
+        update_rate: float = 1.0,
+        dropout_masks: tuple[torch.Tensor, ...] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        return self.step_prepared(
+            state, self.prepare(), update_mask, update_rate=update_rate, dropout_masks=dropout_masks, generator=generator
+        )
+
+    def run(self, state: torch.Tensor, steps: int, *, update_rate: float = 1.0, generator=None) -> torch.Tensor:
+        """``steps`` steps, folding the weights once."""
+        if steps == 0:
+            return state
+        prepared = self.prepare()
+        for _ in range(steps):
+            state = self.step_prepared(state, prepared, update_rate=update_rate, generator=generator)
+        return state

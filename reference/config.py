@@ -1,0 +1,297 @@
+"""Typed, frozen configurations of every model, with the source of each default.
+
+Sources: ``official`` = the authors' TensorFlow code (shared/spec/official-code.md, section in
+brackets); ``ViTCA`` = the original PyTorch ViTCA; ``NAFNet`` / ``Restormer`` = the original
+PyTorch releases of those baselines. Where the official TF code differs from the clean PyTorch
+choice, the field says so and the ``*-tf`` presets (``presets.py``) pick the TF value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class StateLayout:
+    """Channel layout of a channels-last NCA state ``[B, H, W, C]``: ``[input | output | hidden]``.
+
+    The input channels hold the (latent) image and are never updated; output and hidden channels
+    are updated by the cell. Named slices so no code uses magic offsets.
+    """
+
+    cell_in: int
+    cell_out: int
+    hidden: int
+
+    def __post_init__(self) -> None:
+        for name in ("cell_in", "cell_out", "hidden"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"StateLayout.{name} must be >= 1, got {getattr(self, name)}")
+
+    @property
+    def channels(self) -> int:
+        return self.cell_in + self.cell_out + self.hidden
+
+    @property
+    def update_channels(self) -> int:
+        """Width of the cell's update: output + hidden channels."""
+        return self.cell_out + self.hidden
+
+    @property
+    def input(self) -> slice:
+        return slice(0, self.cell_in)
+
+    @property
+    def output(self) -> slice:
+        return slice(self.cell_in, self.cell_in + self.cell_out)
+
+    @property
+    def hidden_slice(self) -> slice:
+        return slice(self.cell_in + self.cell_out, self.channels)
+
+    @property
+    def update(self) -> slice:
+        """The channels the cell writes: output and hidden."""
+        return slice(self.cell_in, self.channels)
+
+
+@dataclass(frozen=True)
+class AEConfig:
+    """The "adjusted convolution" autoencoder (official §1): 4x down per side."""
+
+    in_channels: int = 3
+    skip_channels: int = 8  # conv_layer_1 / pass_through_layer_1 filters (official §1)
+    latent_channels: int = 16  # conv_layer_2 filters = the latent depth (official §1)
+    bn_eps: float = 1e-3  # Keras BatchNormalization default (official §1) [V]
+    bn_momentum: float = 0.01  # torch convention; Keras momentum 0.99 (official §1)
+    # TF 'same' geometry: stride-2 convs pad (0, 1) and transposed convs crop the last row/column.
+    # False = symmetric PyTorch padding (padding=1, output_padding=1): a one-pixel shift, equally
+    # good from scratch but not weight-compatible with the TF model (official §1).
+    tf_padding: bool = False
+
+    def __post_init__(self) -> None:
+        _positive(self, "in_channels", "skip_channels", "latent_channels")
+        if not (0.0 < self.bn_momentum <= 1.0):
+            raise ValueError(f"AEConfig.bn_momentum must be in (0, 1], got {self.bn_momentum}")
+        if self.bn_eps <= 0:
+            raise ValueError(f"AEConfig.bn_eps must be > 0, got {self.bn_eps}")
+
+
+@dataclass(frozen=True)
+class NAFCAConfig:
+    """The attention-free NCA cell (official §2)."""
+
+    cell_in: int = 16
+    cell_out: int = 16
+    hidden: int = 32
+    embed: int = 128  # E: conv1 width; conv2 doubles it, SimpleGate halves it (official §2)
+    ffn_expand: int = 4  # F = channels * ffn_expand for conv4 (official §2)
+    dropout: float = 0.1  # after conv3 and conv5 (official §2)
+    ln_eps: float = 1e-6  # Keras LayerNormalization(epsilon=1e-6) (official §2)
+
+    def __post_init__(self) -> None:
+        _positive(self, "cell_in", "cell_out", "hidden", "embed", "ffn_expand")
+        if not (0.0 <= self.dropout < 1.0):
+            raise ValueError(f"NAFCAConfig.dropout must be in [0, 1), got {self.dropout}")
+        if (self.channels * self.ffn_expand) % 2:
+            raise ValueError("NAFCAConfig: channels * ffn_expand must be even (SimpleGate halves it)")
+
+    @property
+    def layout(self) -> StateLayout:
+        return StateLayout(self.cell_in, self.cell_out, self.hidden)
+
+    @property
+    def channels(self) -> int:
+        return self.cell_in + self.cell_out + self.hidden
+
+    @property
+    def ffn(self) -> int:
+        return self.channels * self.ffn_expand
+
+
+@dataclass(frozen=True)
+class ViTCAConfig:
+    """The localized-attention NCA cell (official §3; original ViTCA). Depth 1, dropout 0 as in
+    every official configuration (so neither is a field)."""
+
+    cell_in: int = 16
+    cell_out: int = 16
+    hidden: int = 32
+    embed: int = 128
+    heads: int = 4
+    mlp: int = 64
+    ln_eps: float = 1e-5  # torch default as in the original ViTCA; the TF port uses 1e-3 (official §3)
+    # 'interleaved': channel k = sin(f_k p) for even k, cos(f_k p) for odd k (original ViTCA).
+    # 'tf-port': the TF port's permutation of the same table (official §3) [V].
+    pe_order: Literal["interleaved", "tf-port"] = "interleaved"
+
+    def __post_init__(self) -> None:
+        _positive(self, "cell_in", "cell_out", "hidden", "embed", "heads", "mlp")
+        if self.embed % self.heads:
+            raise ValueError(f"ViTCAConfig: embed ({self.embed}) must be divisible by heads ({self.heads})")
+        if self.pe_order not in ("interleaved", "tf-port"):
+            raise ValueError(f"ViTCAConfig.pe_order must be 'interleaved' or 'tf-port', got {self.pe_order!r}")
+
+    @property
+    def layout(self) -> StateLayout:
+        return StateLayout(self.cell_in, self.cell_out, self.hidden)
+
+    @property
+    def channels(self) -> int:
+        return self.cell_in + self.cell_out + self.hidden
+
+    @property
+    def head_dim(self) -> int:
+        return self.embed // self.heads
+
+
+@dataclass(frozen=True)
+class LNCAConfig:
+    """Encoder -> n NCA steps in latent space -> decoder (official §1)."""
+
+    core: Literal["nafca", "vitca"] = "nafca"
+    ae: AEConfig = field(default_factory=AEConfig)
+    nca: NAFCAConfig | ViTCAConfig = field(default_factory=NAFCAConfig)
+    update_rate: float = 1.0  # latent models train and test at 1.0 (official §2)
+    seed_value: float = 0.5  # output channels of a fresh state (official §1)
+    steps: int = 64  # default rollout length at inference (official §4)
+
+    def __post_init__(self) -> None:
+        expected = {"nafca": NAFCAConfig, "vitca": ViTCAConfig}.get(self.core)
+        if expected is None:
+            raise ValueError(f"LNCAConfig.core must be 'nafca' or 'vitca', got {self.core!r}")
+        if not isinstance(self.nca, expected):
+            raise TypeError(f"LNCAConfig(core={self.core!r}) needs nca: {expected.__name__}, got {type(self.nca).__name__}")
+        if self.nca.cell_in != self.ae.latent_channels or self.nca.cell_out != self.ae.latent_channels:
+            raise ValueError(
+                f"LNCAConfig: the cell's input and output channels ({self.nca.cell_in}, {self.nca.cell_out}) "
+                f"must both equal the latent depth ({self.ae.latent_channels})"
+            )
+        _check_rate(self.update_rate)
+        if self.steps < 0:
+            raise ValueError(f"LNCAConfig.steps must be >= 0, got {self.steps}")
+
+    @property
+    def downsample(self) -> int:
+        return 4
+
+
+@dataclass(frozen=True)
+class PixelViTCAConfig:
+    """ViTCA on the pixel grid (official §3, §4 'Pixel ViTCA trainer')."""
+
+    nca: ViTCAConfig = field(default_factory=lambda: ViTCAConfig(cell_in=3, cell_out=3, hidden=32))
+    update_rate: float = 0.5  # pixel ViTCA trains and evaluates at 0.5 (official §4)
+    seed_value: float = 0.5
+    steps: int = 64
+
+    def __post_init__(self) -> None:
+        if self.nca.cell_in != 3 or self.nca.cell_out != 3:
+            raise ValueError("PixelViTCAConfig: the cell must have 3 input and 3 output channels (RGB)")
+        _check_rate(self.update_rate)
+
+
+@dataclass(frozen=True)
+class NAFNetConfig:
+    """NAFNet baseline (official §7; the original SIDD width-64 layout)."""
+
+    in_channels: int = 3
+    width: int = 64
+    enc_blocks: tuple[int, ...] = (2, 2, 4, 8)
+    middle_blocks: int = 12
+    dec_blocks: tuple[int, ...] = (2, 2, 2, 2)
+    dw_expand: int = 2
+    ffn_expand: int = 2
+    ln_eps: float = 1e-6
+
+    def __post_init__(self) -> None:
+        if len(self.enc_blocks) != len(self.dec_blocks):
+            raise ValueError("NAFNetConfig: enc_blocks and dec_blocks must have the same length")
+
+
+@dataclass(frozen=True)
+class RestormerConfig:
+    """Restormer baseline as the original (per-head temperature, L2-normalised q/k), not the TF
+    port's defects (official §7)."""
+
+    in_channels: int = 3
+    dim: int = 48
+    blocks: tuple[int, ...] = (4, 6, 6, 8)
+    refinement_blocks: int = 4
+    heads: tuple[int, ...] = (1, 2, 4, 8)
+    ffn_expansion: float = 2.66
+    bias: bool = False
+    ln_eps: float = 1e-5
+
+    def __post_init__(self) -> None:
+        if len(self.blocks) != 4 or len(self.heads) != 4:
+            raise ValueError("RestormerConfig: blocks and heads need 4 levels")
+
+
+ModelConfig = LNCAConfig | PixelViTCAConfig | NAFNetConfig | RestormerConfig
+
+
+def replace(config, **overrides):
+    """``dataclasses.replace`` that also merges dicts into nested config fields and names the valid
+    fields when one is unknown: ``replace(cfg, nca={"dropout": 0.0}, update_rate=0.5)``."""
+    names = {f.name: f for f in dataclasses.fields(config)}
+    changes = {}
+    for key, value in overrides.items():
+        if key not in names:
+            raise ValueError(
+                f"{type(config).__name__} has no field {key!r}; valid fields: {', '.join(sorted(names))}"
+            )
+        current = getattr(config, key)
+        if isinstance(value, dict) and dataclasses.is_dataclass(current):
+            value = replace(current, **value)
+        changes[key] = value
+    return dataclasses.replace(config, **changes)
+
+
+def _positive(obj, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{type(obj).__name__}.{name} must be a positive int, got {value!r}")
+
+
+def _check_rate(rate: float) -> None:
+    if not (0.0 <= rate <= 1.0):
+        raise ValueError(f"update_rate must be in [0, 1], got {rate}")
+
+
+_CONFIG_TYPES = {
+    cls.__name__: cls
+    for cls in (LNCAConfig, PixelViTCAConfig, NAFNetConfig, RestormerConfig, AEConfig, NAFCAConfig, ViTCAConfig)
+}
+
+
+def config_to_dict(config) -> dict:
+    """A JSON-able description of a config (nested configs included), readable by ``config_from_dict``."""
+    out = {"type": type(config).__name__}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        out[f.name] = config_to_dict(value) if dataclasses.is_dataclass(value) else (list(value) if isinstance(value, tuple) else value)
+    return out
+
+
+def config_from_dict(data: dict):
+    """Inverse of ``config_to_dict``; unknown types or fields raise a ValueError."""
+    if not isinstance(data, dict) or data.get("type") not in _CONFIG_TYPES:
+        raise ValueError(f"expected a config dict with 'type' in {sorted(_CONFIG_TYPES)}, got {data!r:.200}")
+    cls = _CONFIG_TYPES[data["type"]]
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        if key == "type":
+            continue
+        if key not in names:
+            raise ValueError(f"{cls.__name__} has no field {key!r}")
+        if isinstance(value, dict) and "type" in value:
+            value = config_from_dict(value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[key] = value
+    return cls(**kwargs)
