@@ -273,7 +273,9 @@ def config_to_dict(config) -> dict:
     out = {"type": type(config).__name__}
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
-        out[f.name] = config_to_dict(value) if dataclasses.is_dataclass(value) else (list(value) if isinstance(value, tuple) else value)
+        if dataclasses.is_dataclass(value):
+            value = config_to_dict(value)
+        out[f.name] = list(value) if isinstance(value, tuple) else value
     return out
 
 

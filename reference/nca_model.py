@@ -83,7 +83,8 @@ class NCAModel(nn.Module):
             check_state(state, self.layout, like=self._param())
             expected = (latent.shape[0], latent.shape[2], latent.shape[3])
             if (state.shape[0], state.shape[1], state.shape[2]) != expected:
-                raise ValueError(f"expected a state of shape {(*expected, self.layout.channels)} for this input, got {tuple(state.shape)}")
+                want = (*expected, self.layout.channels)
+                raise ValueError(f"expected a state of shape {want} for this input, got {tuple(state.shape)}")
         state = self.run(state, steps, update_rate=update_rate, generator=generator)
         image = self.decode(state, skip, channels="output" if steps > 0 else "input", size=size)
         return NCAOutput(image, latent, state, skip)

@@ -8,7 +8,9 @@ from pathlib import Path
 
 def register(sub) -> None:
     parser = sub.add_parser("convert", help="convert official Keras weights (.npz) to lnca_fast safetensors")
-    parser.add_argument("--from-keras", required=True, type=Path, metavar="FILE.npz", help="arrays named as the official classes' attributes")
+    parser.add_argument(
+        "--from-keras", required=True, type=Path, metavar="FILE.npz", help="arrays named as the official classes' attributes"
+    )
     parser.add_argument("--model", required=True, choices=("latent-nafca", "latent-vitca"))
     parser.add_argument("--out", required=True, type=Path, metavar="FILE.safetensors")
     parser.set_defaults(run=_run)

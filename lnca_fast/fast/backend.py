@@ -42,7 +42,9 @@ def resolve(backend: str, state: torch.Tensor) -> str:
         if not triton_available():
             raise RuntimeError("the Triton backend needs the 'triton' package (pip install triton==3.7.1)")
         if not state.is_cuda and not interpreter_enabled():
-            raise RuntimeError("Triton kernels need CUDA tensors, or TRITON_INTERPRET=1 (set before importing triton) for CPU tensors")
+            raise RuntimeError(
+                "Triton kernels need CUDA tensors, or TRITON_INTERPRET=1 (set before importing triton) for CPU tensors"
+            )
     elif state.is_cuda:
         raise RuntimeError("the 'torch' backend is the CPU fast path; CUDA tensors use the 'triton' backend")
     return backend
