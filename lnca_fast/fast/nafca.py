@@ -1,17 +1,33 @@
-"""FastNAFCA (placeholder until the fused kernels land): delegates to the reference math."""
+"""FastNAFCA: the reference ``NAFCA`` cell (same constructor, parameters and ``state_dict``) whose
+step runs on folded weights: the fused Triton kernels (``nafca_ops``) or the CPU fast path
+(``cpu_nafca``)."""
 
 from __future__ import annotations
 
+import torch
+
 from ..reference.nafca import NAFCA
 from .cell import FastCell
+from .cpu_nafca import nafca_step_cpu
+from .fold_nafca import FoldedNAFCA, fold_nafca
 
 
 class FastNAFCA(FastCell, NAFCA):
-    def prepare(self):
-        return None
+    def prepare(self) -> FoldedNAFCA:
+        """Fold LN affines, conv2, beta and gamma once per rollout (differentiably)."""
+        return fold_nafca(self)
 
-    def fused_step(self, state, prepared, update_mask, dropout_masks, backend):
-        from ..reference.state import apply_update
+    def fused_step(
+        self,
+        state: torch.Tensor,
+        prepared: FoldedNAFCA,
+        update_mask: torch.Tensor | None,
+        dropout_masks: tuple[torch.Tensor, ...] | None,
+        backend: str,
+    ) -> torch.Tensor:
+        if backend == "triton":
+            from .nafca_ops import nafca_step  # imports triton: only on use
 
-        mask = update_mask if update_mask is not None else state.new_ones(*state.shape[:3], 1)
-        return apply_update(state, self.delta(state, dropout_masks), mask, self.layout)
+            keep1, keep2 = dropout_masks if dropout_masks is not None else (None, None)
+            return nafca_step(state, prepared, update_mask, keep1, keep2, self.dropout_p)
+        return nafca_step_cpu(state, prepared, update_mask, dropout_masks, self.dropout_p)

@@ -1,0 +1,206 @@
+"""Device helpers shared by the fused NAFCA step kernels (forward and backward).
+
+Conventions (see ``lnca_fast/fast/fold_nafca.py`` for the folded math):
+- one program owns one image; the kernels move every per-image pointer to the image's first cell
+  once (64-bit scalar), so in-image offsets stay 32-bit; the image's ``H*W`` cells are walked in
+  raster chunks of ``BM`` rows;
+- a chunk is a ``[BM, CP]`` fp32 register tile of cells x channels (``CP`` = C padded to a power
+  of two >= 16; padded columns are kept at exactly 0, rows past the image are never stored);
+- the folded parameters come in the *padded kernel layout* of ``nafca_ops.kernel_layout``: every
+  dimension padded with zeros (C -> CP, E -> EP, F/2 -> F2P, the 9 taps -> 16), so weight, bias and
+  weight-gradient tiles are loaded and stored without masks (vectorised, few address registers).
+  ``p_ptr`` holds them in fp32 (biases; the layout of the weight-gradient rows), ``w_ptr`` in the
+  dtype ``tl.dot`` consumes (the state's) for the matrices. Matrices are stored "in x out"
+  (row-major): a layer is ``tl.dot(rows, w) + b`` with fp32 accumulation.
+
+Device code only: imports nothing but triton.
+"""
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _param_offsets(CP: tl.constexpr, EP: tl.constexpr, F2P: tl.constexpr):
+    """Offsets of the folded tensors in the padded kernel layout (``nafca_ops.kernel_layout``)."""
+    w_in = 0  # [CP, 2 EP]: columns [0, EP) feed the gate's first half, [EP, 2 EP) its second
+    b_in = w_in + CP * 2 * EP  # [2 EP]
+    w_tap = b_in + 2 * EP  # [EP, 16]: 9 taps, zero columns 9..15
+    b_tap = w_tap + EP * 16  # [16]: the gate bias in element 0
+    w_3 = b_tap + 16  # [EP, CP]
+    b_3 = w_3 + EP * CP  # [CP]
+    w_4 = b_3 + CP  # [CP, 2 F2P]: the FFN's two SimpleGate halves
+    b_4 = w_4 + CP * 2 * F2P  # [2 F2P]
+    w_5 = b_4 + 2 * F2P  # [F2P, CP]
+    b_5 = w_5 + F2P * CP  # [CP]
+    w_o = b_5 + CP  # [CP, CP]: the head, zero columns for the input channels
+    b_o = w_o + CP * CP  # [CP]
+    return w_in, b_in, w_tap, b_tap, w_3, b_3, w_4, b_4, w_5, b_5, w_o, b_o
+
+
+@triton.jit
+def _layer_norm(x, cmask, C: tl.constexpr, eps):
+    """Affine-free LayerNorm over the channels of ``x [BM, CP]`` (padded columns are 0 in ``x``
+    and in the result); returns ``(x_hat, rstd)``."""
+    mean = tl.sum(x, axis=1) / C
+    xc = tl.where(cmask[None, :], x - mean[:, None], 0.0)
+    rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, axis=1) / C + eps)
+    return xc * rstd[:, None], rstd
+
+
+@triton.jit
+def _layer_norm_bwd(dx_hat, x_hat, rstd, cmask, C: tl.constexpr):
+    """Gradient through the affine-free LayerNorm: ``rstd * (g - mean(g) - x_hat * mean(g x_hat))``."""
+    mean_g = tl.sum(dx_hat, axis=1) / C
+    mean_gx = tl.sum(dx_hat * x_hat, axis=1) / C
+    dx = (dx_hat - mean_g[:, None] - x_hat * mean_gx[:, None]) * rstd[:, None]
+    return tl.where(cmask[None, :], dx, 0.0)
+
+
+@triton.jit
+def _load_tile(ptr, rows, rmask, ld: tl.constexpr, cols, cmask):
+    """``ptr[rows, cols]`` of a row-major ``[*, ld]`` tensor as fp32, 0 where masked."""
+    offs = rows[:, None] * ld + cols[None, :]
+    return tl.load(ptr + offs, mask=rmask[:, None] & cmask[None, :], other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _load_w(ptr, ROWS: tl.constexpr, COLS: tl.constexpr, LD: tl.constexpr):
+    """A ``[ROWS, COLS]`` tile of a padded row-major matrix with leading dimension ``LD``, in the
+    pointer's dtype (a ``tl.dot`` operand)."""
+    return tl.load(ptr + tl.arange(0, ROWS)[:, None] * LD + tl.arange(0, COLS)[None, :])
+
+
+@triton.jit
+def _acc_w(ptr, value, LD: tl.constexpr):
+    """``ptr[tile] += value`` on this program's own fp32 weight-gradient row (``value [R, K]``,
+    leading dimension ``LD``). Callers end each chunk with ``tl.debug_barrier()`` so the next
+    chunk's read sees this write."""
+    offs = tl.arange(0, value.shape[0])[:, None] * LD + tl.arange(0, value.shape[1])[None, :]
+    tl.store(ptr + offs, tl.load(ptr + offs) + value)
+
+
+@triton.jit
+def _acc_w_t(ptr, value_t, LD: tl.constexpr):
+    """``ptr[tile] += value_t.T`` for a gradient computed transposed (``value_t [K, R]``), which
+    avoids keeping a transposed copy of a chunk live."""
+    offs = tl.arange(0, value_t.shape[1])[None, :] * LD + tl.arange(0, value_t.shape[0])[:, None]
+    tl.store(ptr + offs, tl.load(ptr + offs) + value_t)
+
+
+@triton.jit
+def _acc_b(ptr, value):
+    """``ptr[:n] += value`` (a bias gradient, ``value [n]``; same barrier rule)."""
+    offs = tl.arange(0, value.shape[0])
+    tl.store(ptr + offs, tl.load(ptr + offs) + value)
+
+
+@triton.jit
+def _perception_chunk(
+    s_hat, w_ptr, p_ptr, BM: tl.constexpr, CP: tl.constexpr, EP: tl.constexpr, BE: tl.constexpr,
+    F2P: tl.constexpr, PREC: tl.constexpr,
+):
+    """``s_hat [BM, CP]`` (normalised state) -> ``(taps [BM, 16], v [BM, CP])``: the gate's 9
+    partial sums (columns >= 9 are 0) and conv3 (beta folded) of the gated features, before the
+    per-cell gate. E is walked in chunks of ``BE`` so the ``[BM, E]`` features never exist whole."""
+    w_in, b_in, w_tap, _b_tap, w_3, _b_3, _w_4, _b_4, _w_5, _b_5, _w_o, _b_o = _param_offsets(CP, EP, F2P)
+    DT: tl.constexpr = w_ptr.dtype.element_ty
+    x_in = s_hat.to(DT)
+    taps = tl.zeros([BM, 16], dtype=tl.float32)
+    v = tl.zeros([BM, CP], dtype=tl.float32)
+    for e0 in range(0, EP, BE):
+        e = e0 + tl.arange(0, BE)
+        ua = tl.dot(x_in, _load_w(w_ptr + w_in + e0, CP, BE, 2 * EP), input_precision=PREC)
+        ub = tl.dot(x_in, _load_w(w_ptr + w_in + EP + e0, CP, BE, 2 * EP), input_precision=PREC)
+        x = ((ua + tl.load(p_ptr + b_in + e)[None, :]) * (ub + tl.load(p_ptr + b_in + EP + e)[None, :])).to(DT)
+        taps = tl.dot(x, _load_w(w_ptr + w_tap + e0 * 16, BE, 16, 16), acc=taps, input_precision=PREC)
+        v = tl.dot(x, _load_w(w_ptr + w_3 + e0 * CP, BE, CP, CP), acc=v, input_precision=PREC)
+    return taps, v
+
+
+@triton.jit
+def _perception_phase(
+    state_ptr, w_ptr, p_ptr, tap_ptr, v_ptr, hw, eps, BM: tl.constexpr, C: tl.constexpr,
+    CP: tl.constexpr, EP: tl.constexpr, BE: tl.constexpr, F2P: tl.constexpr, PREC: tl.constexpr,
+):
+    """Phase 1 of both kernels: for every cell of the image, store its 16 (9 used) gate partial
+    sums and its pre-gate conv3 row to the program's scratch (read back after a barrier)."""
+    c = tl.arange(0, CP)
+    cmask = c < C
+    k = tl.arange(0, 16)
+    for m0 in range(0, hw, BM):
+        rows = m0 + tl.arange(0, BM)
+        rmask = rows < hw
+        s_hat, _rstd = _layer_norm(_load_tile(state_ptr, rows, rmask, C, c, cmask), cmask, C, eps)
+        taps, v = _perception_chunk(s_hat, w_ptr, p_ptr, BM, CP, EP, BE, F2P, PREC)
+        tl.store(tap_ptr + rows[:, None] * 16 + k[None, :], taps, mask=rmask[:, None])
+        tl.store(v_ptr + rows[:, None] * CP + c[None, :], v, mask=rmask[:, None])
+
+
+@triton.jit
+def _neighbour_offsets(rows, rmask, H, W, SIGN: tl.constexpr):
+    """For each cell row and tap k (16 columns, 9 used): the raster index of the neighbour at
+    ``SIGN * offset_k`` and whether it lies in the grid. ``SIGN = 1`` gathers the taps a cell's
+    gate reads; ``SIGN = -1`` the cells whose gate read this cell's tap k (backward)."""
+    k = tl.arange(0, 16)
+    dy = SIGN * (k // 3 - 1)
+    dx = SIGN * (k % 3 - 1)
+    r = rows // W
+    q = rows % W
+    nr = r[:, None] + dy[None, :]
+    nq = q[:, None] + dx[None, :]
+    ok = rmask[:, None] & (k < 9)[None, :] & (nr >= 0) & (nr < H) & (nq >= 0) & (nq < W)
+    return nr * W + nq, ok
+
+
+@triton.jit
+def _keep_factor(keep_ptr, rows, rmask, drop_scale, has_dropout, C: tl.constexpr, CP: tl.constexpr):
+    """``keep * drop_scale`` of a dropout site as fp32 (0 or 1/(1-p)); 1 without dropout."""
+    c = tl.arange(0, CP)
+    keep = _load_tile(keep_ptr, rows, rmask & (has_dropout != 0), C, c, c < C)  # uint8 -> fp32
+    return tl.where(has_dropout != 0, keep * drop_scale, 1.0)
+
+
+@triton.jit
+def _residual_1(
+    state_ptr, keep1_ptr, tap_ptr, v_ptr, p_ptr, rows, rmask, H, W, drop_scale, has_dropout,
+    C: tl.constexpr, CP: tl.constexpr, EP: tl.constexpr, F2P: tl.constexpr,
+):
+    """``y = s + drop(gate * v + b_3)`` for a chunk, with ``gate(p) = b_tap + sum_k t_k(p +
+    offset_k)`` gathered from the taps scratch (0 outside the grid). Returns ``(y, gate)``."""
+    _w_in, _b_in, _w_tap, b_tap, _w_3, b_3, _w_4, _b_4, _w_5, _b_5, _w_o, _b_o = _param_offsets(CP, EP, F2P)
+    c = tl.arange(0, CP)
+    k = tl.arange(0, 16)
+    nbr, ok = _neighbour_offsets(rows, rmask, H, W, 1)
+    gate = tl.sum(tl.load(tap_ptr + nbr * 16 + k[None, :], mask=ok, other=0.0), axis=1) + tl.load(p_ptr + b_tap)
+    v = _load_tile(v_ptr, rows, rmask, CP, c, c < CP)
+    keep = _keep_factor(keep1_ptr, rows, rmask, drop_scale, has_dropout, C, CP)
+    y = _load_tile(state_ptr, rows, rmask, C, c, c < C)
+    y += (gate[:, None] * v + tl.load(p_ptr + b_3 + c)[None, :]) * keep
+    return y, gate
+
+
+@triton.jit
+def _ffn_forward(
+    y_hat, w_ptr, p_ptr, ag_ptr, BM: tl.constexpr, CP: tl.constexpr, EP: tl.constexpr,
+    F2P: tl.constexpr, BF: tl.constexpr, PREC: tl.constexpr, STORE_AG: tl.constexpr,
+):
+    """``SimpleGate(y_hat @ w_4 + b_4) @ w_5 + b_5`` for a chunk (LN2 affine and gamma folded),
+    walking F/2 in chunks of ``BF``. With ``STORE_AG`` the two gate halves are also written to
+    ``ag_ptr [BM, 2 F2P]`` (the backward reads them instead of recomputing them)."""
+    _w_in, _b_in, _w_tap, _b_tap, _w_3, _b_3, w_4, b_4, w_5, b_5, _w_o, _b_o = _param_offsets(CP, EP, F2P)
+    DT: tl.constexpr = w_ptr.dtype.element_ty
+    y_in = y_hat.to(DT)
+    z5 = tl.zeros([BM, CP], dtype=tl.float32)
+    for f0 in range(0, F2P, BF):
+        f = f0 + tl.arange(0, BF)
+        a = tl.dot(y_in, _load_w(w_ptr + w_4 + f0, CP, BF, 2 * F2P), input_precision=PREC)
+        a += tl.load(p_ptr + b_4 + f)[None, :]
+        g = tl.dot(y_in, _load_w(w_ptr + w_4 + F2P + f0, CP, BF, 2 * F2P), input_precision=PREC)
+        g += tl.load(p_ptr + b_4 + F2P + f)[None, :]
+        if STORE_AG:
+            offs = tl.arange(0, BM)[:, None] * (2 * F2P) + f[None, :]
+            tl.store(ag_ptr + offs, a)
+            tl.store(ag_ptr + F2P + offs, g)
+        z5 = tl.dot((a * g).to(DT), _load_w(w_ptr + w_5 + f0 * CP, BF, CP, CP), acc=z5, input_precision=PREC)
+    return z5 + tl.load(p_ptr + b_5 + tl.arange(0, CP))[None, :]
