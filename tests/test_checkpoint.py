@@ -49,3 +49,14 @@ def test_corrupt_and_mismatched_files(tmp_path):
         load_model(tmp_path / "missing.safetensors")
     with pytest.raises(ValueError, match="does not fit this model"):
         load_weights(create_model("tiny-latent-vitca"), path)
+
+
+def test_written_files_get_normal_permissions(tmp_path):
+    import os
+    import stat
+
+    path = tmp_path / "w.safetensors"
+    save_weights(create_model("tiny-latent-nafca"), path)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask

@@ -1,14 +1,100 @@
-"""`lnca train` (not implemented yet)."""
+"""``lnca train``: train a model with a named recipe on the embedded data or a dataset folder.
+
+    lnca train --model latent-nafca --task denoise              # default recipe, embedded data
+    lnca train --model vitca --task deblur --epochs 2 --recipe paper
+    lnca train --model latent-nafca --task denoise --set lr=0.002 --set augment=true
+    lnca train --out runs/latent-nafca-denoise-seed0 --resume   # continue a killed run
+
+Under ``torchrun --nproc_per_node=N`` the same command trains with DistributedDataParallel.
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 
 def register(sub) -> None:
-    parser = sub.add_parser("train", help="(not implemented yet)")
+    parser = sub.add_parser("train", help="train a model (two phases for the latent models)")
+    parser.add_argument("--model", help="latent-nafca, latent-vitca, vitca, nafnet, restormer (or a tiny-/-tf preset)")
+    parser.add_argument("--task", choices=("denoise", "deblur"))
+    parser.add_argument("--recipe", default="default", help="default, paper, faithful or smoke (see README)")
+    parser.add_argument("--epochs", type=int, help="NCA-phase epochs (latent models) or the only phase's")
+    parser.add_argument("--ae-epochs", type=int, help="autoencoder-phase epochs (latent models)")
+    parser.add_argument("--data", default="embedded", help="'embedded' (scikit-image photos, offline) or a folder")
+    parser.add_argument("--dataset", choices=("cifar10", "celeba", "tinyimagenet", "paired"), help="what the --data folder holds")
+    parser.add_argument("--out", type=Path, help="run folder (default runs/<model>-<task>-seed<S>)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="FIELD=VALUE", help="override a recipe field (JSON value), repeatable"
+    )
+    parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(run=_run)
 
 
-def _run(args) -> int:
+def _overrides(pairs: list[str]) -> dict:
     from . import CLIError
 
-    raise CLIError("'lnca train' is not implemented yet")
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise CLIError(f"--set expects FIELD=VALUE, got {pair!r}")
+        try:
+            out[key.replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.replace("-", "_")] = value  # a bare string, e.g. --set dataset=celeba
+    return out
+
+
+def _recipe(args):
+    from ..training.recipe import Recipe, get_recipe
+    from . import CLIError
+
+    if args.resume:
+        if args.out is None:
+            raise CLIError("--resume needs --out (the run folder to continue)")
+        path = args.out / "recipe.json"
+        if not path.is_file():
+            raise CLIError(f"--resume: {args.out} holds no training run (no recipe.json)")
+        recipe = Recipe.from_dict(json.loads(path.read_text()))
+        for name in ("model", "task"):
+            given = getattr(args, name)
+            if given is not None and given != getattr(recipe, name):
+                raise CLIError(f"--resume: the run in {args.out} trains {name} {getattr(recipe, name)!r}, not {given!r}")
+        return recipe
+    if args.model is None or args.task is None:
+        raise CLIError("--model and --task are required (or --resume --out DIR)")
+    fields = dict(model=args.model, task=args.task, data=args.data, dataset=args.dataset, seed=args.seed)
+    if args.epochs is not None:
+        fields["epochs"] = args.epochs
+    if args.ae_epochs is not None:
+        fields["ae_epochs"] = args.ae_epochs
+    try:
+        return get_recipe(args.recipe, **{**fields, **_overrides(args.set)})
+    except TypeError as exc:  # an unknown --set field
+        raise CLIError(f"--set: {exc}") from None
+
+
+def _run(args) -> int:
+    from ..training.trainer import Trainer
+
+    recipe = _recipe(args)
+    out = args.out or Path("runs") / f"{recipe.model}-{recipe.task}-seed{recipe.seed}"
+    trainer = Trainer(recipe, out, resume=args.resume, progress=not args.no_progress, device=args.device)
+    if trainer.dist.main:
+        print(f"training {recipe.model} ({recipe.task}) -> {out}; {trainer.data.describe()}")
+    result = trainer.run()
+    if trainer.dist.main:
+        if "ssim_plain" in result:
+            print(f"test SSIM without self-ensemble {result['ssim_plain']:.4f}, PSNR {result['psnr_plain']:.2f} dB")
+        print(
+            f"test SSIM {result['ssim']:.4f} (input {result['input_ssim']:.4f}), PSNR {result['psnr']:.2f} dB "
+            f"(input {result['input_psnr']:.2f}); {result['train_seconds'] / 60:.1f} min; weights {out / 'model.safetensors'}"
+        )
+    from ..training.distributed import shutdown
+
+    shutdown(trainer.dist)
+    return 0

@@ -1,0 +1,64 @@
+"""The report's figures (matplotlib, Agg backend): a before/after grid and training curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..atomic import atomic_path
+from ..training.epoch_log import read_log
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_grid(path: Path, columns: dict[str, torch.Tensor], *, count: int = 6) -> None:
+    """Rows = ``count`` images spread evenly over the set; columns = the named image sets
+    ``[N, 3, H, W]``."""
+    plt = _pyplot()
+    names = list(columns)
+    total = next(iter(columns.values())).shape[0]
+    picks = torch.linspace(0, total - 1, count).round().long().tolist()  # spread over the whole set
+    fig, axes = plt.subplots(count, len(names), figsize=(1.6 * len(names), 1.6 * count + 0.4), squeeze=False)
+    for j, name in enumerate(names):
+        for i, index in enumerate(picks):
+            ax = axes[i][j]
+            ax.imshow(columns[name][index].clamp(0, 1).permute(1, 2, 0).numpy(), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(name, fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def save_curves(path: Path, logs: dict[str, Path]) -> None:
+    """Validation SSIM and training loss per epoch, one line per run and phase."""
+    plt = _pyplot()
+    fig, (ax_val, ax_loss) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for label, log_path in logs.items():
+        rows = read_log(log_path)
+        for phase in dict.fromkeys(r["phase"] for r in rows):
+            part = [r for r in rows if r["phase"] == phase]
+            epochs = [int(r["epoch"]) for r in part]
+            name = f"{label} [{phase}]"
+            ax_val.plot(epochs, [float(r["val_ssim"]) for r in part], marker=".", label=name)
+            ax_loss.plot(epochs, [float(r["train_loss"]) for r in part], marker=".", label=name)
+    ax_val.set(xlabel="epoch (per phase)", ylabel="validation SSIM", title="validation SSIM (AE phase: reconstruction)")
+    ax_loss.set(xlabel="epoch (per phase)", ylabel="training loss", title="training loss (weighted sum)", yscale="log")
+    for ax in (ax_val, ax_loss):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)

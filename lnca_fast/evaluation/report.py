@@ -1,0 +1,157 @@
+"""The evaluation report: trained models side by side with the corrupted input and the classical
+restorers on the test split of their dataset.
+
+``evaluate_runs(run_dirs, out)`` writes into ``out``:
+- ``report.csv``: one row per method (input, classical, each model): SSIM, PSNR, the relative
+  gains over the input (the paper's REL_SSIM / REL_PSNR, %), parameters, training time, recipe;
+- ``report.md``: the same as a generated markdown table;
+- ``grid.png``: before/after for a few test images (clean, corrupted, best classical, models);
+- ``curves.png``: validation SSIM and training loss per epoch of every run.
+Every run must share the task, the dataset and the split (the same test images).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from ..atomic import atomic_path, write_text_atomic
+from ..checkpoint import load_model
+from ..data.batches import eval_set
+from ..data.load import load_splits
+from ..metrics import psnr, relative_gain, ssim
+from ..training import checkpoints as ckpt
+from ..training.epoch_log import read_log
+from ..training.evaluate import restore
+from ..training.recipe import Recipe
+from .classical import missing_dependency, restorers_for, tune
+from .classical import restore as classical_restore
+from .plots import save_curves, save_grid
+
+
+def load_run(folder: Path) -> tuple[Recipe, torch.nn.Module]:
+    folder = Path(folder)
+    recipe_path, weights = folder / ckpt.RECIPE, folder / "model.safetensors"
+    if not recipe_path.is_file():
+        raise ValueError(f"{folder} is not a training run folder (no {ckpt.RECIPE})")
+    if not weights.is_file():
+        raise ValueError(f"{folder} has no model.safetensors: the run has not finished (resume it with lnca train --resume)")
+    recipe = Recipe.from_dict(json.loads(recipe_path.read_text()))
+    model = load_model(weights, fast=recipe.nca and recipe.fast_model)
+    if hasattr(model, "set_backend"):
+        model.set_backend("torch")
+    return recipe, model
+
+
+def _same_split(recipes: list[Recipe]) -> None:
+    keys = {(r.task, r.data, r.dataset, r.split_seed, r.tile, r.size, r.limit, r.blur_border) for r in recipes}
+    if len(keys) > 1:
+        raise ValueError("the runs do not share a task, dataset and split; evaluate them separately")
+
+
+def _row(method: str, kind: str, restored: torch.Tensor, clean: torch.Tensor, base: dict | None, **extra) -> dict:
+    s, p = float(ssim(restored, clean).mean()), float(psnr(restored, clean).mean())
+    row = {"method": method, "kind": kind, "ssim": s, "psnr": p}
+    row["rel_ssim_%"] = relative_gain(s, base["ssim"]) if base else 0.0
+    row["rel_psnr_%"] = relative_gain(p, base["psnr"]) if base else 0.0
+    return {**row, **extra}
+
+
+def evaluate_runs(
+    run_dirs: list[str | Path], out: str | Path, *, echo=print, grid_images: int = 6, limit: int | None = None
+) -> list[dict]:
+    """Score every run (and the input and classical restorers) on the test split; ``limit`` scores
+    only the first N validation and test images (a quick look, not a result)."""
+    runs = [(Path(d), *load_run(Path(d))) for d in run_dirs]
+    recipes = [r for _, r, _ in runs]
+    _same_split(recipes)
+    first = recipes[0]
+    data = load_splits(first.data, first.dataset, seed=first.split_seed, tile=first.tile, size=first.size, limit=first.limit)
+    val = eval_set(data, "val", first.task, seed=first.split_seed, border=first.blur_border, limit=limit)
+    test = eval_set(data, "test", first.task, seed=first.split_seed, border=first.blur_border, limit=limit)
+    rows = [_row("corrupted input", "input", test.corrupted, test.clean, None)]
+    base = rows[0]
+    shown = {"clean": test.clean, "corrupted": test.corrupted}
+    best_classical = None
+    for restorer in restorers_for(first.task) if not data.paired or first.task == "denoise" else []:
+        if restorer.non_blind and test.kernels is None:
+            continue
+        missing = missing_dependency(restorer)
+        if missing:
+            echo(f"  {restorer.name}: skipped (needs {missing}: pip install {missing})")
+            continue
+        started = time.perf_counter()
+        param, _ = tune(restorer, val.clean, val.corrupted, val.kernels)
+        restored = classical_restore(restorer, test.corrupted, param, test.kernels)
+        row = _row(
+            restorer.name,
+            "classical",
+            restored,
+            test.clean,
+            base,
+            params=str(param),
+            notes="non-blind: given the true kernel" if restorer.non_blind else "parameter tuned on val SSIM",
+            seconds=time.perf_counter() - started,
+        )
+        rows.append(row)
+        echo(f"  {restorer.name}: SSIM {row['ssim']:.4f}")
+        if best_classical is None or row["ssim"] > best_classical[0]["ssim"]:
+            best_classical = (row, restored)
+    if best_classical is not None:
+        shown[f"{best_classical[0]['method']}"] = best_classical[1]
+    for folder, recipe, model in runs:
+        log = read_log(folder / "log.csv") if (folder / "log.csv").is_file() else []
+        params = sum(p.numel() for p in model.parameters())
+        train_s = sum(float(r["seconds"]) for r in log)
+        epochs = f"{recipe.ae_epochs}+{recipe.epochs}" if recipe.latent else str(recipe.epochs)
+        note = f"{folder.name}: epochs {epochs}, {train_s / 60:.1f} min training"
+        # A self-ensembled recipe is also scored plain, so the test-time augmentation's share shows.
+        variants = [(recipe.replace(self_ensemble=1), "")]
+        if recipe.self_ensemble > 1:
+            variants.append((recipe, f" + self-ensemble x{recipe.self_ensemble}"))
+        for variant, suffix in variants:
+            restored = restore(model, test.corrupted, variant, batch=recipe.eval_batch)
+            name = f"{recipe.model}{suffix}"
+            rows.append(_row(name, "learned", restored, test.clean, base, params=f"{params:,}", notes=note, seconds=train_s))
+            echo(f"  {name} ({folder.name}): SSIM {rows[-1]['ssim']:.4f}")
+            shown[name] = restored
+    out = Path(out)
+    _write_csv(out / "report.csv", rows)
+    write_text_atomic(out / "report.md", markdown_table(rows, first, len(test)))
+    save_grid(out / "grid.png", shown, count=min(grid_images, len(test)))
+    save_curves(out / "curves.png", {f"{r.model} ({f.name})": f / "log.csv" for f, r, _ in runs if (f / "log.csv").is_file()})
+    return rows
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    with atomic_path(path) as tmp:
+        tmp.write_text(buffer.getvalue())
+
+
+def markdown_table(rows: list[dict], recipe: Recipe, n_test: int) -> str:
+    level = "p = 0.5 (sparse noise, sigma 0.2)" if recipe.task == "denoise" else "k = 7 (motion blur)"
+    lines = [
+        f"Test split of `{recipe.data}` ({n_test} images, {recipe.size}x{recipe.size}), task {recipe.task} at {level}.",
+        "Generated by `lnca eval`; classical parameters tuned on the validation split.",
+        "",
+        "| method | SSIM | PSNR (dB) | rel. SSIM | rel. PSNR | notes |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        notes = r.get("notes", "") + (f" ({r['params']})" if r["kind"] == "classical" else "")
+        gains = f"{r['rel_ssim_%']:+.1f} % | {r['rel_psnr_%']:+.1f} %"
+        lines.append(f"| {r['method']} | {r['ssim']:.4f} | {r['psnr']:.2f} | {gains} | {notes} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,23 @@
+"""Packaging a trained run as shipped weights (``lnca_fast/weights/``) for ``lnca demo``: the final
+weights with the recipe, the test result and the classical baseline the demo shows beside them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..checkpoint import save_weights
+from .classical import RESTORERS
+from .report import load_run
+
+
+def ship_run(run_dir: str | Path, dest: str | Path, *, classical: str, param) -> None:
+    """Write ``dest`` (safetensors) from ``run_dir``; ``classical``/``param`` name the restorer
+    (and its validation-tuned parameter) the demo compares against."""
+    run_dir = Path(run_dir)
+    if classical not in {r.name for r in RESTORERS}:
+        raise ValueError(f"unknown classical restorer {classical!r}")
+    recipe, model = load_run(run_dir)
+    result = json.loads((run_dir / "result.json").read_text())
+    extra = {"recipe": recipe.to_dict(), "result": result, "classical": [classical, param], "run": run_dir.name}
+    save_weights(model, dest, preset=recipe.model, extra=extra)

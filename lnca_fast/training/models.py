@@ -1,0 +1,56 @@
+"""Building a model for training: the fast NCA model with the CPU fast path on CPU (the Triton
+interpreter is never used for training, whatever ``TRITON_INTERPRET`` says), recipe overrides of
+the update rate and the NCA dropout, and freezing all but one phase's parameters."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..factory import create_model
+from .recipe import Recipe
+
+
+def build_for_training(recipe: Recipe, device: torch.device) -> nn.Module:
+    """The recipe's model on ``device``, initialised from ``recipe.seed`` (every rank alike)."""
+    from ..data.batches import derive_seed
+
+    overrides = {}
+    if recipe.update_rate is not None and recipe.nca:
+        overrides["update_rate"] = recipe.update_rate
+    if recipe.nca_dropout is not None and recipe.family == "latent-nafca":
+        overrides["nca"] = {"dropout": recipe.nca_dropout}
+    with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's global RNG
+        torch.manual_seed(derive_seed(recipe.seed, 99))
+        model = create_model(recipe.model, fast=recipe.nca and recipe.fast_model, **overrides).to(device)
+    if recipe.zero_head and recipe.family == "latent-nafca":
+        with torch.no_grad():  # official NAFCA head is glorot-initialised (official §2); ViTCA's is zero
+            model.nca.conv_out.weight.zero_()
+            model.nca.conv_out.bias.zero_()
+    if recipe.init_ae:
+        load_autoencoder(model, recipe.init_ae)
+    if hasattr(model, "set_backend"):
+        model.set_backend("torch" if device.type == "cpu" else "auto")
+    return model
+
+
+def freeze(model: nn.Module, keep: list[nn.Parameter]) -> None:
+    """``requires_grad`` only for the parameters in ``keep``."""
+    ids = {id(p) for p in keep}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in ids)
+
+
+def load_autoencoder(model: nn.Module, path: str) -> None:
+    """Copy the encoder and decoder (weights and BatchNorm statistics) from a weights file or a
+    training state file (keys prefixed ``model.``) into a latent model."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(path)
+    if any(k.startswith("model.") for k in tensors):
+        tensors = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    ae = {k: v for k, v in tensors.items() if k.startswith(("encoder.", "decoder."))}
+    own = {k for k in model.state_dict() if k.startswith(("encoder.", "decoder."))}
+    if set(ae) != own:
+        raise ValueError(f"{path} does not hold this model's autoencoder ({len(ae)} of {len(own)} tensors match by name)")
+    model.load_state_dict(ae, strict=False)

@@ -1,0 +1,194 @@
+"""``Recipe``: every training hyper-parameter as one frozen dataclass, with named presets.
+
+- ``paper``: the official recipe (official §4-5: loss weights, lr, pool, 8-32 steps, 10 + 10
+  epochs, batch 8) with the official bugs **fixed** (cosine over optimizer steps, step count
+  redrawn every batch, best checkpoint by validation SSIM, blur without dark borders).
+- ``faithful``: ``paper`` with every ``faithful_*`` switch on: the official code's behaviour,
+  bugs included.
+- ``default``: what ``lnca train`` uses: ``paper`` plus the levers measured to help on the
+  embedded dataset within a 30-minute CPU budget (see docs/training/README.md).
+- ``smoke``: a tiny configuration for tests.
+
+Learning rates left at ``None`` take the official value for the model (``OFFICIAL_LR``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+OFFICIAL_LR = {  # official §4
+    "latent-nafca": 1e-2,
+    "latent-vitca": 1e-2,
+    "vitca": 1e-3,
+    "nafnet": 1e-3,
+    "restormer": 3e-4,
+}
+TASKS = ("denoise", "deblur")
+
+
+def base_model(name: str) -> str:
+    """The paper model a preset belongs to (``tiny-latent-nafca`` -> ``latent-nafca``)."""
+    for prefix in ("tiny-",):
+        if name.startswith(prefix):
+            name = name[len(prefix) :]
+    return name[:-3] if name.endswith("-tf") else name
+
+
+@dataclass(frozen=True)
+class Recipe:
+    # -- what ------------------------------------------------------------------------------------
+    model: str = "latent-nafca"
+    task: str = "denoise"
+    data: str = "embedded"  # "embedded" or a folder
+    dataset: str | None = None  # how to read the folder (cifar10, celeba, tinyimagenet, paired)
+    seed: int = 0  # training randomness: order, corruptions, pool, step counts, masks
+    split_seed: int = 0  # which sources go to which split (kept fixed so every run shares a test set)
+    limit: int | None = None  # cap on images read from a folder dataset
+    train_limit: int | None = None  # use only the first N training images (tests, quick runs)
+    val_limit: int | None = None  # score only the first N validation images each epoch
+    # -- data ------------------------------------------------------------------------------------
+    tile: int = 64
+    size: int = 32
+    train_tiles: tuple[int, ...] = ()  # extra training tile sizes (multi-scale)
+    extra_gray: bool = False  # add scikit-image's grayscale photos to the training split
+    augment: bool = False  # random flip + rot90 per training image
+    augment_colour: bool = False  # random negative + RGB permutation per training image
+    curriculum_top: float | None = None  # cap on the curriculum level (None = official 0.75 / 10)
+    ae_task: str | None = None  # corruption of the autoencoder phase (None = the task's own)
+    # -- schedule --------------------------------------------------------------------------------
+    epochs: int = 10  # NCA phase (latent models) or the only phase (other models)
+    ae_epochs: int = 10  # latent models' autoencoder phase
+    batch_size: int = 8
+    epoch_batches: int | None = None  # cap on batches per epoch (each epoch then draws a fresh random subset)
+    lr: float | None = None  # None = OFFICIAL_LR[model]
+    ae_lr: float | None = None
+    steps_min: int = 8
+    steps_max: int = 32
+    eval_steps: int = 64
+    pool_size: int = 1024  # 0 = no pool: every optimizer step on a fresh batch
+    update_rate: float | None = None  # None = the model's (1.0 latent, 0.5 pixel ViTCA)
+    nca_dropout: float | None = None  # None = the model's (0.1 NAFCA)
+    zero_head: bool = False  # zero-initialise the NAFCA head (as ViTCA's): the first steps are no-ops
+    eval_batch: int = 64
+    self_ensemble: int = 1  # evaluation: mean over 1, 8 or 16 symmetric copies of the input (test-time augmentation)
+    init_ae: str | None = None  # start from this file's autoencoder (weights or training state); ae_epochs=0 skips phase 1
+    # NCA models: train the fast model (same math: CPU fast path on CPU, Triton on CUDA).
+    # NOTE: off by default: every figure in docs/training was measured with the reference model
+    # (the fast path was being built meanwhile), and on this CPU it bought little for training:
+    # LatentNAFCA B=8, 20 steps forward+backward 0.139 s fast vs 0.138 s reference; 64-step
+    # inference 0.070 vs 0.083 s (1 thread, 2-core machine). Turn on with --set fast_model=true.
+    fast_model: bool = False
+    # -- losses (official §4) ----------------------------------------------------------------------
+    ae_rec_weight: float = 100.0
+    ae_triplet_weight: float = 10.0
+    ae_margin: float = 1.0
+    ae_task_weight: float = 10.0
+    ae_equiv_weight: float = 100.0
+    ae_eps_std: float = 0.5
+    nca_image_weight: float = 100.0
+    nca_latent_weight: float = 100.0
+    nca_out_overflow: float = 1.0
+    nca_hid_overflow: float = 1.0
+    nca_ssim_weight: float = 0.0  # lever: + w (1 - SSIM(image, clean)); 0 in the official recipe
+    vitca_l1_weight: float = 100.0
+    vitca_overflow_weight: float = 100.0
+    # -- faithful switches: True reproduces an official bug (official §8) --------------------------
+    faithful_schedule: bool = False  # cosine counts batches: lr hits 0 halfway (§8.5)
+    faithful_steps: bool = False  # one step count per run for fresh and one for pool batches, 8..33 (§8.4)
+    faithful_last: bool = False  # final test uses the last epoch, not the best by val SSIM (§8.6)
+    faithful_blur_border: bool = False  # zero-padded blur darkens borders (§8.15)
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS or self.ae_task not in (None, *TASKS):
+            raise ValueError(f"task and ae_task must be one of {TASKS}, got {self.task!r} and {self.ae_task!r}")
+        if base_model(self.model) not in OFFICIAL_LR:
+            raise ValueError(f"model must be one of {tuple(OFFICIAL_LR)} (or a tiny-/-tf preset of one), got {self.model!r}")
+        for name in ("epochs", "batch_size", "steps_min", "eval_batch", "tile", "size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
+        if self.ae_epochs < 0 or self.eval_steps < 1 or self.pool_size < 0:
+            raise ValueError("ae_epochs and pool_size must be >= 0 and eval_steps >= 1")
+        if self.steps_max < self.steps_min:
+            raise ValueError(f"steps_max ({self.steps_max}) must be >= steps_min ({self.steps_min})")
+        if self.batch_size < 2 and self.latent:
+            raise ValueError("the autoencoder phase needs batch_size >= 2 (negatives are a derangement of the batch)")
+
+    # -- derived ---------------------------------------------------------------------------------
+    @property
+    def family(self) -> str:
+        return base_model(self.model)
+
+    @property
+    def latent(self) -> bool:
+        return self.family.startswith("latent-")
+
+    @property
+    def nca(self) -> bool:
+        return self.family in ("latent-nafca", "latent-vitca", "vitca")
+
+    @property
+    def nca_lr(self) -> float:
+        return OFFICIAL_LR[self.family] if self.lr is None else self.lr
+
+    @property
+    def autoencoder_lr(self) -> float:
+        return OFFICIAL_LR[self.family] if self.ae_lr is None else self.ae_lr
+
+    @property
+    def blur_border(self) -> str:
+        return "zeros" if self.faithful_blur_border else "reflect"
+
+    def replace(self, **changes) -> Recipe:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Recipe:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown recipe fields {unknown}; valid: {sorted(names)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+_FAITHFUL = dict(faithful_schedule=True, faithful_steps=True, faithful_last=True, faithful_blur_border=True)
+
+RECIPES = {
+    "paper": {},
+    "faithful": _FAITHFUL,
+    # Measured on the embedded data (docs/training/README.md): each lever is a field above.
+    "default": dict(
+        ae_epochs=30,
+        epochs=30,
+        epoch_batches=128,
+        train_tiles=(48, 96, 128),
+        extra_gray=True,
+        augment=True,
+        augment_colour=True,
+        ae_task="denoise",
+        zero_head=True,
+        steps_min=8,
+        steps_max=16,
+        eval_steps=16,
+        pool_size=0,
+        nca_ssim_weight=100.0,
+        self_ensemble=8,
+    ),
+    "smoke": dict(epochs=2, ae_epochs=1, steps_min=2, steps_max=4, eval_steps=4, pool_size=16, batch_size=4),
+}
+
+
+def get_recipe(name: str, **overrides) -> Recipe:
+    """A named recipe with ``overrides``; ``default`` caps the curriculum at the task's evaluation
+    level unless told otherwise."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; known: {', '.join(RECIPES)}")
+    fields = {**RECIPES[name], **overrides}
+    if name == "default" and "curriculum_top" not in overrides:
+        from ..data.curriculum import EVAL_LEVEL
+
+        fields["curriculum_top"] = float(EVAL_LEVEL.get(fields.get("task", "denoise"), 0.5))
+    return Recipe(**fields)

@@ -1,0 +1,22 @@
+"""``lnca demo`` runs the shipped trained weights on held-out photos and reports SSIM/PSNR."""
+
+from __future__ import annotations
+
+import pytest
+
+from lnca_fast.cli import main
+from lnca_fast.cli.demo import TASKS, shipped_weights
+
+
+@pytest.mark.skipif(not all(shipped_weights(t).is_file() for t in TASKS), reason="no shipped weights in this checkout")
+def test_demo_restores_held_out_tiles(tmp_path, capsys):
+    assert main(["demo", "--images", "8", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    for word in ("denoise", "deblur", "corrupted input", "LatentNAFCA (shipped)", "single pass", "SSIM"):
+        assert word in out
+    assert (tmp_path / "denoise.png").is_file() and (tmp_path / "deblur.png").is_file()
+
+
+def test_demo_rejects_bad_options(capsys):
+    assert main(["demo", "--images", "-1"]) == 2
+    assert "Traceback" not in capsys.readouterr().err

@@ -1,0 +1,70 @@
+"""``lnca train`` / ``lnca eval``: a tiny end-to-end run, and user errors that print one line, exit
+non-zero with no traceback and leave no files behind."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from lnca_fast.cli import main
+
+TINY = ["--recipe", "smoke", "--set", "train_limit=16", "--set", "val_limit=8", "--set", "fast_model=false", "--no-progress"]
+
+
+def _error(capsys, argv) -> str:
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and "Traceback" not in err and len(err.splitlines()) == 1, err
+    return err
+
+
+def test_train_errors_leave_no_files(tmp_path, capsys):
+    out = tmp_path / "run"
+    cases = [
+        (["train", "--task", "denoise", "--out", str(out)], "--model and --task are required"),
+        (["train", "--model", "resnet", "--task", "denoise", "--out", str(out)], "model must be one of"),
+        (
+            ["train", "--model", "latent-nafca", "--task", "denoise", "--data", str(tmp_path / "nope"), "--out", str(out)],
+            "existing folder",
+        ),
+        (["train", "--model", "latent-nafca", "--task", "denoise", "--set", "colour=blue", "--out", str(out)], "colour"),
+        (["train", "--model", "latent-nafca", "--task", "denoise", "--set", "lr", "--out", str(out)], "FIELD=VALUE"),
+        (["train", "--out", str(out), "--resume"], "no training run"),
+        (["train", "--model", "latent-nafca", "--task", "denoise", "--recipe", "best", "--out", str(out)], "unknown recipe"),
+    ]
+    for argv, message in cases:
+        assert message in _error(capsys, argv)
+        assert not out.exists()
+
+
+def test_train_then_eval(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--model", "tiny-latent-nafca", "--task", "denoise", "--out", str(out), *TINY]) == 0
+    printed = capsys.readouterr().out
+    assert "test SSIM" in printed and (out / "model.safetensors").is_file()
+    # A second train into the same folder must not clobber it.
+    assert "already holds a training run" in _error(
+        capsys, ["train", "--model", "tiny-latent-nafca", "--task", "denoise", "--out", str(out)]
+    )
+    assert main(["eval", "--checkpoint", str(out), "--limit", "12"]) == 0
+    report = out / "eval"
+    rows = list(csv.DictReader(open(report / "report.csv")))
+    methods = [r["method"] for r in rows]
+    assert methods[0] == "corrupted input" and "TV (Chambolle)" in methods and methods[-1] == "tiny-latent-nafca"
+    assert all(0 < float(r["ssim"]) <= 1 for r in rows)
+    assert (report / "report.md").read_text().count("\n| ") == len(rows) + 1
+    for png in ("grid.png", "curves.png"):
+        assert (report / png).read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("make", ["missing", "not_a_run", "unfinished"])
+def test_eval_errors(tmp_path, capsys, make):
+    folder = tmp_path / "run"
+    if make != "missing":
+        folder.mkdir()
+    if make == "unfinished":
+        (folder / "recipe.json").write_text('{"model": "tiny-latent-nafca", "task": "denoise"}')
+    err = _error(capsys, ["eval", "--checkpoint", str(folder)])
+    assert {"missing": "no such run folder", "not_a_run": "not a training run", "unfinished": "has not finished"}[make] in err
+    assert not (folder / "eval").exists()

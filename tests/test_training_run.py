@@ -1,0 +1,83 @@
+"""End-to-end training on the embedded data with tiny models: the loss goes down, a run killed
+mid-epoch and resumed ends with exactly the weights of an uninterrupted run, outputs are complete."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from lnca_fast.checkpoint import load_model
+from lnca_fast.training import steps as steps_module
+from lnca_fast.training.epoch_log import read_log
+from lnca_fast.training.recipe import get_recipe
+from lnca_fast.training.trainer import Trainer, train
+
+TINY = dict(train_limit=48, val_limit=16, eval_batch=16, fast_model=False)
+
+
+def _recipe(**over):
+    return get_recipe("smoke", model="tiny-latent-nafca", **{**TINY, **over})
+
+
+def test_short_training_lowers_the_loss(tmp_path):
+    # A fixed corruption level so the epochs' losses are comparable.
+    recipe = _recipe(ae_epochs=4, epochs=3, curriculum_top=0.25, zero_head=True)
+    result = train(recipe, tmp_path, progress=False)
+    rows = read_log(tmp_path / "log.csv")
+    ae = [float(r["train_loss"]) for r in rows if r["phase"] == "ae"]
+    nca = [float(r["train_loss"]) for r in rows if r["phase"] == "nca"]
+    assert ae[-1] < 0.7 * ae[0] and nca[-1] < nca[0]
+    assert [r["phase"] for r in rows] == ["ae"] * 4 + ["nca"] * 3
+    # Outputs: final weights that rebuild the model, test metrics, the recipe.
+    model = load_model(tmp_path / "model.safetensors")
+    assert type(model).__name__ == "LNCA"
+    saved = json.loads((tmp_path / "result.json").read_text())
+    assert saved["ssim"] == pytest.approx(result["ssim"]) and 0 < saved["input_ssim"] < 1
+    assert json.loads((tmp_path / "recipe.json").read_text())["model"] == "tiny-latent-nafca"
+    assert len(list(tmp_path.glob("state-*.safetensors"))) == 1  # older checkpoints are removed
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path, monkeypatch):
+    recipe = _recipe(ae_epochs=1, epochs=3)
+    train(recipe, tmp_path / "whole", progress=False)
+    whole = load_model(tmp_path / "whole" / "model.safetensors").state_dict()
+
+    calls = {"n": 0}
+    real = steps_module.Stepper.nca
+
+    def dying(self, *args, **kwargs):  # killed in the middle of the second NCA epoch
+        calls["n"] += 1
+        if calls["n"] == 12 + 5:
+            raise _Killed
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(steps_module.Stepper, "nca", dying)
+    with pytest.raises(_Killed):
+        train(recipe, tmp_path / "killed", progress=False)
+    progress = json.loads((tmp_path / "killed" / "progress.json").read_text())
+    assert (progress["phase"], progress["epoch"]) == ("nca", 0)  # the last completed epoch
+    monkeypatch.setattr(steps_module.Stepper, "nca", real)
+    with pytest.raises(ValueError, match="--resume"):
+        Trainer(recipe, tmp_path / "killed", progress=False)
+    Trainer(recipe, tmp_path / "killed", resume=True, progress=False).run()
+    resumed = load_model(tmp_path / "killed" / "model.safetensors").state_dict()
+    assert resumed.keys() == whole.keys()
+    for k in whole:
+        assert torch.equal(resumed[k], whole[k]), k
+    rows = read_log(tmp_path / "killed" / "log.csv")
+    assert [(r["phase"], r["epoch"]) for r in rows] == [("ae", "1"), ("nca", "1"), ("nca", "2"), ("nca", "3")]
+
+
+def test_fast_model_trains_on_the_cpu_fast_path():
+    # conftest sets TRITON_INTERPRET=1 on GPU-less machines: training must still pin the CPU fast
+    # path rather than run the Triton interpreter.
+    from lnca_fast.training.models import build_for_training
+
+    model = build_for_training(_recipe(fast_model=True), torch.device("cpu"))
+    assert type(model).__name__ == "FastLNCA" and model.nca.backend == "torch"
