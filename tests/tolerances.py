@@ -64,3 +64,42 @@ NAFCA_CPU_FLOAT32 = {"out": 1e-5, "d_state": 2e-5, "d_param": 4e-5}
 # measured worst image 1.7e-6, gradient 5.6e-6 (torch and triton backends).
 NAFCA_MODEL_IMAGE_RTOL = 1e-5
 NAFCA_MODEL_GRAD_RTOL = 5e-5
+
+
+# -- ViTCA fused kernels and CPU fast path (tests/test_vitca_*.py) ------------------------------
+# Relative errors (max |x - ref| / max |ref|) against the float64 reference cell with random
+# parameters, for the new state, the state gradient and the worst parameter gradient (through
+# folding and packing). Measured worst over 95 random cases (tiny / odd / paper cells, 1x1 to
+# 9x9 grids, B <= 3, whole images and split tiles; interpreter, /tmp script, this session):
+#   float32, 1 step:      out 3.6e-7, d_state 4.0e-7, d_param 1.7e-6
+#   float32, 2-4 steps:   out 3.2e-7, d_state 3.8e-7, d_param 6.3e-7
+#   float16, 1 step:      out 1.6e-3, d_state 6.4e-3, d_param 3.8e-3
+#   float16, 2-4 steps:   out 1.4e-3, d_state 2.8e-3, d_param 2.0e-3
+# Limits are ~10x (fp32) / ~4x (fp16) those. GPU-only entries are NOT measured (no GPU in this
+# session): fp32 states run TF32 dots on a GPU (10-bit mantissa, as fp16), so "tf32" reuses the
+# fp16 limits; bf16 has 3 fewer mantissa bits than fp16, so 8x. Re-measure on a GPU and tighten.
+_VITCA_FP16 = {"out": 8e-3, "d_state": 3e-2, "d_param": 2e-2}
+_VITCA_KERNEL = {
+    "float32": {"out": 4e-6, "d_state": 4e-6, "d_param": 2e-5},
+    "float16": _VITCA_FP16,
+    "tf32": _VITCA_FP16,
+    "bfloat16": {k: 8 * v for k, v in _VITCA_FP16.items()},
+}
+
+
+def vitca_kernel_limits(dtype) -> dict[str, float]:
+    """Relative-error limits of the fused ViTCA step (1-4 steps): ``dtype`` is a torch dtype or "tf32"."""
+    return _VITCA_KERNEL[dtype if isinstance(dtype, str) else str(dtype).removeprefix("torch.")]
+
+
+# CPU fast path (FastViTCA "torch" backend) vs the float64 reference, same relative errors, 1-4
+# steps (200 random cases): float64 cell out 6.4e-16, d_state 3.9e-15, d_param 4.4e-15;
+# float32 cell out 2.9e-7, d_state 9.4e-7, d_param 1.1e-6.
+VITCA_CPU_FLOAT64_RTOL = 5e-14
+VITCA_CPU_FLOAT32 = {"out": 3e-6, "d_state": 1e-5, "d_param": 1e-5}
+# Whole models (latent-vitca 12x12 / vitca 6x6 images, 3 eval steps; one training step at 8x8 /
+# 5x5, 2 steps), fast vs reference, both float32, torch and triton backends: measured worst image
+# 5.4e-7, parameter gradient 2.6e-6 (gradients that are structurally zero -- conv biases in front
+# of a BatchNorm -- are checked against 1e-5 of the largest gradient instead).
+VITCA_MODEL_IMAGE_RTOL = 5e-6
+VITCA_MODEL_GRAD_RTOL = 2.5e-5
