@@ -61,8 +61,8 @@ def print_summary(rows: list[dict], env) -> None:
     if not memory:
         print("  (no configuration measured by both providers)")
     if env.device == "cpu":
-        print("  note: the recompute backward (state-only activation memory) exists only in the Triton path; on CPU the")
-        print("  fast path's training memory is what autograd keeps for its folded, channels-last step.")
+        print("  note: on CPU the fast path recomputes each step in backward (torch.utils.checkpoint), keeping one")
+        print("  state per step like the Triton backward; FastCell.recompute=False trades that memory for speed.")
     step = [(*r[:4], den, *r[5:]) for den in ("fast", "compile") for r in ratios(rows, "ca_step", "time", den=den)]
     if step:
         print("CA step, reference time / provider time:")

@@ -13,6 +13,7 @@ A fast cell implements two methods:
 from __future__ import annotations
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
 from ..reference import masks
 from ..reference.checks import check_update_mask
@@ -23,6 +24,9 @@ class FastCell:
     """Mixin placed before the reference cell: ``class FastNAFCA(FastCell, NAFCA)``."""
 
     backend: str = "auto"
+    # CPU path under autograd: save one state per step and recompute the step in backward (the
+    # Triton backward always does). False keeps every intermediate: faster, ~3-10x the memory.
+    recompute: bool = True
 
     def set_backend(self, backend: str) -> None:
         """Pin ``"triton"``, ``"torch"`` or ``"auto"`` (by device; the default)."""
@@ -56,7 +60,12 @@ class FastCell:
             dropout_masks = self.draw_dropout_masks(state, generator)
         else:
             dropout_masks = self._check_dropout_masks(dropout_masks, state)
-        return self.fused_step(state, prepared, update_mask, dropout_masks, backends.resolve(self.backend, state))
+        backend = backends.resolve(self.backend, state)
+        if backend == "torch" and self.recompute and torch.is_grad_enabled():
+            # Keep only the step's input state for backward and recompute the rest, as the fused
+            # kernels' backward does (the masks are inputs, so the recomputation is exact).
+            return checkpoint(self.fused_step, state, prepared, update_mask, dropout_masks, backend, use_reentrant=False)
+        return self.fused_step(state, prepared, update_mask, dropout_masks, backend)
 
     def forward(
         self,

@@ -15,7 +15,11 @@ from .fold_nafca import FoldedNAFCA, fold_nafca
 class FastNAFCA(FastCell, NAFCA):
     def prepare(self) -> FoldedNAFCA:
         """Fold LN affines, conv2, beta and gamma once per rollout (differentiably)."""
-        return fold_nafca(self)
+        folded = fold_nafca(self)
+        # Build the lazily derived GEMM operand now: built inside the first (checkpointed) step
+        # it would make that step's recomputation differ from its forward.
+        _ = folded.perception_out
+        return folded
 
     def fused_step(
         self,
