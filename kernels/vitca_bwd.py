@@ -31,8 +31,19 @@ Halo cost per tile of T x T cells: phases B run on (T + 2)^2 cells -- none for w
 1.27x for 16 x 16, 1.56x for 8 x 8 -- and phase A on (T + 4)^2.
 NOTE (registers): B1a/B1b/B1c/B2 are separate block loops (x1, dx2, dx1 round-trip through the
 frame; LN inputs are recomputed): as one loop they shared one register budget and spilled 216
-bytes per thread (sm_90, 8 warps); as four, 0 (sm_90) / 32 (sm_80, fp32 only). Splitting B2 or
-C further did not help (32-40 bytes).
+bytes per thread (sm_90, 8 warps). Each program does ONE tile (the launcher issues several
+launches when the tiles outnumber its programs): inside a persistent loop over tiles, every
+value LLVM hoists out of the phases (thread-index-derived layout and shared-memory offsets,
+pointer bases; the prologue of the PTX) stayed live across the whole loop body, i.e. across the
+hottest phase. Measured (LNCA config, fp32 tf32, sm_80, 8 warps, ptxas with ``.maxnreg``): the
+persistent kernel spilled 32 bytes at 255 registers (28 / 60 / 92 at caps 248 / 240 / 232); one
+tile per program needs 216 (0 bytes at 216, 4 at 208), so 0 spill at every configuration of the
+report. Measured and rejected with the persistent loop (spill at 255 registers): splitting B2
+or C further (32-40 bytes); re-reading dx1 (B2) and dx2 (B1c) from the frame in 32-wide chunks
+instead of holding the [16, 128] fp32 ``tl.dot`` A operand, which every warp replicates at
+BLOCK_M = 16 (64 registers per thread; 16 bytes; with one tile per program it fits in 200, not
+needed); also the LN(x1) operand of B1c (24); moving the Wo gradient from B2 to B1c (40); a
+per-block opaque scratch base (144).
 """
 
 import triton
@@ -120,7 +131,7 @@ def gather_to_cells(wbase, vbase, valid, FW, SW, BLOCK_M: tl.constexpr, DP: tl.c
 
 # Sizes are never specialised (one compiled kernel per configuration, whatever the grid); pointers
 # are specialised on 16-byte alignment, which the launcher guarantees.
-@triton.jit(do_not_specialize=["H", "W", "C", "tile_h", "tile_w", "tiles_y", "tiles_x", "n_tiles", "stride_m", "eps"])
+@triton.jit(do_not_specialize=["H", "W", "C", "tile_h", "tile_w", "tiles_y", "tiles_x", "tile0", "stride_m", "eps"])
 def _vitca_step_bwd_kernel(
     # pointers
     s_ptr,  # *T [B, H, W, C] the step's input state, contiguous
@@ -139,7 +150,7 @@ def _vitca_step_bwd_kernel(
     tile_w,  # tile width (cells)
     tiles_y,  # tiles per image column
     tiles_x,  # tiles per image row
-    n_tiles,  # B * tiles_y * tiles_x
+    tile0,  # first tile of this launch: program pid does tile tile0 + pid (one tile per program)
     # strides and scalars
     stride_m,  # 1, or 0 for the broadcast all-ones mask
     eps,  # LayerNorm epsilon
@@ -173,158 +184,156 @@ def _vitca_step_bwd_kernel(
     dw = dw_ptr + pid * (o_bh + CP)
     e = tl.arange(0, EP)
     win = tl.arange(0, 4)[:, None] * 4 + tl.arange(0, 4)[None, :]  # [4, 4] window slot -> column
-    for t in range(pid, n_tiles, tl.num_programs(0)):
-        b, y0, x0, y1, x1 = tile_origin(t, tiles_y, tiles_x, tile_h, tile_w, H, W)
-        tl.debug_barrier()  # the previous tile is done with this frame and the partials
-        zero_outside(scr, y0, x0, tile_h + 4, FW, SW, H, W, BLOCK_M)
-        # A. K, V of the tile + 2-cell halo.
-        ry0 = tl.maximum(y0 - 2, 0)
-        rx0 = tl.maximum(x0 - 2, 0)
-        rw = tl.minimum(x1 + 2, W) - rx0
-        n = (tl.minimum(y1 + 2, H) - ry0) * rw
-        for r0 in range(0, n, BLOCK_M):
-            zero = opaque_zero(pe_ptr, H, W, EP)
-            wp = w_ptr + zero  # weights (see opaque_zero)
-            dwp = dw + zero  # this program's partial gradients
-            y, x, valid = region_rows(r0, ry0, rx0, rw, n, BLOCK_M)
-            x0v, n1, rstd1 = embed_ln(s_ptr, wp, pe_ptr, (b * H + y) * W + x, y * W + x, valid, C, eps, E, CP, EP, BN, IP)
-            store_kv(n1, wp, o_wk, o_bk, o_wv, o_bv, scr, frame_row(y, x, y0, x0, FW), valid, SW, NH, DP, EP, AP, IP)
+    b, y0, x0, y1, x1 = tile_origin(tile0 + pid, tiles_y, tiles_x, tile_h, tile_w, H, W)
+    zero_outside(scr, y0, x0, tile_h + 4, FW, SW, H, W, BLOCK_M)
+    # A. K, V of the tile + 2-cell halo.
+    ry0 = tl.maximum(y0 - 2, 0)
+    rx0 = tl.maximum(x0 - 2, 0)
+    rw = tl.minimum(x1 + 2, W) - rx0
+    n = (tl.minimum(y1 + 2, H) - ry0) * rw
+    for r0 in range(0, n, BLOCK_M):
+        zero = opaque_zero(pe_ptr, H, W, EP)
+        wp = w_ptr + zero  # weights (see opaque_zero)
+        dwp = dw + zero  # this program's partial gradients
+        y, x, valid = region_rows(r0, ry0, rx0, rw, n, BLOCK_M)
+        x0v, n1, rstd1 = embed_ln(s_ptr, wp, pe_ptr, (b * H + y) * W + x, y * W + x, valid, C, eps, E, CP, EP, BN, IP)
+        store_kv(n1, wp, o_wk, o_bk, o_wv, o_bv, scr, frame_row(y, x, y0, x0, FW), valid, SW, NH, DP, EP, AP, IP)
+    tl.debug_barrier()
+    # B1a. Tile + 1-cell halo: attention forward down to x1.
+    ry0 = tl.maximum(y0 - 1, 0)
+    rx0 = tl.maximum(x0 - 1, 0)
+    rw = tl.minimum(x1 + 1, W) - rx0
+    n = (tl.minimum(y1 + 1, H) - ry0) * rw
+    for r0 in range(0, n, BLOCK_M):
+        zero = opaque_zero(pe_ptr, H, W, EP)
+        wp = w_ptr + zero  # weights (see opaque_zero)
+        dwp = dw + zero  # this program's partial gradients
+        y, x, valid = region_rows(r0, ry0, rx0, rw, n, BLOCK_M)
+        rows = frame_row(y, x, y0, x0, FW)
+        own = scr + rows[:, None] * SW + tl.arange(0, DP)[None, :]  # [M, DP] this block's frame rows
+        own_win = scr + rows[:, None, None] * SW + win[None, :, :]  # [M, 4, 4]
+        xr, n1, rstd1 = embed_ln(s_ptr, wp, pe_ptr, (b * H + y) * W + x, y * W + x, valid, C, eps, E, CP, EP, BN, IP)
+        xr += load_vec(wp, o_bo, EP)[None, :]
+        for h in range(NH):
+            col = h * DP
+            q = linear(n1, wp, o_wq, o_bq, col, AP, EP, DP, IP)
+            attn = head_attention(q, own + col, valid, FW, SW, BLOCK_M)
+            tl.store(own + COL_Q + col, q, mask=valid[:, None])
+            tl.store(own_win + COL_A + h * SLOTS, attn, mask=valid[:, None, None])
+            xr += matmul(head_mix(attn, own + AP + col, valid, FW, SW, BLOCK_M, DP), wp, o_wo, col, 0, EP, DP, EP, IP)
+        tl.store(scr + rows[:, None] * SW + COL_X + e[None, :], xr, mask=valid[:, None])  # x1
+    tl.debug_barrier()
+    # B1b. Same cells: MLP and head forward from x1, the head backward down to dx2.
+    for r0 in range(0, n, BLOCK_M):
+        zero = opaque_zero(pe_ptr, H, W, EP)
+        wp = w_ptr + zero  # weights (see opaque_zero)
+        dwp = dw + zero  # this program's partial gradients
+        tl.debug_barrier()  # the previous block's partial-gradient writes are done
+        y, x, valid = region_rows(r0, ry0, rx0, rw, n, BLOCK_M)
+        mine = (valid & (y >= y0) & (y < y1) & (x >= x0) & (x < x1)).to(tl.float32)[:, None]  # tile cells
+        cell = (b * H + y) * W + x
+        xptr = scr + frame_row(y, x, y0, x0, FW)[:, None] * SW + COL_X + e[None, :]
+        xr = tl.load(xptr, mask=valid[:, None], other=0.0)  # x1
+        n2, rstd2 = layer_norm(xr, eps, E, EP)
+        xr += mlp(n2, wp, o_w1, o_b1, o_w2, EP, MP, BLOCK_M, BN, IP) + load_vec(wp, o_b2, EP)[None, :]
+        n3, rstd3 = layer_norm(xr, eps, E, EP)
+        # Head and masked update, out = s + m * (n3 @ Wh^T + bh), in channel chunks.
+        m = tl.load(m_ptr + cell * stride_m, mask=valid, other=0.0).to(tl.float32)[:, None]
+        dn = tl.zeros([BLOCK_M, EP], tl.float32)
+        for c0 in range(0, CP, BC):
+            du = load_cells(g_ptr, cell, valid, C, c0, BC) * m
+            acc_grad(dwp, o_wh + c0, CP, n3, du * mine, DT, IP)
+            acc_vec(dwp, o_bh + c0, BC, tl.sum(du * mine, 0))
+            dn += matmul_t(du, wp, o_wh, 0, c0, CP, EP, BC, IP)
+        dx = layer_norm_bwd(n3, rstd3, dn, E, EP)  # dx2
+        acc_vec(dwp, o_b2, EP, tl.sum(dx * mine, 0))
+        tl.store(xptr + (COL_D - COL_X), dx, mask=valid[:, None])
+    tl.debug_barrier()
+    # B1c. Same cells: the MLP backward (hidden chunks, recomputing each pre-activation) to dx1.
+    for r0 in range(0, n, BLOCK_M):
+        zero = opaque_zero(pe_ptr, H, W, EP)
+        wp = w_ptr + zero  # weights (see opaque_zero)
+        dwp = dw + zero  # this program's partial gradients
         tl.debug_barrier()
-        # B1a. Tile + 1-cell halo: attention forward down to x1.
-        ry0 = tl.maximum(y0 - 1, 0)
-        rx0 = tl.maximum(x0 - 1, 0)
-        rw = tl.minimum(x1 + 1, W) - rx0
-        n = (tl.minimum(y1 + 1, H) - ry0) * rw
-        for r0 in range(0, n, BLOCK_M):
-            zero = opaque_zero(pe_ptr, H, W, EP)
-            wp = w_ptr + zero  # weights (see opaque_zero)
-            dwp = dw + zero  # this program's partial gradients
-            y, x, valid = region_rows(r0, ry0, rx0, rw, n, BLOCK_M)
-            rows = frame_row(y, x, y0, x0, FW)
-            own = scr + rows[:, None] * SW + tl.arange(0, DP)[None, :]  # [M, DP] this block's frame rows
-            own_win = scr + rows[:, None, None] * SW + win[None, :, :]  # [M, 4, 4]
-            xr, n1, rstd1 = embed_ln(s_ptr, wp, pe_ptr, (b * H + y) * W + x, y * W + x, valid, C, eps, E, CP, EP, BN, IP)
-            xr += load_vec(wp, o_bo, EP)[None, :]
-            for h in range(NH):
-                col = h * DP
-                q = linear(n1, wp, o_wq, o_bq, col, AP, EP, DP, IP)
-                attn = head_attention(q, own + col, valid, FW, SW, BLOCK_M)
-                tl.store(own + COL_Q + col, q, mask=valid[:, None])
-                tl.store(own_win + COL_A + h * SLOTS, attn, mask=valid[:, None, None])
-                xr += matmul(head_mix(attn, own + AP + col, valid, FW, SW, BLOCK_M, DP), wp, o_wo, col, 0, EP, DP, EP, IP)
-            tl.store(scr + rows[:, None] * SW + COL_X + e[None, :], xr, mask=valid[:, None])  # x1
+        y, x, valid = region_rows(r0, ry0, rx0, rw, n, BLOCK_M)
+        mine = (valid & (y >= y0) & (y < y1) & (x >= x0) & (x < x1)).to(tl.float32)[:, None]
+        xptr = scr + frame_row(y, x, y0, x0, FW)[:, None] * SW + COL_X + e[None, :]
+        n2, rstd2 = layer_norm(tl.load(xptr, mask=valid[:, None], other=0.0), eps, E, EP)  # LN(x1)
+        dx = tl.load(xptr + (COL_D - COL_X), mask=valid[:, None], other=0.0)  # dx2
+        dn = tl.zeros([BLOCK_M, EP], tl.float32)
+        for f0 in range(0, MP, BF):
+            f = linear(n2, wp, o_w1, o_b1, f0, MP, EP, BF, IP)
+            acc_grad(dwp, o_w2 + f0 * EP, EP, gelu(f), dx * mine, DT, IP)
+            df = matmul_t(dx, wp, o_w2, f0, 0, EP, BF, EP, IP) * gelu_grad(f)
+            acc_grad(dwp, o_w1 + f0, MP, n2, df * mine, DT, IP)
+            acc_vec(dwp, o_b1 + f0, BF, tl.sum(df * mine, 0))
+            dn += matmul_t(df, wp, o_w1, 0, f0, MP, EP, BF, IP)
+        dx += layer_norm_bwd(n2, rstd2, dn, E, EP)  # dx1
+        acc_vec(dwp, o_bo, EP, tl.sum(dx * mine, 0))
+        tl.debug_barrier()  # every thread has read its x1
+        tl.store(xptr, dx, mask=valid[:, None])  # dx1
+    tl.debug_barrier()
+    # B2. Same cells: attention backward per head, then LN1 for the q path.
+    for r0 in range(0, n, BLOCK_M):
+        zero = opaque_zero(pe_ptr, H, W, EP)
+        wp = w_ptr + zero  # weights (see opaque_zero)
+        dwp = dw + zero  # this program's partial gradients
         tl.debug_barrier()
-        # B1b. Same cells: MLP and head forward from x1, the head backward down to dx2.
-        for r0 in range(0, n, BLOCK_M):
-            zero = opaque_zero(pe_ptr, H, W, EP)
-            wp = w_ptr + zero  # weights (see opaque_zero)
-            dwp = dw + zero  # this program's partial gradients
-            tl.debug_barrier()  # the previous block's partial-gradient writes are done
-            y, x, valid = region_rows(r0, ry0, rx0, rw, n, BLOCK_M)
-            mine = (valid & (y >= y0) & (y < y1) & (x >= x0) & (x < x1)).to(tl.float32)[:, None]  # tile cells
-            cell = (b * H + y) * W + x
-            xptr = scr + frame_row(y, x, y0, x0, FW)[:, None] * SW + COL_X + e[None, :]
-            xr = tl.load(xptr, mask=valid[:, None], other=0.0)  # x1
-            n2, rstd2 = layer_norm(xr, eps, E, EP)
-            xr += mlp(n2, wp, o_w1, o_b1, o_w2, EP, MP, BLOCK_M, BN, IP) + load_vec(wp, o_b2, EP)[None, :]
-            n3, rstd3 = layer_norm(xr, eps, E, EP)
-            # Head and masked update, out = s + m * (n3 @ Wh^T + bh), in channel chunks.
-            m = tl.load(m_ptr + cell * stride_m, mask=valid, other=0.0).to(tl.float32)[:, None]
-            dn = tl.zeros([BLOCK_M, EP], tl.float32)
-            for c0 in range(0, CP, BC):
-                du = load_cells(g_ptr, cell, valid, C, c0, BC) * m
-                acc_grad(dwp, o_wh + c0, CP, n3, du * mine, DT, IP)
-                acc_vec(dwp, o_bh + c0, BC, tl.sum(du * mine, 0))
-                dn += matmul_t(du, wp, o_wh, 0, c0, CP, EP, BC, IP)
-            dx = layer_norm_bwd(n3, rstd3, dn, E, EP)  # dx2
-            acc_vec(dwp, o_b2, EP, tl.sum(dx * mine, 0))
-            tl.store(xptr + (COL_D - COL_X), dx, mask=valid[:, None])
+        y, x, valid = region_rows(r0, ry0, rx0, rw, n, BLOCK_M)
+        mine = (valid & (y >= y0) & (y < y1) & (x >= x0) & (x < x1)).to(tl.float32)[:, None]
+        rows = frame_row(y, x, y0, x0, FW)
+        own = scr + rows[:, None] * SW + tl.arange(0, DP)[None, :]
+        own_win = scr + rows[:, None, None] * SW + win[None, :, :]
+        xptr = scr + rows[:, None] * SW + COL_X + e[None, :]
+        x0v, n1, rstd1 = embed_ln(s_ptr, wp, pe_ptr, (b * H + y) * W + x, y * W + x, valid, C, eps, E, CP, EP, BN, IP)
+        dx = tl.load(xptr, mask=valid[:, None], other=0.0)  # dx1
+        dn = tl.zeros([BLOCK_M, EP], tl.float32)
+        for h in range(NH):
+            col = h * DP
+            dmix = matmul_t(dx, wp, o_wo, col, 0, EP, DP, EP, IP)  # dao
+            tl.store(own + COL_DAO + col, dmix, mask=valid[:, None])
+            attn = tl.load(own_win + COL_A + h * SLOTS, mask=valid[:, None, None], other=0.0)
+            mixed, dattn = head_mix_bwd(attn, dmix, own + AP + col, valid, FW, SW, BLOCK_M, DP)
+            acc_grad(dwp, o_wo + col * EP, EP, mixed, dx * mine, DT, IP)
+            dlogit = attn * (dattn - tl.sum(tl.sum(attn * dattn, 2), 1)[:, None, None])
+            tl.store(own_win + COL_DL + h * SLOTS, dlogit, mask=valid[:, None, None])
+            dq = head_mix(dlogit, own + col, valid, FW, SW, BLOCK_M, DP)
+            acc_grad(dwp, o_wq + col, AP, n1, dq * mine, DT, IP)
+            acc_vec(dwp, o_bq + col, DP, tl.sum(dq * mine, 0))
+            dn += matmul_t(dq, wp, o_wq, 0, col, AP, EP, DP, IP)
+        dx += layer_norm_bwd(n1, rstd1, dn, E, EP)  # dx0 without the k, v terms
+        tl.debug_barrier()  # every thread has read its dx1
+        tl.store(xptr, dx, mask=valid[:, None])
+    tl.debug_barrier()
+    # C. Tile cells: k, v backward from the neighbours, then LN1 and the embedding.
+    n = (y1 - y0) * (x1 - x0)
+    for r0 in range(0, n, BLOCK_M):
+        zero = opaque_zero(pe_ptr, H, W, EP)
+        wp = w_ptr + zero  # weights (see opaque_zero)
+        dwp = dw + zero  # this program's partial gradients
         tl.debug_barrier()
-        # B1c. Same cells: the MLP backward (hidden chunks, recomputing each pre-activation) to dx1.
-        for r0 in range(0, n, BLOCK_M):
-            zero = opaque_zero(pe_ptr, H, W, EP)
-            wp = w_ptr + zero  # weights (see opaque_zero)
-            dwp = dw + zero  # this program's partial gradients
-            tl.debug_barrier()
-            y, x, valid = region_rows(r0, ry0, rx0, rw, n, BLOCK_M)
-            mine = (valid & (y >= y0) & (y < y1) & (x >= x0) & (x < x1)).to(tl.float32)[:, None]
-            xptr = scr + frame_row(y, x, y0, x0, FW)[:, None] * SW + COL_X + e[None, :]
-            n2, rstd2 = layer_norm(tl.load(xptr, mask=valid[:, None], other=0.0), eps, E, EP)  # LN(x1)
-            dx = tl.load(xptr + (COL_D - COL_X), mask=valid[:, None], other=0.0)  # dx2
-            dn = tl.zeros([BLOCK_M, EP], tl.float32)
-            for f0 in range(0, MP, BF):
-                f = linear(n2, wp, o_w1, o_b1, f0, MP, EP, BF, IP)
-                acc_grad(dwp, o_w2 + f0 * EP, EP, gelu(f), dx * mine, DT, IP)
-                df = matmul_t(dx, wp, o_w2, f0, 0, EP, BF, EP, IP) * gelu_grad(f)
-                acc_grad(dwp, o_w1 + f0, MP, n2, df * mine, DT, IP)
-                acc_vec(dwp, o_b1 + f0, BF, tl.sum(df * mine, 0))
-                dn += matmul_t(df, wp, o_w1, 0, f0, MP, EP, BF, IP)
-            dx += layer_norm_bwd(n2, rstd2, dn, E, EP)  # dx1
-            acc_vec(dwp, o_bo, EP, tl.sum(dx * mine, 0))
-            tl.debug_barrier()  # every thread has read its x1
-            tl.store(xptr, dx, mask=valid[:, None])  # dx1
-        tl.debug_barrier()
-        # B2. Same cells: attention backward per head, then LN1 for the q path.
-        for r0 in range(0, n, BLOCK_M):
-            zero = opaque_zero(pe_ptr, H, W, EP)
-            wp = w_ptr + zero  # weights (see opaque_zero)
-            dwp = dw + zero  # this program's partial gradients
-            tl.debug_barrier()
-            y, x, valid = region_rows(r0, ry0, rx0, rw, n, BLOCK_M)
-            mine = (valid & (y >= y0) & (y < y1) & (x >= x0) & (x < x1)).to(tl.float32)[:, None]
-            rows = frame_row(y, x, y0, x0, FW)
-            own = scr + rows[:, None] * SW + tl.arange(0, DP)[None, :]
-            own_win = scr + rows[:, None, None] * SW + win[None, :, :]
-            xptr = scr + rows[:, None] * SW + COL_X + e[None, :]
-            x0v, n1, rstd1 = embed_ln(s_ptr, wp, pe_ptr, (b * H + y) * W + x, y * W + x, valid, C, eps, E, CP, EP, BN, IP)
-            dx = tl.load(xptr, mask=valid[:, None], other=0.0)  # dx1
-            dn = tl.zeros([BLOCK_M, EP], tl.float32)
-            for h in range(NH):
-                col = h * DP
-                dmix = matmul_t(dx, wp, o_wo, col, 0, EP, DP, EP, IP)  # dao
-                tl.store(own + COL_DAO + col, dmix, mask=valid[:, None])
-                attn = tl.load(own_win + COL_A + h * SLOTS, mask=valid[:, None, None], other=0.0)
-                mixed, dattn = head_mix_bwd(attn, dmix, own + AP + col, valid, FW, SW, BLOCK_M, DP)
-                acc_grad(dwp, o_wo + col * EP, EP, mixed, dx * mine, DT, IP)
-                dlogit = attn * (dattn - tl.sum(tl.sum(attn * dattn, 2), 1)[:, None, None])
-                tl.store(own_win + COL_DL + h * SLOTS, dlogit, mask=valid[:, None, None])
-                dq = head_mix(dlogit, own + col, valid, FW, SW, BLOCK_M, DP)
-                acc_grad(dwp, o_wq + col, AP, n1, dq * mine, DT, IP)
-                acc_vec(dwp, o_bq + col, DP, tl.sum(dq * mine, 0))
-                dn += matmul_t(dq, wp, o_wq, 0, col, AP, EP, DP, IP)
-            dx += layer_norm_bwd(n1, rstd1, dn, E, EP)  # dx0 without the k, v terms
-            tl.debug_barrier()  # every thread has read its dx1
-            tl.store(xptr, dx, mask=valid[:, None])
-        tl.debug_barrier()
-        # C. Tile cells: k, v backward from the neighbours, then LN1 and the embedding.
-        n = (y1 - y0) * (x1 - x0)
-        for r0 in range(0, n, BLOCK_M):
-            zero = opaque_zero(pe_ptr, H, W, EP)
-            wp = w_ptr + zero  # weights (see opaque_zero)
-            dwp = dw + zero  # this program's partial gradients
-            tl.debug_barrier()
-            y, x, valid = region_rows(r0, y0, x0, x1 - x0, n, BLOCK_M)
-            cell = (b * H + y) * W + x
-            rows = frame_row(y, x, y0, x0, FW)
-            own = scr + rows[:, None] * SW + tl.arange(0, DP)[None, :]
-            x0v, n1, rstd1 = embed_ln(s_ptr, wp, pe_ptr, cell, y * W + x, valid, C, eps, E, CP, EP, BN, IP)
-            n1 = n1 * valid.to(tl.float32)[:, None]
-            dn = tl.zeros([BLOCK_M, EP], tl.float32)
-            for h in range(NH):
-                col = h * DP
-                dk = gather_to_cells(scr + rows * SW + COL_DL + h * SLOTS, own + COL_Q + col, valid, FW, SW, BLOCK_M, DP)
-                dv = gather_to_cells(scr + rows * SW + COL_A + h * SLOTS, own + COL_DAO + col, valid, FW, SW, BLOCK_M, DP)
-                acc_grad(dwp, o_wk + col, AP, n1, dk, DT, IP)
-                acc_vec(dwp, o_bk + col, DP, tl.sum(dk, 0))
-                acc_grad(dwp, o_wv + col, AP, n1, dv, DT, IP)
-                acc_vec(dwp, o_bv + col, DP, tl.sum(dv, 0))
-                dn += matmul_t(dk, wp, o_wk, 0, col, AP, EP, DP, IP) + matmul_t(dv, wp, o_wv, 0, col, AP, EP, DP, IP)
-            dx = tl.load(scr + rows[:, None] * SW + COL_X + e[None, :], mask=valid[:, None], other=0.0)
-            dx = (dx + layer_norm_bwd(n1, rstd1, dn, E, EP)) * valid.to(tl.float32)[:, None]  # dx0
-            acc_vec(dwp, o_be, EP, tl.sum(dx, 0))
-            for c0 in range(0, CP, BC):  # embedding backward and the state gradient, in channel chunks
-                c = c0 + tl.arange(0, BC)
-                acc_grad(dwp, c0 * EP, EP, load_cells(s_ptr, cell, valid, C, c0, BC), dx, DT, IP)
-                ds = load_cells(g_ptr, cell, valid, C, c0, BC) + matmul_t(dx, wp, 0, c0, 0, EP, BC, EP, IP)
-                io = cell[:, None] * C + c[None, :]
-                tl.store(ds_ptr + io, ds.to(ds_ptr.dtype.element_ty), mask=valid[:, None] & (c[None, :] < C))
+        y, x, valid = region_rows(r0, y0, x0, x1 - x0, n, BLOCK_M)
+        cell = (b * H + y) * W + x
+        rows = frame_row(y, x, y0, x0, FW)
+        own = scr + rows[:, None] * SW + tl.arange(0, DP)[None, :]
+        x0v, n1, rstd1 = embed_ln(s_ptr, wp, pe_ptr, cell, y * W + x, valid, C, eps, E, CP, EP, BN, IP)
+        n1 = n1 * valid.to(tl.float32)[:, None]
+        dn = tl.zeros([BLOCK_M, EP], tl.float32)
+        for h in range(NH):
+            col = h * DP
+            dk = gather_to_cells(scr + rows * SW + COL_DL + h * SLOTS, own + COL_Q + col, valid, FW, SW, BLOCK_M, DP)
+            dv = gather_to_cells(scr + rows * SW + COL_A + h * SLOTS, own + COL_DAO + col, valid, FW, SW, BLOCK_M, DP)
+            acc_grad(dwp, o_wk + col, AP, n1, dk, DT, IP)
+            acc_vec(dwp, o_bk + col, DP, tl.sum(dk, 0))
+            acc_grad(dwp, o_wv + col, AP, n1, dv, DT, IP)
+            acc_vec(dwp, o_bv + col, DP, tl.sum(dv, 0))
+            dn += matmul_t(dk, wp, o_wk, 0, col, AP, EP, DP, IP) + matmul_t(dv, wp, o_wv, 0, col, AP, EP, DP, IP)
+        dx = tl.load(scr + rows[:, None] * SW + COL_X + e[None, :], mask=valid[:, None], other=0.0)
+        dx = (dx + layer_norm_bwd(n1, rstd1, dn, E, EP)) * valid.to(tl.float32)[:, None]  # dx0
+        acc_vec(dwp, o_be, EP, tl.sum(dx, 0))
+        for c0 in range(0, CP, BC):  # embedding backward and the state gradient, in channel chunks
+            c = c0 + tl.arange(0, BC)
+            acc_grad(dwp, c0 * EP, EP, load_cells(s_ptr, cell, valid, C, c0, BC), dx, DT, IP)
+            ds = load_cells(g_ptr, cell, valid, C, c0, BC) + matmul_t(dx, wp, 0, c0, 0, EP, BC, EP, IP)
+            io = cell[:, None] * C + c[None, :]
+            tl.store(ds_ptr + io, ds.to(ds_ptr.dtype.element_ty), mask=valid[:, None] & (c[None, :] < C))

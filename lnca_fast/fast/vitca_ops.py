@@ -9,16 +9,20 @@ NOTE (launch configuration; no GPU was available, so these are compile-time numb
 ``python -m bench.kernel_report --only vitca``, Triton 3.7.1, sm_80 / sm_90):
 - BLOCK_M = 16 cells (one MMA tile), 8 warps, 128-wide products in BN = 32 chunks, num_stages 1,
   2 warps for the forward of small cells (EP <= 32). Forward, LNCA config: 228 / 242 registers,
-  0 spill, 26 KB shared memory (fp32); backward 255 / 254 registers, 0 spill except fp32 on
-  sm_80 (32 bytes, open). Measured and rejected (backward, LNCA config, fp32): BLOCK_M 32 with
-  8 warps (88-280 bytes of spill), 4 warps (80-192), BN 16 (40-128), BN 64 (0-16 fp32 but 16-112
-  for fp16 / bf16), num_stages 2 (every weight tile double-buffered: 352 KB of shared memory in
-  the forward).
+  0 spill, 26 KB shared memory (fp32); backward (one tile per program, below) 255 / 247
+  registers, 0 spill, 50 KB (fp32; fp16 / bf16 248 / 246, 28 KB). Measured and rejected
+  (backward, LNCA config, fp32, still with a persistent tile loop): BLOCK_M 32 with 8 warps
+  (88-280 bytes of spill), 4 warps (80-192), BN 16 (40-128), BN 64 (0-16 fp32 but 16-112 for
+  fp16 / bf16), num_stages 2 (every weight tile double-buffered: 352 KB of shared memory in the
+  forward).
 - Tiles: a whole image per program costs no halo recompute, so it is used whenever the batch alone
   fills the GPU (and always in the interpreter, which runs programs one by one); otherwise 16 x 16
   or 8 x 8 tiles (backward halo work 1.27x / 1.56x, kernels/vitca_bwd.py). The backward caps the
-  programs at 2 per SM (persistent loop over tiles), which bounds the partial-gradient buffer to
-  2 x SMs x 99.2k floats (padded LNCA config; ~105 MB fp32 on an H200) and the scratch frames.
+  programs at 2 per SM, which bounds the partial-gradient buffer to 2 x SMs x 99.2k floats
+  (padded LNCA config; ~105 MB fp32 on an H200) and the scratch frames. Each program does one
+  tile, so more tiles take ceil(tiles / programs) launches, program p of each adding into partial
+  row p: a persistent loop over tiles kept every hoisted invariant live across all phases (32
+  bytes of spill, fp32 on sm_80; kernels/vitca_bwd.py NOTE).
 - Scratch per program: (tile_h + 4)(tile_w + 4) frame rows of 2 AP floats (forward: K, V) or
   4 AP + 32 NH + 2 EP (backward: K, V, q, dao, softmax, dlogit, two EP-wide handoffs): 1 KB /
   3.5 KB per frame row for the LNCA config; it is written and re-read within one program
@@ -309,12 +313,16 @@ def vitca_step_bwd(state, update_mask, packed, pe, grad_out, layout: PackLayout,
     frames = cfg.programs * (th + 4) * (tw + 4)  # rows of every program's scratch frame
     scratch = torch.empty(frames * layout.scratch_width(True), device=state.device, dtype=torch.float32)
     tiles_y, tiles_x = -(-h // th), -(-w // tw)
-    _vitca_step_bwd_kernel[(cfg.programs,)](
-        state, mask, packed, pe, grad_out, grad_state, partials, scratch,
-        h, w, layout.channels, th, tw, tiles_y, tiles_x, b * tiles_y * tiles_x, stride_m, eps,
-        **layout.constexprs(), BLOCK_M=cfg.block_m, BN=cfg.bn, IP=cfg.input_precision,
-        num_warps=cfg.num_warps, num_stages=NUM_STAGES,
-    )  # fmt: skip
+    n_tiles = b * tiles_y * tiles_x
+    # One tile per program (see the module NOTE); launches run in stream order, so program p of
+    # every launch adds into the same partial row p.
+    for tile0 in range(0, n_tiles, cfg.programs):
+        _vitca_step_bwd_kernel[(min(cfg.programs, n_tiles - tile0),)](
+            state, mask, packed, pe, grad_out, grad_state, partials, scratch,
+            h, w, layout.channels, th, tw, tiles_y, tiles_x, tile0, stride_m, eps,
+            **layout.constexprs(), BLOCK_M=cfg.block_m, BN=cfg.bn, IP=cfg.input_precision,
+            num_warps=cfg.num_warps, num_stages=NUM_STAGES,
+        )  # fmt: skip
     return grad_state, partials.sum(0).to(packed.dtype)
 
 
@@ -347,7 +355,10 @@ _POINTERS = {
     "bwd": ("s_ptr", "m_ptr", "w_ptr", "pe_ptr", "g_ptr", "ds_ptr", "dw_ptr", "scr_ptr"),
 }
 _FP32_POINTERS = ("pe_ptr", "scr_ptr", "dw_ptr")
-_INTS = ("H", "W", "C", "tile_h", "tile_w", "tiles_y", "tiles_x", "n_tiles", "stride_m")
+_INTS = {
+    "fwd": ("H", "W", "C", "tile_h", "tile_w", "tiles_y", "tiles_x", "n_tiles", "stride_m"),
+    "bwd": ("H", "W", "C", "tile_h", "tile_w", "tiles_y", "tiles_x", "tile0", "stride_m"),
+}
 _DTYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 
@@ -388,7 +399,7 @@ def aot_specs() -> list[AOTSpec]:
             for kind, fn in fns.items():
                 block_m, bn, warps = block_config(kind, layout)  # the GPU table
                 signature = {p: "*fp32" if p in _FP32_POINTERS else "*" + tname for p in _POINTERS[kind]}
-                signature.update({a: "i32" for a in _INTS}, eps="fp32")
+                signature.update({a: "i32" for a in _INTS[kind]}, eps="fp32")
                 constexprs = dict(layout.constexprs(), BLOCK_M=block_m, BN=bn, IP=precision)
                 signature.update({k: "constexpr" for k in constexprs})
                 if kind == "fwd":
