@@ -59,3 +59,16 @@ def test_report_refuses_the_interpreter():
     proc = subprocess.run([sys.executable, "-m", "bench.kernel_report", "--only", "nothing"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "TRITON_INTERPRET" in proc.stderr
+
+
+def test_every_kernel_compiles_for_sm80_and_sm90_without_spills():
+    """The whole report, as CI's proof of GPU readiness: every kernel at every launch
+    configuration, sm_80 and sm_90, no compile failure, no spill. Uses Triton's normal cache, so
+    a second run takes seconds (a cold one ~2 minutes on 2 cores)."""
+    pytest.importorskip("triton")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-m", "bench.kernel_report", "--jobs", "2"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=1200)
+    print(proc.stdout[-4000:])
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert " 0 failed or spilled" in proc.stdout
