@@ -8,6 +8,10 @@ path on CPU). Modes:
 - ``full``: training mode, forward + backward of the state and all weights (incoming gradient
   random); NAFCA's two dropout keep masks are drawn once outside the timed region and passed in,
   so every provider does the same work.
+For ``fast`` the weights are folded once outside the timed region in ``fwd`` (a rollout folds once,
+not per step); in ``full`` every call folds and back-propagates through the folding, which a
+rollout pays only once: a conservative figure. On CPU the fast path's ``full`` also recomputes the
+step in backward (one saved state per step, ``FastCell.recompute``), trading speed for memory.
 
 Work per call, from ``lnca_fast.fast.work`` (the model's arithmetic, not what a provider does):
   FLOPs  fwd = cells * flops_per_cell;   full = 3 * fwd  (backward = 2x forward, the usual count;
@@ -87,6 +91,16 @@ def _cells_for(cell_name: str, device: torch.device, providers) -> dict[str, tor
 def _step_fn(cell: torch.nn.Module, state: torch.Tensor, mode: str, generator: torch.Generator):
     if mode == "fwd":
         cell.eval()
+        if hasattr(cell, "step_prepared"):
+            # A fast cell folds its weights once per rollout, not per step: time the step alone.
+            with torch.no_grad():
+                prepared = cell.prepare()
+
+            def fwd():
+                with torch.no_grad():
+                    return cell.step_prepared(state, prepared)
+
+            return fwd
 
         def fwd():
             with torch.no_grad():
