@@ -4,22 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+from random_params import fill_normal
 from torch.autograd import gradcheck
 
 from lnca_fast import create_model
 
 
-def _random_params(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.4)
-    return model
-
-
 @pytest.mark.parametrize("name", ["tiny-latent-nafca", "tiny-latent-vitca", "tiny-vitca"])
 def test_cell_step_gradcheck_state_and_params(name):
-    model = _random_params(create_model(name).double().eval())
+    model = fill_normal(create_model(name).double().eval(), 0, 0.4)
     cell = model.nca
     state = torch.randn(2, 3, 4, model.layout.channels, dtype=torch.float64, requires_grad=True)
     mask = (torch.rand(2, 3, 4, 1) < 0.6).double()
@@ -33,7 +26,7 @@ def test_cell_step_gradcheck_state_and_params(name):
 
 
 def test_cell_gradcheck_with_dropout_masks():
-    model = _random_params(create_model("tiny-latent-nafca").double().train())
+    model = fill_normal(create_model("tiny-latent-nafca").double().train(), 0, 0.4)
     state = torch.randn(1, 3, 3, model.layout.channels, dtype=torch.float64, requires_grad=True)
     keeps = tuple(torch.rand(s) > 0.3 for s in model.nca.dropout_shapes(state))
     assert gradcheck(lambda s: model.step(s, dropout_masks=keeps), (state,))
@@ -41,7 +34,7 @@ def test_cell_gradcheck_with_dropout_masks():
 
 @pytest.mark.parametrize("tf_padding", [False, True])
 def test_autoencoder_gradcheck(tf_padding):
-    model = _random_params(create_model("tiny-latent-nafca", ae={"tf_padding": tf_padding}).double().eval())
+    model = fill_normal(create_model("tiny-latent-nafca", ae={"tf_padding": tf_padding}).double().eval(), 0, 0.4)
     x = torch.rand(1, 3, 8, 12, dtype=torch.float64, requires_grad=True)
     assert gradcheck(lambda t: model(t, 0), (x,))
     assert gradcheck(lambda t: model(t, 2), (x,))
@@ -49,6 +42,6 @@ def test_autoencoder_gradcheck(tf_padding):
 
 @pytest.mark.parametrize("name", ["tiny-nafnet", "tiny-restormer"])
 def test_baseline_gradcheck(name):
-    model = _random_params(create_model(name).double().eval())
+    model = fill_normal(create_model(name).double().eval(), 0, 0.4)
     x = torch.rand(1, 3, 8, 8, dtype=torch.float64, requires_grad=True)
     assert gradcheck(model, (x,), atol=1e-5, rtol=1e-3)

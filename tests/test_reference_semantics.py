@@ -8,6 +8,7 @@ from conftest import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from lnca_fast.reference import masks
+from random_params import fill_normal
 
 from lnca_fast import create_model
 
@@ -17,12 +18,7 @@ CELL_PRESETS = ["tiny-latent-nafca", "tiny-latent-vitca"]
 def _randomised(name: str, seed: int = 0) -> torch.nn.Module:
     """A float64 model whose every parameter is random (ViTCA's zero head and NAFCA's zero
     beta/gamma would otherwise hide whole paths)."""
-    model = create_model(name).double().eval()
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.5)
-    return model
+    return fill_normal(create_model(name).double().eval(), seed, 0.5)
 
 
 @settings(max_examples=examples(25))

@@ -4,8 +4,6 @@ step's gradients) through both backends ("torch"; "triton" runs in the interpret
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 from conftest import examples
@@ -15,6 +13,7 @@ from lnca_fast.reference import masks
 from lnca_fast.reference.config import ViTCAConfig
 from lnca_fast.reference.presets import PRESETS
 from lnca_fast.reference.vitca import ViTCA
+from random_params import fill_fan_in
 from tolerances import VITCA_CPU_FLOAT32, VITCA_CPU_FLOAT64_RTOL, VITCA_MODEL_GRAD_RTOL, VITCA_MODEL_IMAGE_RTOL
 
 from lnca_fast.factory import create_model
@@ -31,20 +30,6 @@ CELLS = {
 HAS_TRITON = torch.cuda.is_available() or (backend.interpreter_enabled() and backend.triton_available())
 
 
-def randomise(module: torch.nn.Module, seed: int) -> None:
-    """Random parameters everywhere (ViTCA's head is zero-initialised: a fresh update is 0)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            noise = torch.randn(p.shape, generator=g, dtype=torch.float64).to(p.dtype)
-            if "norm" in name:
-                p.copy_((1.0 if name.endswith("weight") else 0.0) + 0.3 * noise)
-            elif p.dim() >= 2:
-                p.copy_(noise / math.sqrt(p[0].numel()))
-            else:
-                p.copy_(0.3 * noise)
-
-
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.double() - b.double()).abs().max() / b.double().abs().max().clamp_min(1e-30)).item()
 
@@ -52,7 +37,7 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
 def rollout_errors(cfg, b, h, w, rate, steps, dtype, seed):
     """Reference vs FastViTCA ("torch" backend) in ``dtype``, the reference in float64."""
     ref = ViTCA(cfg).double()
-    randomise(ref, seed)
+    fill_fan_in(ref, seed)
     fast = FastViTCA(cfg).to(dtype)
     fast.load_state_dict(ref.state_dict())
     fast.set_backend("torch")
@@ -103,7 +88,7 @@ def test_cell_api():
     cfg = CELLS["tiny-latent"]
     ref, fast = ViTCA(cfg), FastViTCA(cfg)
     assert list(fast.state_dict()) == list(ref.state_dict())  # drop-in: same parameter names
-    randomise(ref, 4)
+    fill_fan_in(ref, 4)
     fast.load_state_dict(ref.state_dict())
     fast.set_backend("torch")
     state = torch.randn(2, 3, 4, cfg.channels)
@@ -120,7 +105,7 @@ def test_cell_api():
 
 def _model_pair(name: str, seed: int):
     ref = create_model(name)
-    randomise(ref.nca, seed)
+    fill_fan_in(ref.nca, seed)
     fast = create_model(name, fast=True)
     fast.load_state_dict(ref.state_dict())
     return ref, fast
@@ -185,7 +170,7 @@ def test_fold_keeps_out_of_grid_slots_zero():
     every cell are outside, still matches the reference (the zero slots were not projected)."""
     cfg = CELLS["odd"]
     ref = ViTCA(cfg).double()
-    randomise(ref, 14)
+    fill_fan_in(ref, 14)
     fast = FastViTCA(cfg).double()
     fast.load_state_dict(ref.state_dict())
     fast.set_backend("torch")

@@ -10,7 +10,6 @@ prove nothing); LayerNorm affines too, so the folds are exercised.
 from __future__ import annotations
 
 import copy
-import math
 
 import pytest
 import torch
@@ -22,6 +21,7 @@ from lnca_fast.reference.config import ViTCAConfig
 from lnca_fast.reference.presets import PRESETS
 from lnca_fast.reference.state import apply_update
 from lnca_fast.reference.vitca import ViTCA
+from random_params import fill_fan_in
 from tolerances import vitca_kernel_limits
 
 from lnca_fast.fast import backend
@@ -46,18 +46,7 @@ CELLS = {
 
 def random_cell(cfg: ViTCAConfig, seed: int) -> ViTCA:
     """A float64 reference cell with every parameter random (head and LN affines included)."""
-    g = torch.Generator().manual_seed(seed)
-    cell = ViTCA(cfg).double()
-    with torch.no_grad():
-        for name, p in cell.named_parameters():
-            noise = torch.randn(p.shape, generator=g, dtype=torch.float64)
-            if "norm" in name:
-                p.copy_((1.0 if name.endswith("weight") else 0.0) + 0.3 * noise)
-            elif p.dim() == 2:
-                p.copy_(noise / math.sqrt(p.shape[1]))
-            else:
-                p.copy_(0.3 * noise)
-    return cell
+    return fill_fan_in(ViTCA(cfg).double(), seed)
 
 
 def replayed_masks(b, h, w, rate, steps, seed):
