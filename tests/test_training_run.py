@@ -81,3 +81,28 @@ def test_fast_model_trains_on_the_cpu_fast_path():
 
     model = build_for_training(_recipe(fast_model=True), torch.device("cpu"))
     assert type(model).__name__ == "FastLNCA" and model.nca.backend == "torch"
+
+
+@pytest.mark.parametrize("train_decoder", [False, True])
+def test_nca_phase_trains_the_nca_and_only_optionally_the_decoder(tmp_path, train_decoder):
+    from safetensors.torch import load_file
+
+    from lnca_fast.checkpoint import save_weights
+    from lnca_fast.training.models import build_for_training
+
+    start = tmp_path / "start.safetensors"
+    save_weights(build_for_training(_recipe(), torch.device("cpu")), start, preset="tiny-latent-nafca")
+    recipe = _recipe(ae_epochs=0, epochs=1, init_ae=str(start), nca_train_decoder=train_decoder)
+    train(recipe, tmp_path / "run", progress=False)
+    before = load_file(start)
+    after = load_model(tmp_path / "run" / "model.safetensors").state_dict()
+
+    def changed(prefix: str, kind: str) -> bool:
+        keys = [k for k in before if k.startswith(prefix) and ("running" in k) == (kind == "stats")]
+        assert keys
+        return any(not torch.equal(before[k], after[k]) for k in keys)
+
+    assert changed("nca.", "params")
+    assert not changed("encoder.", "params") and not changed("encoder.", "stats")
+    assert changed("decoder.", "params") == train_decoder
+    assert not changed("decoder.", "stats")  # BatchNorm stays in eval mode in the NCA phase

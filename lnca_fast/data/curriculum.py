@@ -6,6 +6,7 @@ Noise (fraction p): range 1, clip [0.25, 0.75]; over 10 epochs p = .25 .25 .25 .
 
 ``top`` caps the schedule below the official maximum (a lever: the calibration run lost accuracy
 once the noise level passed the evaluation level); ``None`` keeps the official maximum.
+``bottom`` likewise raises the schedule's minimum (``bottom == top``: one fixed level throughout).
 """
 
 from __future__ import annotations
@@ -24,15 +25,18 @@ class Curriculum:
     task: str
     epochs: int
     top: float | None = None
+    bottom: float | None = None
 
     def __post_init__(self) -> None:
         if self.task not in _SCHEDULE:
             raise ValueError(f"task must be one of {tuple(_SCHEDULE)}, got {self.task!r}")
         if not isinstance(self.epochs, int) or self.epochs < 1:
             raise ValueError(f"curriculum epochs must be a positive int, got {self.epochs!r}")
-        lo = _SCHEDULE[self.task][1]
+        _, lo, hi = _SCHEDULE[self.task]
         if self.top is not None and self.top < lo:
             raise ValueError(f"curriculum top {self.top} is below the schedule's minimum {lo}")
+        if self.bottom is not None and not (lo <= self.bottom <= (hi if self.top is None else min(hi, self.top))):
+            raise ValueError(f"curriculum bottom {self.bottom} must lie in [{lo}, {hi if self.top is None else min(hi, self.top)}]")
 
     def level(self, epoch: int) -> float:
         """The corruption level of training epoch ``epoch`` (0-based): p for noise, k for blur."""
@@ -41,6 +45,8 @@ class Curriculum:
         span, lo, hi = _SCHEDULE[self.task]
         if self.top is not None:
             hi = min(hi, self.top)
+        if self.bottom is not None:
+            lo = max(lo, self.bottom)
         value = min(max(epoch / self.epochs * span, lo), hi)
         return float(int(value)) if self.task == "deblur" else round(value, 10)
 

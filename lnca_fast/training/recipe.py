@@ -55,6 +55,7 @@ class Recipe:
     augment: bool = False  # random flip + rot90 per training image
     augment_colour: bool = False  # random negative + RGB permutation per training image
     curriculum_top: float | None = None  # cap on the curriculum level (None = official 0.75 / 10)
+    curriculum_bottom: float | None = None  # floor of the curriculum level (None = official 0.25 / 4)
     ae_task: str | None = None  # corruption of the autoencoder phase (None = the task's own)
     # -- schedule --------------------------------------------------------------------------------
     epochs: int = 10  # NCA phase (latent models) or the only phase (other models)
@@ -91,6 +92,7 @@ class Recipe:
     nca_out_overflow: float = 1.0
     nca_hid_overflow: float = 1.0
     nca_ssim_weight: float = 0.0  # lever: + w (1 - SSIM(image, clean)); 0 in the official recipe
+    nca_train_decoder: bool = False  # lever: the NCA phase also trains the decoder (BatchNorm statistics stay frozen)
     vitca_l1_weight: float = 100.0
     vitca_overflow_weight: float = 100.0
     # -- faithful switches: True reproduces an official bug (official §8) --------------------------
@@ -162,7 +164,7 @@ RECIPES = {
     # Measured on the embedded data (docs/training/README.md): each lever is a field above.
     "default": dict(
         ae_epochs=30,
-        epochs=30,
+        epochs=36,
         epoch_batches=128,
         train_tiles=(48, 96, 128),
         extra_gray=True,
@@ -175,6 +177,7 @@ RECIPES = {
         eval_steps=16,
         pool_size=0,
         nca_ssim_weight=100.0,
+        nca_train_decoder=True,
         self_ensemble=8,
     ),
     "smoke": dict(epochs=2, ae_epochs=1, steps_min=2, steps_max=4, eval_steps=4, pool_size=16, batch_size=4),

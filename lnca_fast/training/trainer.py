@@ -100,6 +100,8 @@ class Trainer:
             chosen = list(m.encoder.parameters()) + list(m.decoder.parameters())
         elif phase == "nca":
             chosen = list(m.nca.parameters())
+            if self.recipe.nca_train_decoder and self.recipe.latent:
+                chosen += list(m.decoder.parameters())
         else:
             chosen = list(m.parameters())
         freeze(m, keep=chosen)
@@ -141,7 +143,8 @@ class Trainer:
         stepper = Stepper(phase, wrap(self._objective(phase), d), optimizer, schedule, params, r)
         # The AE phase may learn on another corruption than the task's (recipe.ae_task).
         task = (r.ae_task or r.task) if phase == "ae" else r.task
-        curriculum = Curriculum(task, epochs, r.curriculum_top if task == r.task else None)
+        own = task == r.task  # the caps describe the task's corruption, not the AE phase's other one
+        curriculum = Curriculum(task, epochs, r.curriculum_top if own else None, r.curriculum_bottom if own else None)
         phase_seed = derive_seed(r.seed, index)
         counts = StepCounts(r, generator(phase_seed, 10), generator(r.seed, 11))
         best_val = self.progress.get("best_val", -1.0) if self.progress and start_epoch > 0 else -1.0
