@@ -35,8 +35,9 @@ class Curriculum:
         _, lo, hi = _SCHEDULE[self.task]
         if self.top is not None and self.top < lo:
             raise ValueError(f"curriculum top {self.top} is below the schedule's minimum {lo}")
-        if self.bottom is not None and not (lo <= self.bottom <= (hi if self.top is None else min(hi, self.top))):
-            raise ValueError(f"curriculum bottom {self.bottom} must lie in [{lo}, {hi if self.top is None else min(hi, self.top)}]")
+        top = hi if self.top is None else min(hi, self.top)
+        if self.bottom is not None and not (lo <= self.bottom <= top):
+            raise ValueError(f"curriculum bottom {self.bottom} must lie in [{lo}, {top}]")
 
     def level(self, epoch: int) -> float:
         """The corruption level of training epoch ``epoch`` (0-based): p for noise, k for blur."""
