@@ -32,23 +32,25 @@ class Curriculum:
             raise ValueError(f"task must be one of {tuple(_SCHEDULE)}, got {self.task!r}")
         if not isinstance(self.epochs, int) or self.epochs < 1:
             raise ValueError(f"curriculum epochs must be a positive int, got {self.epochs!r}")
-        _, lo, hi = _SCHEDULE[self.task]
+        lo, hi = _SCHEDULE[self.task][1:]
         if self.top is not None and self.top < lo:
             raise ValueError(f"curriculum top {self.top} is below the schedule's minimum {lo}")
-        top = hi if self.top is None else min(hi, self.top)
+        top = self.bounds[1]
         if self.bottom is not None and not (lo <= self.bottom <= top):
             raise ValueError(f"curriculum bottom {self.bottom} must lie in [{lo}, {top}]")
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """The schedule's (minimum, maximum) after ``bottom`` and ``top``."""
+        _, lo, hi = _SCHEDULE[self.task]
+        return (lo if self.bottom is None else max(lo, self.bottom), hi if self.top is None else min(hi, self.top))
 
     def level(self, epoch: int) -> float:
         """The corruption level of training epoch ``epoch`` (0-based): p for noise, k for blur."""
         if epoch < 0:
             raise ValueError(f"epoch must be >= 0, got {epoch}")
-        span, lo, hi = _SCHEDULE[self.task]
-        if self.top is not None:
-            hi = min(hi, self.top)
-        if self.bottom is not None:
-            lo = max(lo, self.bottom)
-        value = min(max(epoch / self.epochs * span, lo), hi)
+        lo, hi = self.bounds
+        value = min(max(epoch / self.epochs * _SCHEDULE[self.task][0], lo), hi)
         return float(int(value)) if self.task == "deblur" else round(value, 10)
 
     def levels(self) -> list[float]:
