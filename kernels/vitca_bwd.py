@@ -55,6 +55,7 @@ from .vitca_common import (
     frame_row,
     gelu,
     gelu_grad,
+    halo_region,
     head_attention,
     head_mix,
     layer_norm,
@@ -187,10 +188,7 @@ def _vitca_step_bwd_kernel(
     b, y0, x0, y1, x1 = tile_origin(tile0 + pid, tiles_y, tiles_x, tile_h, tile_w, H, W)
     zero_outside(scr, y0, x0, tile_h + 4, FW, SW, H, W, BLOCK_M)
     # A. K, V of the tile + 2-cell halo.
-    ry0 = tl.maximum(y0 - 2, 0)
-    rx0 = tl.maximum(x0 - 2, 0)
-    rw = tl.minimum(x1 + 2, W) - rx0
-    n = (tl.minimum(y1 + 2, H) - ry0) * rw
+    ry0, rx0, rw, n = halo_region(y0, x0, y1, x1, H, W, 2)
     for r0 in range(0, n, BLOCK_M):
         zero = opaque_zero(pe_ptr, H, W, EP)
         wp = w_ptr + zero  # weights (see opaque_zero)
@@ -200,10 +198,7 @@ def _vitca_step_bwd_kernel(
         store_kv(n1, wp, o_wk, o_bk, o_wv, o_bv, scr, frame_row(y, x, y0, x0, FW), valid, SW, NH, DP, EP, AP, IP)
     tl.debug_barrier()
     # B1a. Tile + 1-cell halo: attention forward down to x1.
-    ry0 = tl.maximum(y0 - 1, 0)
-    rx0 = tl.maximum(x0 - 1, 0)
-    rw = tl.minimum(x1 + 1, W) - rx0
-    n = (tl.minimum(y1 + 1, H) - ry0) * rw
+    ry0, rx0, rw, n = halo_region(y0, x0, y1, x1, H, W, 1)
     for r0 in range(0, n, BLOCK_M):
         zero = opaque_zero(pe_ptr, H, W, EP)
         wp = w_ptr + zero  # weights (see opaque_zero)

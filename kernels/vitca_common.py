@@ -80,6 +80,16 @@ def tile_origin(t, tiles_y, tiles_x, tile_h, tile_w, H, W):
 
 
 @triton.jit
+def halo_region(y0, x0, y1, x1, H, W, HALO: tl.constexpr):
+    """The tile ``[y0, y1) x [x0, x1)`` grown by ``HALO`` cells and clipped to the grid, as
+    ``region_rows`` takes it: top-left ``(ry0, rx0)``, width ``rw`` and cell count ``n``."""
+    ry0 = tl.maximum(y0 - HALO, 0)
+    rx0 = tl.maximum(x0 - HALO, 0)
+    rw = tl.minimum(x1 + HALO, W) - rx0
+    return ry0, rx0, rw, (tl.minimum(y1 + HALO, H) - ry0) * rw
+
+
+@triton.jit
 def region_rows(r0, ry0, rx0, rw, n, BLOCK_M: tl.constexpr):
     """Rows ``r0 .. r0 + BLOCK_M`` of a raster-ordered rectangle of ``n`` cells, ``rw`` wide."""
     r = r0 + tl.arange(0, BLOCK_M)

@@ -31,6 +31,7 @@ import triton.language as tl
 from .vitca_common import (
     embed_ln,
     frame_row,
+    halo_region,
     head_attention,
     head_mix,
     layer_norm,
@@ -94,10 +95,7 @@ def _vitca_step_fwd_kernel(
         tl.debug_barrier()  # the previous tile is done reading this frame
         zero_outside(scr, y0, x0, tile_h + 4, FW, SW, H, W, BLOCK_M)
         # 1. K, V of the tile and its 1-cell halo, clipped to the grid.
-        ry0 = tl.maximum(y0 - 1, 0)
-        rx0 = tl.maximum(x0 - 1, 0)
-        rw = tl.minimum(x1 + 1, W) - rx0
-        n = (tl.minimum(y1 + 1, H) - ry0) * rw
+        ry0, rx0, rw, n = halo_region(y0, x0, y1, x1, H, W, 1)
         for r0 in range(0, n, BLOCK_M):
             zero = opaque_zero(pe_ptr, H, W, EP)
             wp = w_ptr + zero  # weights (see opaque_zero)
