@@ -40,6 +40,24 @@ from .nafca_common import (
 
 
 @triton.jit
+def _simple_gate_bwd(dh, a, b, x_in, wa, wb, g_ptr, o_w, o_b, k0, HALF: tl.constexpr, acc, PREC: tl.constexpr):
+    """Backward of one chunk of ``h = a * b`` with ``a = x_in @ wa + ba``, ``b = x_in @ wb + bb``
+    (columns ``k0 ..`` of the two halves of a ``[*, 2 * HALF]`` weight, ``wa``/``wb`` their loaded
+    tiles): accumulates both halves' weight and bias gradients at ``g_ptr + o_w`` / ``o_b`` and
+    returns ``acc + dh/dx_in``."""
+    da = dh * b  # [BM, chunk]
+    db = dh * a
+    _acc_b(g_ptr + o_b + k0, tl.sum(da, axis=0))
+    _acc_b(g_ptr + o_b + HALF + k0, tl.sum(db, axis=0))
+    da = da.to(x_in.dtype)
+    db = db.to(x_in.dtype)
+    _acc_w_t(g_ptr + o_w + k0, tl.dot(tl.trans(da), x_in, input_precision=PREC), 2 * HALF)
+    _acc_w_t(g_ptr + o_w + HALF + k0, tl.dot(tl.trans(db), x_in, input_precision=PREC), 2 * HALF)
+    acc = tl.dot(da, tl.trans(wa), acc=acc, input_precision=PREC)
+    return tl.dot(db, tl.trans(wb), acc=acc, input_precision=PREC)
+
+
+@triton.jit
 def _ffn_bwd(
     y_hat, dz5, w_ptr, p_ptr, g_ptr, BM: tl.constexpr, CP: tl.constexpr, EP: tl.constexpr,
     F2P: tl.constexpr, BF: tl.constexpr, PREC: tl.constexpr,
@@ -59,16 +77,7 @@ def _ffn_bwd(
         g = tl.dot(y_in, w4b, input_precision=PREC) + tl.load(p_ptr + b_4 + F2P + f)[None, :]
         _acc_w(g_ptr + w_5 + f0 * CP, tl.dot(tl.trans((a * g).to(DT)), dz5_in, input_precision=PREC), CP)
         dh = tl.dot(dz5_in, tl.trans(_load_w(w_ptr + w_5 + f0 * CP, BF, CP, CP)), input_precision=PREC)
-        da = dh * g  # [BM, BF]
-        dg = dh * a
-        _acc_b(g_ptr + b_4 + f0, tl.sum(da, axis=0))
-        _acc_b(g_ptr + b_4 + F2P + f0, tl.sum(dg, axis=0))
-        da = da.to(DT)
-        dg = dg.to(DT)
-        _acc_w_t(g_ptr + w_4 + f0, tl.dot(tl.trans(da), y_in, input_precision=PREC), 2 * F2P)
-        _acc_w_t(g_ptr + w_4 + F2P + f0, tl.dot(tl.trans(dg), y_in, input_precision=PREC), 2 * F2P)
-        dy_hat = tl.dot(da, tl.trans(w4a), acc=dy_hat, input_precision=PREC)
-        dy_hat = tl.dot(dg, tl.trans(w4b), acc=dy_hat, input_precision=PREC)
+        dy_hat = _simple_gate_bwd(dh, a, g, y_in, w4a, w4b, g_ptr, w_4, b_4, f0, F2P, dy_hat, PREC)
     return dy_hat
 
 
@@ -97,16 +106,7 @@ def _perception_bwd(
         _acc_w(g_ptr + w_tap + e0 * 16, tl.dot(x_t, dtaps_in, input_precision=PREC), 16)
         dx = tl.dot(dv_in, tl.trans(_load_w(w_ptr + w_3 + e0 * CP, BE, CP, CP)), input_precision=PREC)
         dx = tl.dot(dtaps_in, tl.trans(_load_w(w_ptr + w_tap + e0 * 16, BE, 16, 16)), acc=dx, input_precision=PREC)
-        dua = dx * ub  # [BM, BE]
-        dub = dx * ua
-        _acc_b(g_ptr + b_in + e0, tl.sum(dua, axis=0))
-        _acc_b(g_ptr + b_in + EP + e0, tl.sum(dub, axis=0))
-        dua = dua.to(DT)
-        dub = dub.to(DT)
-        _acc_w_t(g_ptr + w_in + e0, tl.dot(tl.trans(dua), x_in, input_precision=PREC), 2 * EP)
-        _acc_w_t(g_ptr + w_in + EP + e0, tl.dot(tl.trans(dub), x_in, input_precision=PREC), 2 * EP)
-        ds_hat = tl.dot(dua, tl.trans(wa), acc=ds_hat, input_precision=PREC)
-        ds_hat = tl.dot(dub, tl.trans(wb), acc=ds_hat, input_precision=PREC)
+        ds_hat = _simple_gate_bwd(dx, ua, ub, x_in, wa, wb, g_ptr, w_in, b_in, e0, EP, ds_hat, PREC)
     return ds_hat
 
 
