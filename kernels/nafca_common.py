@@ -1,17 +1,23 @@
 """Device helpers shared by the fused NAFCA step kernels (forward and backward).
 
-Conventions (see ``lnca_fast/fast/fold_nafca.py`` for the folded math):
-- one program owns one image; the kernels move every per-image pointer to the image's first cell
-  once (64-bit scalar), so in-image offsets stay 32-bit; the image's ``H*W`` cells are walked in
+Conventions (see ``lnca_fast/fast/fold_nafca.py`` for the folded math and
+``lnca_fast/fast/nafca_launch.py`` for the geometry):
+- every launch sees the batch as one flat raster of ``n_cells = B*H*W`` cells, images back to
+  back; a program owns a contiguous range of it (``_program_range``), which may start and end
+  anywhere in an image and span several images. The kernels move every pointer to the range's
+  first cell once (64-bit offset), so offsets inside a range stay 32-bit; a range is walked in
   raster chunks of ``BM`` rows;
+- a cell's neighbours are found from its position in its image (``_neighbour_offsets``): they
+  may lie outside the program's range (in another program's cells, written by an earlier
+  launch) but never outside the image (zero there, as the reference's padding);
 - a chunk is a ``[BM, CP]`` fp32 register tile of cells x channels (``CP`` = C padded to a power
-  of two >= 16; padded columns are kept at exactly 0, rows past the image are never stored);
-- the folded parameters come in the *padded kernel layout* of ``nafca_ops.kernel_layout``: every
-  dimension padded with zeros (C -> CP, E -> EP, F/2 -> F2P, the 9 taps -> 16), so weight, bias and
-  weight-gradient tiles are loaded and stored without masks (vectorised, few address registers).
-  ``p_ptr`` holds them in fp32 (biases; the layout of the weight-gradient rows), ``w_ptr`` in the
-  dtype ``tl.dot`` consumes (the state's) for the matrices. Matrices are stored "in x out"
-  (row-major): a layer is ``tl.dot(rows, w) + b`` with fp32 accumulation.
+  of two >= 16; padded columns are kept at exactly 0, rows past the range are never stored);
+- the folded parameters come in the *padded kernel layout* of ``nafca_launch.kernel_layout``: every
+  dimension padded with zeros (C -> CP, E -> EP, F/2 -> F2P, the 9 taps -> 16), so weight and bias
+  tiles are loaded without masks (vectorised, few address registers). ``p_ptr`` holds them in
+  fp32 (biases; the layout of the weight gradient), ``w_ptr`` in the dtype ``tl.dot`` consumes
+  (the state's) for the matrices. Matrices are stored "in x out" (row-major): a layer is
+  ``tl.dot(rows, w) + b`` with fp32 accumulation.
 
 Device code only: imports nothing but triton.
 """
@@ -36,6 +42,47 @@ def _param_offsets(CP: tl.constexpr, EP: tl.constexpr, F2P: tl.constexpr):
     w_o = b_5 + CP  # [CP, CP]: the head, zero columns for the input channels
     b_o = w_o + CP * CP  # [CP]
     return w_in, b_in, w_tap, b_tap, w_3, b_3, w_4, b_4, w_5, b_5, w_o, b_o
+
+
+@triton.jit
+def _operand_offsets(CP: tl.constexpr, EP: tl.constexpr, F2P: tl.constexpr):
+    """Column offsets of the weight-gradient operands in a row of the backward's ``[B*H*W, OPW]``
+    operand buffer (``nafca_launch.operand_layout`` computes the same; ``OPW = 6 CP + 3 EP +
+    3 F2P + 16``, spelled out as a constexpr where a kernel needs it). Per cell, each layer's input
+    ``X`` and output gradient ``dY``, in the state's dtype (``dW = X^T dY``: ``nafca_wgrad``)."""
+    s_hat = 0  # [CP] LN1 output: X of the merged C -> 2E layer (w_in)
+    d_in = s_hat + CP  # [2 EP] gradients of its two SimpleGate halves: dY of w_in
+    x = d_in + 2 * EP  # [EP] gated features: X of the taps (w_tap) and of conv3 (w_3)
+    dv = x + EP  # [CP] gradient of the pre-gate conv3 row: dY of w_3
+    dtaps = dv + CP  # [16] gradient of the cell's own taps (its neighbours' gate gradients): dY of w_tap
+    y_hat = dtaps + 16  # [CP] LN2 output: X of conv4 (w_4)
+    d_4 = y_hat + CP  # [2 F2P] gradients of the FFN's SimpleGate halves: dY of w_4
+    h = d_4 + 2 * F2P  # [F2P] the FFN hidden layer: X of conv5 (w_5)
+    dz5 = h + F2P  # [CP] gradient of conv5's output: dY of w_5
+    z_hat = dz5 + CP  # [CP] LN3 output: X of the head (w_o)
+    du = z_hat + CP  # [CP] gradient of the update (masked): dY of w_o
+    return s_hat, d_in, x, dv, dtaps, y_hat, d_4, h, dz5, z_hat, du
+
+
+@triton.jit
+def _split_range(idx, parts, n_cells, unit, n_units):
+    """Part ``idx`` of ``parts`` of the flat raster: units ``[idx*U // parts, (idx+1)*U // parts)``
+    of ``unit`` cells (``U = n_units``). Returns ``(first cell, cell count)``, both int32.
+
+    ``idx*U // parts`` is formed as ``idx*q + idx*r // parts`` (``U = q*parts + r``) so that it
+    stays in 32 bits (the GPU has no 64-bit divide; it is a long emulated sequence);
+    ``nafca_launch.Geometry`` checks that no product overflows."""
+    q = n_units // parts
+    r = n_units % parts
+    start = (idx * q + idx * r // parts) * unit
+    end = tl.minimum(((idx + 1) * q + (idx + 1) * r // parts) * unit, n_cells)
+    return start, end - start
+
+
+@triton.jit
+def _program_range(n_cells, unit, n_units):
+    """This program's cells of the flat raster (``_split_range`` with one part per program)."""
+    return _split_range(tl.program_id(0), tl.num_programs(0), n_cells, unit, n_units)
 
 
 @triton.jit
@@ -72,27 +119,19 @@ def _load_w(ptr, ROWS: tl.constexpr, COLS: tl.constexpr, LD: tl.constexpr):
 
 
 @triton.jit
-def _acc_w(ptr, value, LD: tl.constexpr):
-    """``ptr[tile] += value`` on this program's own fp32 weight-gradient row (``value [R, K]``,
-    leading dimension ``LD``). Callers end each chunk with ``tl.debug_barrier()`` so the next
-    chunk's read sees this write."""
-    offs = tl.arange(0, value.shape[0])[:, None] * LD + tl.arange(0, value.shape[1])[None, :]
-    tl.store(ptr + offs, tl.load(ptr + offs) + value)
+def _store_cols(ptr, rows, rmask, LD: tl.constexpr, col0, value):
+    """``ptr[rows, col0 : col0 + K] = value`` (``value [BM, K]``) in a row-major ``[*, LD]`` buffer
+    of the pointer's dtype, rows past the range skipped."""
+    cols = col0 + tl.arange(0, value.shape[1])
+    tl.store(ptr + rows[:, None] * LD + cols[None, :], value.to(ptr.dtype.element_ty), mask=rmask[:, None])
 
 
 @triton.jit
-def _acc_w_t(ptr, value_t, LD: tl.constexpr):
-    """``ptr[tile] += value_t.T`` for a gradient computed transposed (``value_t [K, R]``), which
-    avoids keeping a transposed copy of a chunk live."""
-    offs = tl.arange(0, value_t.shape[1])[None, :] * LD + tl.arange(0, value_t.shape[0])[:, None]
-    tl.store(ptr + offs, tl.load(ptr + offs) + value_t)
-
-
-@triton.jit
-def _acc_b(ptr, value):
-    """``ptr[:n] += value`` (a bias gradient, ``value [n]``; same barrier rule)."""
-    offs = tl.arange(0, value.shape[0])
-    tl.store(ptr + offs, tl.load(ptr + offs) + value)
+def _load_cols(ptr, rows, rmask, LD: tl.constexpr, col0, K: tl.constexpr):
+    """``ptr[rows, col0 : col0 + K]`` of a row-major ``[*, LD]`` buffer in the pointer's dtype (a
+    ``tl.dot`` operand as stored), 0 past the range."""
+    cols = col0 + tl.arange(0, K)
+    return tl.load(ptr + rows[:, None] * LD + cols[None, :], mask=rmask[:, None], other=0.0)
 
 
 @triton.jit
@@ -119,38 +158,22 @@ def _perception_chunk(
 
 
 @triton.jit
-def _perception_phase(
-    state_ptr, w_ptr, p_ptr, tap_ptr, v_ptr, hw, eps, BM: tl.constexpr, C: tl.constexpr,
-    CP: tl.constexpr, EP: tl.constexpr, BE: tl.constexpr, F2P: tl.constexpr, PREC: tl.constexpr,
-):
-    """Phase 1 of both kernels: for every cell of the image, store its 16 (9 used) gate partial
-    sums and its pre-gate conv3 row to the program's scratch (read back after a barrier)."""
-    c = tl.arange(0, CP)
-    cmask = c < C
-    k = tl.arange(0, 16)
-    for m0 in range(0, hw, BM):
-        rows = m0 + tl.arange(0, BM)
-        rmask = rows < hw
-        s_hat, _rstd = _layer_norm(_load_tile(state_ptr, rows, rmask, C, c, cmask), cmask, C, eps)
-        taps, v = _perception_chunk(s_hat, w_ptr, p_ptr, BM, CP, EP, BE, F2P, PREC)
-        tl.store(tap_ptr + rows[:, None] * 16 + k[None, :], taps, mask=rmask[:, None])
-        tl.store(v_ptr + rows[:, None] * CP + c[None, :], v, mask=rmask[:, None])
-
-
-@triton.jit
-def _neighbour_offsets(rows, rmask, H, W, SIGN: tl.constexpr):
-    """For each cell row and tap k (16 columns, 9 used): the raster index of the neighbour at
-    ``SIGN * offset_k`` and whether it lies in the grid. ``SIGN = 1`` gathers the taps a cell's
-    gate reads; ``SIGN = -1`` the cells whose gate read this cell's tap k (backward)."""
+def _neighbour_offsets(rows, rmask, pos0, H, W, SIGN: tl.constexpr):
+    """For each chunk row (a cell of the program's range, ``rows`` counted from the range's first
+    cell, which sits at raster position ``pos0`` of its image) and tap k (16 columns, 9 used):
+    the neighbour at ``SIGN * offset_k``, counted from the same first cell, and whether it lies in
+    the cell's image. ``SIGN = 1`` gathers the taps a cell's gate reads; ``SIGN = -1`` the cells
+    whose gate read this cell's tap k (backward)."""
     k = tl.arange(0, 16)
     dy = SIGN * (k // 3 - 1)
     dx = SIGN * (k % 3 - 1)
-    r = rows // W
-    q = rows % W
+    pos = (pos0 + rows) % (H * W)  # position in the cell's own image (the range may span images)
+    r = pos // W
+    q = pos % W
     nr = r[:, None] + dy[None, :]
     nq = q[:, None] + dx[None, :]
     ok = rmask[:, None] & (k < 9)[None, :] & (nr >= 0) & (nr < H) & (nq >= 0) & (nq < W)
-    return nr * W + nq, ok
+    return rows[:, None] + dy[None, :] * W + dx[None, :], ok
 
 
 @triton.jit
@@ -163,15 +186,15 @@ def _keep_factor(keep_ptr, rows, rmask, drop_scale, has_dropout, C: tl.constexpr
 
 @triton.jit
 def _residual_1(
-    state_ptr, keep1_ptr, tap_ptr, v_ptr, p_ptr, rows, rmask, H, W, drop_scale, has_dropout,
+    state_ptr, keep1_ptr, tap_ptr, v_ptr, p_ptr, rows, rmask, pos0, H, W, drop_scale, has_dropout,
     C: tl.constexpr, CP: tl.constexpr, EP: tl.constexpr, F2P: tl.constexpr,
 ):
     """``y = s + drop(gate * v + b_3)`` for a chunk, with ``gate(p) = b_tap + sum_k t_k(p +
-    offset_k)`` gathered from the taps scratch (0 outside the grid). Returns ``(y, gate)``."""
+    offset_k)`` gathered from the taps buffer (0 outside the image). Returns ``(y, gate)``."""
     _w_in, _b_in, _w_tap, b_tap, _w_3, b_3, _w_4, _b_4, _w_5, _b_5, _w_o, _b_o = _param_offsets(CP, EP, F2P)
     c = tl.arange(0, CP)
     k = tl.arange(0, 16)
-    nbr, ok = _neighbour_offsets(rows, rmask, H, W, 1)
+    nbr, ok = _neighbour_offsets(rows, rmask, pos0, H, W, 1)
     gate = tl.sum(tl.load(tap_ptr + nbr * 16 + k[None, :], mask=ok, other=0.0), axis=1) + tl.load(p_ptr + b_tap)
     v = _load_tile(v_ptr, rows, rmask, CP, c, c < CP)
     keep = _keep_factor(keep1_ptr, rows, rmask, drop_scale, has_dropout, C, CP)
@@ -182,12 +205,11 @@ def _residual_1(
 
 @triton.jit
 def _ffn_forward(
-    y_hat, w_ptr, p_ptr, ag_ptr, BM: tl.constexpr, CP: tl.constexpr, EP: tl.constexpr,
-    F2P: tl.constexpr, BF: tl.constexpr, PREC: tl.constexpr, STORE_AG: tl.constexpr,
+    y_hat, w_ptr, p_ptr, BM: tl.constexpr, CP: tl.constexpr, EP: tl.constexpr, F2P: tl.constexpr,
+    BF: tl.constexpr, PREC: tl.constexpr,
 ):
     """``SimpleGate(y_hat @ w_4 + b_4) @ w_5 + b_5`` for a chunk (LN2 affine and gamma folded),
-    walking F/2 in chunks of ``BF``. With ``STORE_AG`` the two gate halves are also written to
-    ``ag_ptr [BM, 2 F2P]`` (the backward reads them instead of recomputing them)."""
+    walking F/2 in chunks of ``BF``."""
     _w_in, _b_in, _w_tap, _b_tap, _w_3, _b_3, w_4, b_4, w_5, b_5, _w_o, _b_o = _param_offsets(CP, EP, F2P)
     DT: tl.constexpr = w_ptr.dtype.element_ty
     y_in = y_hat.to(DT)
@@ -198,9 +220,5 @@ def _ffn_forward(
         a += tl.load(p_ptr + b_4 + f)[None, :]
         g = tl.dot(y_in, _load_w(w_ptr + w_4 + F2P + f0, CP, BF, 2 * F2P), input_precision=PREC)
         g += tl.load(p_ptr + b_4 + F2P + f)[None, :]
-        if STORE_AG:
-            offs = tl.arange(0, BM)[:, None] * (2 * F2P) + f[None, :]
-            tl.store(ag_ptr + offs, a)
-            tl.store(ag_ptr + F2P + offs, g)
         z5 = tl.dot((a * g).to(DT), _load_w(w_ptr + w_5 + f0 * CP, BF, CP, CP), acc=z5, input_precision=PREC)
     return z5 + tl.load(p_ptr + b_5 + tl.arange(0, CP))[None, :]

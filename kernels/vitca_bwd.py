@@ -1,49 +1,40 @@
-"""Fused backward of one ViTCA cell step (the gradient of ``vitca_fwd._vitca_step_fwd_kernel``).
+"""Fused backward of one ViTCA cell step down to the attention (the gradient of
+``vitca_fwd._vitca_step_fwd_kernel``; the second of the backward's four launches).
 
 Inputs: the step's *input state* (the only activation saved per step), the update mask, the packed
-folded weights and the gradient of the new state. Every intermediate is recomputed. Outputs: the
-state gradient and, per program, a partial gradient of the packed weights (summed by the launcher;
-no atomics, so the result is deterministic and runs in the interpreter).
+folded weights, the gradient of the new state and the K | V buffer of every cell (first launch,
+``vitca_kv._vitca_kv_fwd_kernel``). Every other intermediate is recomputed. A program owns a
+contiguous range of cells (``vitca_common.program_cells``; across rows and images) and runs, in
+block loops separated by ``tl.debug_barrier()`` (the handoffs go through the cells' own rows of
+the per-cell buffer, ``vitca_common.row_columns``):
 
-The cross-cell terms. Cell p's key and value are used by its 9 neighbours p' = p - o, so
+B1a. Attention forward, reading the 9 neighbours' K, V: n1 -> N1, q -> Q, the softmax a -> A, the
+     attention output -> MIX, x1 -> X.
+B1b. MLP and head forward from x1, the head backward down to dx2: n3 -> N3, dx2 -> DX2.
+B1c. The MLP backward (hidden chunks) down to dx1: n2 -> N2, GELU output -> G, its gradient -> DF,
+     dx1 -> DX1.
+B2.  Attention backward per head: dao = dx1 @ Wo -> DAO, dlogit -> DL, dq -> DQ, then LN1 for the
+     q path: the gradient of x0 through the q path and the residual (``dx0q``) -> X.
 
-    dk(p) = sum_o dlogit_o(p') q(p'),    dv(p) = sum_o a_o(p') dao(p')
+The third launch (``vitca_kv._vitca_kv_bwd_kernel``) gathers dk, dv of every cell from its 9
+neighbours' q, dao, a and dlogit and finishes the K/V projection, LN1 and embedding backward. No
+weight gradient is formed here: the columns N1 .. N3 are the operands (inputs and output
+gradients of every layer) from which the fourth launch (``vitca_wgrad``) computes all of them as
+GEMMs over the cells (``vitca_launch`` NOTE "weight gradients").
 
-needs, for every neighbour p', its softmax ``a``, ``dlogit``, ``q`` and ``dao = dx1 @ Wo``: p' must
-run the whole forward and the backward down to the attention, and p' needs the keys of *its*
-neighbours. With no grid-wide barrier in Triton, a program recomputes a 2-cell halo around its
-tile, in phases separated by ``tl.debug_barrier()``:
-
-A.   K, V of the tile + 2-cell halo -> scratch frame.
-B1a. Tile + 1-cell halo: attention forward; q, a and x1 -> frame.
-B1b. Same cells: MLP and head forward from x1, the head backward down to dx2 -> frame.
-B1c. Same cells: the MLP backward down to dx1 -> frame.
-B2.  Same cells: attention backward per head: dao, dlogit -> frame, dq -> LN1 -> dx0 (q part).
-C.   Tile cells: gather dk, dv from the 9 neighbours' frame rows (fixed row offsets), then the K/V
-     projection, LN1 and embedding backward; write the state gradient.
-Weight gradients count tile cells only (halo cells belong to other programs).
-
-NOTE (cross-cell gradients): the alternative -- each cell writing its contributions to the 9
-neighbours' dK/dV into scratch and a gather after a barrier -- needs the same 2-cell halo (the
-contributions to a tile's cells come from other programs' cells) and 9 x 2E floats per cell; the
-gather above reads each neighbour's q / dao (2E) and 2 x 16 window floats per head instead.
-Halo cost per tile of T x T cells: phases B run on (T + 2)^2 cells -- none for whole-image tiles,
-1.27x for 16 x 16, 1.56x for 8 x 8 -- and phase A on (T + 4)^2.
+NOTE (cross-cell gradients): the alternative to the gather -- each cell writing its contributions
+to the 9 neighbours' dK/dV and summing them after the launch -- writes 9 x 2E values per cell;
+the gather reads each neighbour's q / dao (2 AP) and 2 x 16 window values per head instead.
 NOTE (registers): B1a/B1b/B1c/B2 are separate block loops (x1, dx2, dx1 round-trip through the
-frame; LN inputs are recomputed): as one loop they shared one register budget and spilled 216
-bytes per thread (sm_90, 8 warps). Each program does ONE tile (the launcher issues several
-launches when the tiles outnumber its programs): inside a persistent loop over tiles, every
-value LLVM hoists out of the phases (thread-index-derived layout and shared-memory offsets,
-pointer bases; the prologue of the PTX) stayed live across the whole loop body, i.e. across the
-hottest phase. Measured (LNCA config, fp32 tf32, sm_80, 8 warps, ptxas with ``.maxnreg``): the
-persistent kernel spilled 32 bytes at 255 registers (28 / 60 / 92 at caps 248 / 240 / 232); one
-tile per program needs 216 (0 bytes at 216, 4 at 208), so 0 spill at every configuration of the
-report. Measured and rejected with the persistent loop (spill at 255 registers): splitting B2
-or C further (32-40 bytes); re-reading dx1 (B2) and dx2 (B1c) from the frame in 32-wide chunks
-instead of holding the [16, 128] fp32 ``tl.dot`` A operand, which every warp replicates at
-BLOCK_M = 16 (64 registers per thread; 16 bytes; with one tile per program it fits in 200, not
-needed); also the LN(x1) operand of B1c (24); moving the Wo gradient from B2 to B1c (40); a
-per-block opaque scratch base (144).
+per-cell rows; LN inputs are recomputed): as one loop they shared one register budget and spilled
+216 bytes per thread (sm_90, 8 warps, measured with the earlier one-launch kernel). Each program
+runs its range once, no outer loop: inside a persistent loop over tiles, every value LLVM hoists
+out of the phases (thread-index-derived layout and shared-memory offsets, pointer bases) stayed
+live across the whole loop body, i.e. across the hottest phase: 32 bytes of spill at 255
+registers (LNCA config, fp32 tf32, sm_80, 8 warps). Measured and rejected (one-launch kernel,
+persistent loop, spill at 255 registers): splitting B2 further (32-40 bytes); re-reading dx1 (B2)
+and dx2 (B1c) in 32-wide chunks instead of holding the [16, 128] fp32 ``tl.dot`` A operand,
+which every warp replicates at BLOCK_M = 16 (16 bytes); also the LN(x1) operand of B1c (24).
 """
 
 import triton
@@ -51,11 +42,10 @@ import triton.language as tl
 
 from .vitca_common import (
     SLOTS,
+    block_cells,
     embed_ln,
-    frame_row,
     gelu,
     gelu_grad,
-    halo_region,
     head_attention,
     head_mix,
     layer_norm,
@@ -68,90 +58,44 @@ from .vitca_common import (
     mlp,
     opaque_zero,
     pack_offsets,
-    region_rows,
-    store_kv,
-    tile_origin,
-    zero_outside,
+    program_cells,
+    row_columns,
+    window,
 )
 
 
 @triton.jit
-def acc_grad(dw_ptr, off, ROW: tl.constexpr, a, b, DT: tl.constexpr, IP: tl.constexpr):
-    """Add the weight gradient ``a^T @ b`` (``a [M, K]``, ``b [M, N]``; operands cast to ``DT``,
-    fp32 accumulation) into the ``[K, N]`` block at ``off`` (row stride ``ROW``) of the program's
-    own partial buffer. The narrower operand goes left (the left ``tl.dot`` operand is replicated
-    in every warp at BLOCK_M = 16): ``(b^T @ a)^T`` when ``K > N``."""
-    K: tl.constexpr = a.shape[1]
-    N: tl.constexpr = b.shape[1]
-    rows = tl.arange(0, K)
-    if K > N:
-        ptrs = dw_ptr + off + tl.arange(0, N)[:, None] + rows[None, :] * ROW  # [N, K]
-        grad = tl.dot(tl.trans(b.to(DT)), a.to(DT), input_precision=IP)
-    else:
-        ptrs = dw_ptr + off + rows[:, None] * ROW + tl.arange(0, N)[None, :]  # [K, N]
-        grad = tl.dot(tl.trans(a.to(DT)), b.to(DT), input_precision=IP)
-    tl.store(ptrs, tl.load(ptrs) + grad)
-
-
-@triton.jit
-def acc_vec(dw_ptr, off, N: tl.constexpr, val):
-    ptrs = dw_ptr + off + tl.arange(0, N)
-    tl.store(ptrs, tl.load(ptrs) + val)
-
-
-@triton.jit
-def head_mix_bwd(attn, dmix, vbase, valid, FW, SW, BLOCK_M: tl.constexpr, DP: tl.constexpr):
-    """``head_mix`` recomputed together with its attention gradient ``dattn[:, o] = dmix . v(p + o)``."""
-    dx = tl.arange(0, 4)
-    live = valid[:, None, None] & (dx < 3)[None, :, None]
+def head_attn_grad(dmix, vbase, valid, up, down, cols, dxo, wstep, BLOCK_M: tl.constexpr):
+    """The gradient of one head's attention weights, ``dattn[:, o] = dmix . v(p + o)`` as
+    ``[M, 4, 4]`` (``head_mix``'s backward w.r.t. the weights; 0 at padding and out-of-grid slots,
+    whose v is 0)."""
     rows = tl.arange(0, 4)[None, :, None]
-    out = tl.zeros([BLOCK_M, DP], tl.float32)
     dattn = tl.zeros([BLOCK_M, 4, 4], tl.float32)
     for dy in range(3):
-        values = tl.load(vbase[:, None, :] + (((dy - 1) * FW + dx - 1) * SW)[None, :, None], mask=live, other=0.0)
-        out += tl.sum(tl.sum(tl.where(rows == dy, attn, 0.0), 1)[:, :, None] * values, 1)
+        live = tl.where(dy == 0, up, tl.where(dy == 2, down, valid))[:, None] & cols
+        delta = dxo + (dy - 1) * wstep
+        values = tl.load(vbase[:, None, :] + delta[None, :, None], mask=live[:, :, None], other=0.0).to(tl.float32)
         dattn = tl.where(rows == dy, tl.sum(dmix[:, None, :] * values, 2)[:, None, :], dattn)
-    return out, dattn
-
-
-@triton.jit
-def gather_to_cells(wbase, vbase, valid, FW, SW, BLOCK_M: tl.constexpr, DP: tl.constexpr):
-    """Cell p collects, from every cell p' = p - o whose window slot o points at it,
-    ``w[p', o] * vec[p']`` (``wbase [M]`` points at the cells' own ``[4, 4]`` window weights,
-    ``vbase [M, DP]`` at their own vectors). Out-of-grid frame rows are zero: missing cells add 0."""
-    dx = tl.arange(0, 4)
-    live = valid[:, None] & (dx < 3)[None, :]
-    out = tl.zeros([BLOCK_M, DP], tl.float32)
-    for dy in range(3):
-        delta = -((dy - 1) * FW + dx - 1) * SW  # [4]: p' = p - o
-        weights = tl.load(wbase[:, None] + delta[None, :] + dy * 4 + dx[None, :], mask=live, other=0.0)
-        vecs = tl.load(vbase[:, None, :] + delta[None, :, None], mask=live[:, :, None], other=0.0)  # [M, 4, DP]
-        out += tl.sum(weights[:, :, None] * vecs, 1)
-    return out
+    return dattn
 
 
 # Sizes are never specialised (one compiled kernel per configuration, whatever the grid); pointers
 # are specialised on 16-byte alignment, which the launcher guarantees.
-@triton.jit(do_not_specialize=["H", "W", "C", "tile_h", "tile_w", "tiles_y", "tiles_x", "tile0", "stride_m", "eps"])
+@triton.jit(do_not_specialize=["H", "W", "C", "n_cells", "stride_m", "eps"])
 def _vitca_step_bwd_kernel(
     # pointers
     s_ptr,  # *T [B, H, W, C] the step's input state, contiguous
     m_ptr,  # *T update mask [B, H, W]; a single 1.0 with stride_m = 0 = every cell updates
-    w_ptr,  # *T packed folded weights (vitca_ops.PackLayout)
+    w_ptr,  # *T packed folded weights (vitca_launch.PackLayout)
     pe_ptr,  # *fp32 [H * W + 1, EP] positional encoding, zero guard row
     g_ptr,  # *T [B, H, W, C] gradient of the new state
-    ds_ptr,  # *T [B, H, W, C] gradient of the input state (output)
-    dw_ptr,  # *fp32 [P, PACK] per-program partial weight gradients, zero-initialised
-    scr_ptr,  # *fp32 [P, (tile_h + 4) * (tile_w + 4), SW] per-program scratch frames
+    kv_ptr,  # *X [B * H * W, 2 * AP] K | V of every cell (vitca_kv._vitca_kv_fwd_kernel)
+    ex_ptr,  # *X [B * H * W, SW] per-cell rows (output: the columns of vitca_common.row_columns up to DX2 but DK, DV)
     # sizes
     H,  # grid height
     W,  # grid width
     C,  # state channels
-    tile_h,  # tile height (cells)
-    tile_w,  # tile width (cells)
-    tiles_y,  # tiles per image column
-    tiles_x,  # tiles per image row
-    tile0,  # first tile of this launch: program pid does tile tile0 + pid (one tile per program)
+    n_cells,  # B * H * W
     # strides and scalars
     stride_m,  # 1, or 0 for the broadcast all-ones mask
     eps,  # LayerNorm epsilon
@@ -164,171 +108,99 @@ def _vitca_step_bwd_kernel(
     MP: tl.constexpr,  # MLP width padded
     BLOCK_M: tl.constexpr,  # cells per register block
     BN: tl.constexpr,  # width of the channel / hidden chunks of the 128-wide products
-    IP: tl.constexpr,  # tl.dot input_precision for fp32 ("tf32x3" or "tf32")
+    IP: tl.constexpr,  # tl.dot input_precision for fp32 ("tf32")
 ):
     AP: tl.constexpr = NH * DP
     BC: tl.constexpr = min(CP, BN)
     BF: tl.constexpr = min(MP, BN)
-    DT: tl.constexpr = w_ptr.dtype.element_ty
+    XT: tl.constexpr = ex_ptr.dtype.element_ty
     o_be, o_wq, o_bq, o_wk, o_bk, o_wv, o_bv, o_wo, o_bo, o_w1, o_b1, o_w2, o_b2, o_wh, o_bh = pack_offsets(CP, EP, AP, MP)
-    # Scratch frame columns: K | V | Q | DAO (AP each) | A | DL (NH * SLOTS each) | X (EP: x1, dx1, dx0) | D (EP: dx2).
-    COL_Q: tl.constexpr = 2 * AP
-    COL_DAO: tl.constexpr = 3 * AP
-    COL_A: tl.constexpr = 4 * AP
-    COL_DL: tl.constexpr = 4 * AP + NH * SLOTS
-    COL_X: tl.constexpr = 4 * AP + 2 * NH * SLOTS
-    COL_D: tl.constexpr = COL_X + EP
-    SW = COL_D + EP
-    FW = tile_w + 4
-    pid = tl.program_id(0)
-    scr = scr_ptr + pid * ((tile_h + 4) * FW * SW)
-    dw = dw_ptr + pid * (o_bh + CP)
+    c_dao, c_a, c_dl, c_x, c_n1, c_dq, c_dk, c_dv, c_mix, c_dx1, c_n2, c_df, c_g, c_dx2, c_n3, SW = row_columns(NH, EP, AP, MP)
+    KW: tl.constexpr = 2 * AP  # K | V row width
+    start, end = program_cells(n_cells)
     e = tl.arange(0, EP)
     win = tl.arange(0, 4)[:, None] * 4 + tl.arange(0, 4)[None, :]  # [4, 4] window slot -> column
-    b, y0, x0, y1, x1 = tile_origin(tile0 + pid, tiles_y, tiles_x, tile_h, tile_w, H, W)
-    zero_outside(scr, y0, x0, tile_h + 4, FW, SW, H, W, BLOCK_M)
-    # A. K, V of the tile + 2-cell halo.
-    ry0, rx0, rw, n = halo_region(y0, x0, y1, x1, H, W, 2)
-    for r0 in range(0, n, BLOCK_M):
-        zero = opaque_zero(pe_ptr, H, W, EP)
-        wp = w_ptr + zero  # weights (see opaque_zero)
-        dwp = dw + zero  # this program's partial gradients
-        y, x, valid = region_rows(r0, ry0, rx0, rw, n, BLOCK_M)
-        x0v, n1, rstd1 = embed_ln(s_ptr, wp, pe_ptr, (b * H + y) * W + x, y * W + x, valid, C, eps, E, CP, EP, BN, IP)
-        store_kv(n1, wp, o_wk, o_bk, o_wv, o_bv, scr, frame_row(y, x, y0, x0, FW), valid, SW, NH, DP, EP, AP, IP)
-    tl.debug_barrier()
-    # B1a. Tile + 1-cell halo: attention forward down to x1.
-    ry0, rx0, rw, n = halo_region(y0, x0, y1, x1, H, W, 1)
-    for r0 in range(0, n, BLOCK_M):
-        zero = opaque_zero(pe_ptr, H, W, EP)
-        wp = w_ptr + zero  # weights (see opaque_zero)
-        dwp = dw + zero  # this program's partial gradients
-        y, x, valid = region_rows(r0, ry0, rx0, rw, n, BLOCK_M)
-        rows = frame_row(y, x, y0, x0, FW)
-        own = scr + rows[:, None] * SW + tl.arange(0, DP)[None, :]  # [M, DP] this block's frame rows
-        own_win = scr + rows[:, None, None] * SW + win[None, :, :]  # [M, 4, 4]
-        xr, n1, rstd1 = embed_ln(s_ptr, wp, pe_ptr, (b * H + y) * W + x, y * W + x, valid, C, eps, E, CP, EP, BN, IP)
+    # B1a. Attention forward down to x1.
+    for r0 in range(start, end, BLOCK_M):
+        wp = w_ptr + opaque_zero(pe_ptr, H, W, EP)  # weights (see opaque_zero)
+        cell, pos, y, x, valid = block_cells(r0, end, H, W, BLOCK_M)
+        row = ex_ptr + cell[:, None] * SW + e[None, :]  # [M, EP] the cells' rows
+        own = ex_ptr + cell[:, None] * SW + tl.arange(0, DP)[None, :]  # [M, DP]
+        own_win = ex_ptr + cell[:, None, None] * SW + win[None, :, :]  # [M, 4, 4]
+        kv = kv_ptr + cell[:, None] * KW + tl.arange(0, DP)[None, :]  # [M, DP] the cells' own K rows
+        xr, n1, rstd1 = embed_ln(s_ptr, wp, pe_ptr, cell, pos, valid, C, eps, E, CP, EP, BN, IP)
+        tl.store(row + c_n1, n1.to(XT), mask=valid[:, None])
         xr += load_vec(wp, o_bo, EP)[None, :]
+        up, down, cols, dxo, wstep = window(y, x, valid, H, W, KW, 1)
         for h in range(NH):
             col = h * DP
             q = linear(n1, wp, o_wq, o_bq, col, AP, EP, DP, IP)
-            attn = head_attention(q, own + col, valid, FW, SW, BLOCK_M)
-            tl.store(own + COL_Q + col, q, mask=valid[:, None])
-            tl.store(own_win + COL_A + h * SLOTS, attn, mask=valid[:, None, None])
-            xr += matmul(head_mix(attn, own + AP + col, valid, FW, SW, BLOCK_M, DP), wp, o_wo, col, 0, EP, DP, EP, IP)
-        tl.store(scr + rows[:, None] * SW + COL_X + e[None, :], xr, mask=valid[:, None])  # x1
+            attn = head_attention(q, kv + col, valid, up, down, cols, dxo, wstep, BLOCK_M)
+            tl.store(own + col, q.to(XT), mask=valid[:, None])
+            tl.store(own_win + c_a + h * SLOTS, attn.to(XT), mask=valid[:, None, None])
+            mixed = head_mix(attn, kv + AP + col, valid, up, down, cols, dxo, wstep, BLOCK_M, DP)
+            tl.store(own + c_mix + col, mixed.to(XT), mask=valid[:, None])
+            xr += matmul(mixed, wp, o_wo, col, 0, EP, DP, EP, IP)
+        tl.store(row + c_x, xr.to(XT), mask=valid[:, None])  # x1
     tl.debug_barrier()
-    # B1b. Same cells: MLP and head forward from x1, the head backward down to dx2.
-    for r0 in range(0, n, BLOCK_M):
-        zero = opaque_zero(pe_ptr, H, W, EP)
-        wp = w_ptr + zero  # weights (see opaque_zero)
-        dwp = dw + zero  # this program's partial gradients
-        tl.debug_barrier()  # the previous block's partial-gradient writes are done
-        y, x, valid = region_rows(r0, ry0, rx0, rw, n, BLOCK_M)
-        mine = (valid & (y >= y0) & (y < y1) & (x >= x0) & (x < x1)).to(tl.float32)[:, None]  # tile cells
-        cell = (b * H + y) * W + x
-        xptr = scr + frame_row(y, x, y0, x0, FW)[:, None] * SW + COL_X + e[None, :]
-        xr = tl.load(xptr, mask=valid[:, None], other=0.0)  # x1
+    # B1b. MLP and head forward from x1, the head backward down to dx2.
+    for r0 in range(start, end, BLOCK_M):
+        wp = w_ptr + opaque_zero(pe_ptr, H, W, EP)  # weights (see opaque_zero)
+        cell, pos, y, x, valid = block_cells(r0, end, H, W, BLOCK_M)
+        row = ex_ptr + cell[:, None] * SW + e[None, :]
+        xr = tl.load(row + c_x, mask=valid[:, None], other=0.0).to(tl.float32)  # x1
         n2, rstd2 = layer_norm(xr, eps, E, EP)
         xr += mlp(n2, wp, o_w1, o_b1, o_w2, EP, MP, BLOCK_M, BN, IP) + load_vec(wp, o_b2, EP)[None, :]
         n3, rstd3 = layer_norm(xr, eps, E, EP)
+        tl.store(row + c_n3, n3.to(XT), mask=valid[:, None])
         # Head and masked update, out = s + m * (n3 @ Wh^T + bh), in channel chunks.
         m = tl.load(m_ptr + cell * stride_m, mask=valid, other=0.0).to(tl.float32)[:, None]
         dn = tl.zeros([BLOCK_M, EP], tl.float32)
         for c0 in range(0, CP, BC):
-            du = load_cells(g_ptr, cell, valid, C, c0, BC) * m
-            acc_grad(dwp, o_wh + c0, CP, n3, du * mine, DT, IP)
-            acc_vec(dwp, o_bh + c0, BC, tl.sum(du * mine, 0))
-            dn += matmul_t(du, wp, o_wh, 0, c0, CP, EP, BC, IP)
-        dx = layer_norm_bwd(n3, rstd3, dn, E, EP)  # dx2
-        acc_vec(dwp, o_b2, EP, tl.sum(dx * mine, 0))
-        tl.store(xptr + (COL_D - COL_X), dx, mask=valid[:, None])
+            dn += matmul_t(load_cells(g_ptr, cell, valid, C, c0, BC) * m, wp, o_wh, 0, c0, CP, EP, BC, IP)
+        tl.store(row + c_dx2, layer_norm_bwd(n3, rstd3, dn, E, EP).to(XT), mask=valid[:, None])  # dx2
     tl.debug_barrier()
-    # B1c. Same cells: the MLP backward (hidden chunks, recomputing each pre-activation) to dx1.
-    for r0 in range(0, n, BLOCK_M):
-        zero = opaque_zero(pe_ptr, H, W, EP)
-        wp = w_ptr + zero  # weights (see opaque_zero)
-        dwp = dw + zero  # this program's partial gradients
-        tl.debug_barrier()
-        y, x, valid = region_rows(r0, ry0, rx0, rw, n, BLOCK_M)
-        mine = (valid & (y >= y0) & (y < y1) & (x >= x0) & (x < x1)).to(tl.float32)[:, None]
-        xptr = scr + frame_row(y, x, y0, x0, FW)[:, None] * SW + COL_X + e[None, :]
-        n2, rstd2 = layer_norm(tl.load(xptr, mask=valid[:, None], other=0.0), eps, E, EP)  # LN(x1)
-        dx = tl.load(xptr + (COL_D - COL_X), mask=valid[:, None], other=0.0)  # dx2
+    # B1c. The MLP backward (hidden chunks, recomputing each pre-activation) to dx1.
+    for r0 in range(start, end, BLOCK_M):
+        wp = w_ptr + opaque_zero(pe_ptr, H, W, EP)  # weights (see opaque_zero)
+        cell, pos, y, x, valid = block_cells(r0, end, H, W, BLOCK_M)
+        row = ex_ptr + cell[:, None] * SW + e[None, :]
+        n2, rstd2 = layer_norm(tl.load(row + c_x, mask=valid[:, None], other=0.0).to(tl.float32), eps, E, EP)  # LN(x1)
+        tl.store(row + c_n2, n2.to(XT), mask=valid[:, None])
+        dx = tl.load(row + c_dx2, mask=valid[:, None], other=0.0).to(tl.float32)  # dx2
         dn = tl.zeros([BLOCK_M, EP], tl.float32)
         for f0 in range(0, MP, BF):
+            hidden = ex_ptr + cell[:, None] * SW + f0 + tl.arange(0, BF)[None, :]  # [M, BF]
             f = linear(n2, wp, o_w1, o_b1, f0, MP, EP, BF, IP)
-            acc_grad(dwp, o_w2 + f0 * EP, EP, gelu(f), dx * mine, DT, IP)
+            tl.store(hidden + c_g, gelu(f).to(XT), mask=valid[:, None])
             df = matmul_t(dx, wp, o_w2, f0, 0, EP, BF, EP, IP) * gelu_grad(f)
-            acc_grad(dwp, o_w1 + f0, MP, n2, df * mine, DT, IP)
-            acc_vec(dwp, o_b1 + f0, BF, tl.sum(df * mine, 0))
+            tl.store(hidden + c_df, df.to(XT), mask=valid[:, None])
             dn += matmul_t(df, wp, o_w1, 0, f0, MP, EP, BF, IP)
         dx += layer_norm_bwd(n2, rstd2, dn, E, EP)  # dx1
-        acc_vec(dwp, o_bo, EP, tl.sum(dx * mine, 0))
-        tl.debug_barrier()  # every thread has read its x1
-        tl.store(xptr, dx, mask=valid[:, None])  # dx1
+        tl.store(row + c_dx1, dx.to(XT), mask=valid[:, None])
     tl.debug_barrier()
-    # B2. Same cells: attention backward per head, then LN1 for the q path.
-    for r0 in range(0, n, BLOCK_M):
-        zero = opaque_zero(pe_ptr, H, W, EP)
-        wp = w_ptr + zero  # weights (see opaque_zero)
-        dwp = dw + zero  # this program's partial gradients
-        tl.debug_barrier()
-        y, x, valid = region_rows(r0, ry0, rx0, rw, n, BLOCK_M)
-        mine = (valid & (y >= y0) & (y < y1) & (x >= x0) & (x < x1)).to(tl.float32)[:, None]
-        rows = frame_row(y, x, y0, x0, FW)
-        own = scr + rows[:, None] * SW + tl.arange(0, DP)[None, :]
-        own_win = scr + rows[:, None, None] * SW + win[None, :, :]
-        xptr = scr + rows[:, None] * SW + COL_X + e[None, :]
-        x0v, n1, rstd1 = embed_ln(s_ptr, wp, pe_ptr, (b * H + y) * W + x, y * W + x, valid, C, eps, E, CP, EP, BN, IP)
-        dx = tl.load(xptr, mask=valid[:, None], other=0.0)  # dx1
+    # B2. Attention backward per head, then LN1 for the q path.
+    for r0 in range(start, end, BLOCK_M):
+        wp = w_ptr + opaque_zero(pe_ptr, H, W, EP)  # weights (see opaque_zero)
+        cell, pos, y, x, valid = block_cells(r0, end, H, W, BLOCK_M)
+        row = ex_ptr + cell[:, None] * SW + e[None, :]
+        own = ex_ptr + cell[:, None] * SW + tl.arange(0, DP)[None, :]
+        own_win = ex_ptr + cell[:, None, None] * SW + win[None, :, :]
+        kv = kv_ptr + cell[:, None] * KW + tl.arange(0, DP)[None, :]
+        x0v, n1, rstd1 = embed_ln(s_ptr, wp, pe_ptr, cell, pos, valid, C, eps, E, CP, EP, BN, IP)
+        dx = tl.load(row + c_dx1, mask=valid[:, None], other=0.0).to(tl.float32)  # dx1
+        up, down, cols, dxo, wstep = window(y, x, valid, H, W, KW, 1)
         dn = tl.zeros([BLOCK_M, EP], tl.float32)
         for h in range(NH):
             col = h * DP
             dmix = matmul_t(dx, wp, o_wo, col, 0, EP, DP, EP, IP)  # dao
-            tl.store(own + COL_DAO + col, dmix, mask=valid[:, None])
-            attn = tl.load(own_win + COL_A + h * SLOTS, mask=valid[:, None, None], other=0.0)
-            mixed, dattn = head_mix_bwd(attn, dmix, own + AP + col, valid, FW, SW, BLOCK_M, DP)
-            acc_grad(dwp, o_wo + col * EP, EP, mixed, dx * mine, DT, IP)
+            tl.store(own + c_dao + col, dmix.to(XT), mask=valid[:, None])
+            attn = tl.load(own_win + c_a + h * SLOTS, mask=valid[:, None, None], other=0.0).to(tl.float32)
+            dattn = head_attn_grad(dmix, kv + AP + col, valid, up, down, cols, dxo, wstep, BLOCK_M)
             dlogit = attn * (dattn - tl.sum(tl.sum(attn * dattn, 2), 1)[:, None, None])
-            tl.store(own_win + COL_DL + h * SLOTS, dlogit, mask=valid[:, None, None])
-            dq = head_mix(dlogit, own + col, valid, FW, SW, BLOCK_M, DP)
-            acc_grad(dwp, o_wq + col, AP, n1, dq * mine, DT, IP)
-            acc_vec(dwp, o_bq + col, DP, tl.sum(dq * mine, 0))
+            tl.store(own_win + c_dl + h * SLOTS, dlogit.to(XT), mask=valid[:, None, None])
+            dq = head_mix(dlogit, kv + col, valid, up, down, cols, dxo, wstep, BLOCK_M, DP)
+            tl.store(own + c_dq + col, dq.to(XT), mask=valid[:, None])
             dn += matmul_t(dq, wp, o_wq, 0, col, AP, EP, DP, IP)
-        dx += layer_norm_bwd(n1, rstd1, dn, E, EP)  # dx0 without the k, v terms
-        tl.debug_barrier()  # every thread has read its dx1
-        tl.store(xptr, dx, mask=valid[:, None])
-    tl.debug_barrier()
-    # C. Tile cells: k, v backward from the neighbours, then LN1 and the embedding.
-    n = (y1 - y0) * (x1 - x0)
-    for r0 in range(0, n, BLOCK_M):
-        zero = opaque_zero(pe_ptr, H, W, EP)
-        wp = w_ptr + zero  # weights (see opaque_zero)
-        dwp = dw + zero  # this program's partial gradients
-        tl.debug_barrier()
-        y, x, valid = region_rows(r0, y0, x0, x1 - x0, n, BLOCK_M)
-        cell = (b * H + y) * W + x
-        rows = frame_row(y, x, y0, x0, FW)
-        own = scr + rows[:, None] * SW + tl.arange(0, DP)[None, :]
-        x0v, n1, rstd1 = embed_ln(s_ptr, wp, pe_ptr, cell, y * W + x, valid, C, eps, E, CP, EP, BN, IP)
-        n1 = n1 * valid.to(tl.float32)[:, None]
-        dn = tl.zeros([BLOCK_M, EP], tl.float32)
-        for h in range(NH):
-            col = h * DP
-            dk = gather_to_cells(scr + rows * SW + COL_DL + h * SLOTS, own + COL_Q + col, valid, FW, SW, BLOCK_M, DP)
-            dv = gather_to_cells(scr + rows * SW + COL_A + h * SLOTS, own + COL_DAO + col, valid, FW, SW, BLOCK_M, DP)
-            acc_grad(dwp, o_wk + col, AP, n1, dk, DT, IP)
-            acc_vec(dwp, o_bk + col, DP, tl.sum(dk, 0))
-            acc_grad(dwp, o_wv + col, AP, n1, dv, DT, IP)
-            acc_vec(dwp, o_bv + col, DP, tl.sum(dv, 0))
-            dn += matmul_t(dk, wp, o_wk, 0, col, AP, EP, DP, IP) + matmul_t(dv, wp, o_wv, 0, col, AP, EP, DP, IP)
-        dx = tl.load(scr + rows[:, None] * SW + COL_X + e[None, :], mask=valid[:, None], other=0.0)
-        dx = (dx + layer_norm_bwd(n1, rstd1, dn, E, EP)) * valid.to(tl.float32)[:, None]  # dx0
-        acc_vec(dwp, o_be, EP, tl.sum(dx, 0))
-        for c0 in range(0, CP, BC):  # embedding backward and the state gradient, in channel chunks
-            c = c0 + tl.arange(0, BC)
-            acc_grad(dwp, c0 * EP, EP, load_cells(s_ptr, cell, valid, C, c0, BC), dx, DT, IP)
-            ds = load_cells(g_ptr, cell, valid, C, c0, BC) + matmul_t(dx, wp, 0, c0, 0, EP, BC, EP, IP)
-            io = cell[:, None] * C + c[None, :]
-            tl.store(ds_ptr + io, ds.to(ds_ptr.dtype.element_ty), mask=valid[:, None] & (c[None, :] < C))
+        dx += layer_norm_bwd(n1, rstd1, dn, E, EP)  # dx0 through the q path and the residual
+        tl.store(row + c_x, dx.to(XT), mask=valid[:, None])

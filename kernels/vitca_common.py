@@ -1,24 +1,28 @@
-"""Device helpers shared by the ViTCA step kernels (``vitca_fwd``, ``vitca_bwd``).
+"""Device helpers shared by the ViTCA step kernels (``vitca_kv``, ``vitca_fwd``, ``vitca_bwd``,
+``vitca_wgrad``).
 
 Conventions (the launcher ``lnca_fast.fast.vitca_ops`` guarantees them):
-- A program owns tiles of one image; the rows of a ``[BLOCK_M, ...]`` block are cells of a
-  clipped rectangle (the tile, or the tile grown by a 1- or 2-cell halo) in raster order.
-- Per-program scratch is a frame of ``(tile_h + 4) x (tile_w + 4)`` rows around the tile (origin
-  ``(y0 - 2, x0 - 2)``, ``SW`` floats per row); a cell's frame row is
-  ``(y - y0 + 2) * FW + (x - x0 + 2)``, so the window offset ``o = (dy - 1, dx - 1)`` is the fixed
-  row offset ``(dy - 1) * FW + dx - 1``. Rows of positions outside the grid are zeroed, so a
-  shifted read of a missing neighbour is an exact zero vector (ViTCA's zero padding).
+- The cells of a state ``[B, H, W, C]`` are numbered flat, ``(b * H + y) * W + x``. The programs of
+  a launch split them into contiguous ranges whose sizes differ by at most one
+  (``program_cells``): a range may start and end anywhere, across rows and images. The rows of a
+  ``[BLOCK_M, ...]`` block are consecutive cells of the program's range.
+- Cells exchange data through per-cell buffers in global memory written by an earlier launch
+  (``[B * H * W, SW]``, ``SW`` values per cell; K | V from ``vitca_kv``, the backward's q, dao,
+  softmax and dlogit from ``vitca_bwd``: ``row_columns``). The window slot ``o = (dy - 1, dx - 1)`` of a cell is
+  the buffer row ``(dy - 1) * W + dx - 1`` away; a slot whose position is outside the grid is
+  masked and reads an exact zero vector (ViTCA's zero padding: k = v = 0 there, still in the
+  softmax). ``window`` gives both, once per block.
 - Per-cell window quantities (attention, its gradient) are ``[4, 4]`` (``[dy, dx]``, row and
   column 3 padding) = ``SLOTS`` floats. Window row ``dy`` of every cell is one ``[M, 4, DP]``
-  masked load at ``base + ((dy - 1) * FW + dx - 1) * SW`` (inlined: each device-function call
-  costs ~0.2 ms in the interpreter).
+  masked load (inlined: each device-function call costs ~0.2 ms in the interpreter).
 - The PE table is ``[H * W + 1, EP]`` fp32; its last row is zeros (``opaque_zero``).
-- Packed weights (``vitca_ops.PackLayout``), zero-padded to powers of two, each ``W^T`` row-major
-  ``[in, out]``: WE [CP, EP], BE [EP], WQ/WK/WV [EP, AP], BQ/BK/BV [AP], WO [AP, EP], BO [EP],
-  W1 [EP, MP], B1 [MP], W2 [MP, EP], B2 [EP], WH [EP, CP] (zero input-channel columns), BH [CP].
-  Attention channels use a padded head-major layout: channel ``h * DP + d`` (``AP = NH * DP``).
-  Zero padding keeps padded channels of every activation exactly 0 (LayerNorm masks its
-  centring), so only the true sizes C, E appear in masks.
+- Packed weights (``vitca_launch.PackLayout``), zero-padded to powers of two, each ``W^T`` row-major
+  ``[in, out]``, the K/V end first: WE [CP, EP], BE [EP], WK/WV [EP, AP], BK/BV [AP] (the
+  segments ``vitca_kv`` reads and whose gradient its backward writes), then WQ [EP, AP], BQ [AP],
+  WO [AP, EP], BO [EP], W1 [EP, MP], B1 [MP], W2 [MP, EP], B2 [EP], WH [EP, CP] (zero
+  input-channel columns), BH [CP]. Attention channels use a padded head-major layout: channel
+  ``h * DP + d`` (``AP = NH * DP``). Zero padding keeps padded channels of every activation
+  exactly 0 (LayerNorm masks its centring), so only the true sizes C, E appear in masks.
 
 NOTE (registers): every product with a 128-wide weight is split into <= BN-wide chunks over a
 loop whose induction variable enters the weight address (MLP hidden chunks, embedding input
@@ -37,15 +41,18 @@ SLOTS = tl.constexpr(16)  # the 3x3 attention window stored as [4, 4] (row / col
 
 @triton.jit
 def pack_offsets(CP: tl.constexpr, EP: tl.constexpr, AP: tl.constexpr, MP: tl.constexpr):
-    """Element offsets of the packed segments, in ``PackLayout`` order."""
+    """Element offsets of the packed segments (``PackLayout`` order: the K/V end first, then from
+    WQ on); returned in the order ``be, wq, bq, wk, bk, wv, bv, wo, bo, w1, b1, w2, b2, wh, bh``
+    (WE is at 0). ``wq`` is also the width of the K/V end: the split of the weight gradient
+    between ``vitca_kv`` and ``vitca_bwd``; ``bh + CP`` is the packed size."""
     o_be = CP * EP
-    o_wq = o_be + EP
-    o_bq = o_wq + EP * AP
-    o_wk = o_bq + AP
+    o_wk = o_be + EP
     o_bk = o_wk + EP * AP
     o_wv = o_bk + AP
     o_bv = o_wv + EP * AP
-    o_wo = o_bv + AP
+    o_wq = o_bv + AP
+    o_bq = o_wq + EP * AP
+    o_wo = o_bq + AP
     o_bo = o_wo + AP * EP
     o_w1 = o_bo + EP
     o_b1 = o_w1 + EP * MP
@@ -57,10 +64,35 @@ def pack_offsets(CP: tl.constexpr, EP: tl.constexpr, AP: tl.constexpr, MP: tl.co
 
 
 @triton.jit
+def row_columns(NH: tl.constexpr, EP: tl.constexpr, AP: tl.constexpr, MP: tl.constexpr):
+    """Column offsets of the backward's per-cell rows ``[B * H * W, SW]`` (``PackLayout.row_columns``
+    order): the exchange between its launches, Q | DAO (AP each) | A | DL (NH * SLOTS each) | X (EP:
+    x1, then dx0 through the q path and the residual, then dx0), then the weight-gradient operands
+    ``vitca_wgrad`` reads, N1 | DQ | DK | DV | MIX | DX1 | N2 | DF | G | DX2 | N3. Returned in that
+    order from DAO on (Q is at 0), then the row width SW."""
+    c_dao = AP
+    c_a = 2 * AP
+    c_dl = c_a + NH * SLOTS
+    c_x = c_dl + NH * SLOTS
+    c_n1 = c_x + EP
+    c_dq = c_n1 + EP
+    c_dk = c_dq + AP
+    c_dv = c_dk + AP
+    c_mix = c_dv + AP
+    c_dx1 = c_mix + AP
+    c_n2 = c_dx1 + EP
+    c_df = c_n2 + EP
+    c_g = c_df + MP
+    c_dx2 = c_g + MP
+    c_n3 = c_dx2 + EP
+    return c_dao, c_a, c_dl, c_x, c_n1, c_dq, c_dk, c_dv, c_mix, c_dx1, c_n2, c_df, c_g, c_dx2, c_n3, c_n3 + EP
+
+
+@triton.jit
 def opaque_zero(pe_ptr, H, W, EP: tl.constexpr):
     """0, read from the zero guard row of the PE table ``[H * W + 1, EP]``.
 
-    NOTE: every block loop offsets the weight (and partial-gradient) base pointer by this value.
+    NOTE: every block loop offsets the weight base pointer by this value.
     The compiler cannot prove it invariant, so the 64-bit pointer tensors of the bias vectors and
     weight rows stay inside the loop instead of being hoisted to kernel scope, where ~18 of them
     stayed live across all phases: 104 -> 24 bytes of spill (backward, tf32x3, sm_90, 8 warps),
@@ -70,50 +102,39 @@ def opaque_zero(pe_ptr, H, W, EP: tl.constexpr):
 
 
 @triton.jit
-def tile_origin(t, tiles_y, tiles_x, tile_h, tile_w, H, W):
-    """Tile ``t`` -> image ``b`` and its cells ``[y0, y1) x [x0, x1)``."""
-    b = t // (tiles_y * tiles_x)
-    r = t % (tiles_y * tiles_x)
-    y0 = (r // tiles_x) * tile_h
-    x0 = (r % tiles_x) * tile_w
-    return b, y0, x0, tl.minimum(y0 + tile_h, H), tl.minimum(x0 + tile_w, W)
+def program_cells(n_cells):
+    """This program's cells ``[start, end)``: the ``n_cells`` flat cells split into
+    ``num_programs`` contiguous ranges, the first ``n_cells % P`` of them one cell longer."""
+    p = tl.program_id(0)
+    base = n_cells // tl.num_programs(0)
+    rem = n_cells % tl.num_programs(0)
+    start = p * base + tl.minimum(p, rem)
+    return start, start + base + (p < rem).to(tl.int32)
 
 
 @triton.jit
-def halo_region(y0, x0, y1, x1, H, W, HALO: tl.constexpr):
-    """The tile ``[y0, y1) x [x0, x1)`` grown by ``HALO`` cells and clipped to the grid, as
-    ``region_rows`` takes it: top-left ``(ry0, rx0)``, width ``rw`` and cell count ``n``."""
-    ry0 = tl.maximum(y0 - HALO, 0)
-    rx0 = tl.maximum(x0 - HALO, 0)
-    rw = tl.minimum(x1 + HALO, W) - rx0
-    return ry0, rx0, rw, (tl.minimum(y1 + HALO, H) - ry0) * rw
+def block_cells(r0, end, H, W, BLOCK_M: tl.constexpr):
+    """Cells ``r0 .. r0 + BLOCK_M`` of a range ending at ``end``: flat index, raster position
+    ``y * W + x``, ``y``, ``x`` and which rows are cells of the range."""
+    cell = r0 + tl.arange(0, BLOCK_M)
+    pos = cell % (H * W)
+    return cell, pos, pos // W, pos % W, cell < end
 
 
 @triton.jit
-def region_rows(r0, ry0, rx0, rw, n, BLOCK_M: tl.constexpr):
-    """Rows ``r0 .. r0 + BLOCK_M`` of a raster-ordered rectangle of ``n`` cells, ``rw`` wide."""
-    r = r0 + tl.arange(0, BLOCK_M)
-    return ry0 + r // rw, rx0 + r % rw, r < n
-
-
-@triton.jit
-def frame_row(y, x, y0, x0, FW):
-    return (y - y0 + 2) * FW + (x - x0 + 2)
-
-
-@triton.jit
-def zero_outside(scr_ptr, y0, x0, FH, FW, SW, H, W, BLOCK_M: tl.constexpr):
-    """Zero the frame rows of positions outside the grid."""
-    cols = tl.arange(0, 128)
-    n = FH * FW
-    for r0 in range(0, n, BLOCK_M):
-        fr = r0 + tl.arange(0, BLOCK_M)
-        y = y0 - 2 + fr // FW
-        x = x0 - 2 + fr % FW
-        out = (fr < n) & ((y < 0) | (y >= H) | (x < 0) | (x >= W))
-        for c0 in range(0, SW, 128):
-            tl.store(scr_ptr + fr[:, None] * SW + c0 + cols[None, :], tl.zeros([BLOCK_M, 128], tl.float32),
-                     mask=out[:, None] & (c0 + cols[None, :] < SW))
+def window(y, x, valid, H, W, SW, SIGN: tl.constexpr):
+    """The 3x3 windows of a block's cells in a per-cell buffer of ``SW`` values per cell, computed
+    once per block for every head: window slot ``(dy, dx)`` of cell p is the cell
+    ``p + SIGN * ((dy - 1) * W + dx - 1)`` (SIGN = -1: the cells p' whose slot (dy, dx) points at
+    p), at buffer offset ``dxo[dx] + (dy - 1) * wstep``; it is in the grid where the row test
+    (``up`` for dy = 0, ``valid`` for 1, ``down`` for 2) and ``cols[:, dx]`` hold (dx = 3 is
+    padding, never live). Each window row then costs a few ops inline in the loops over dy."""
+    dx = tl.arange(0, 4)
+    nx = x[:, None] + SIGN * (dx[None, :] - 1)
+    cols = (dx < 3)[None, :] & (nx >= 0) & (nx < W)  # [M, 4]
+    up = valid & (y - SIGN >= 0) & (y - SIGN < H)
+    down = valid & (y + SIGN >= 0) & (y + SIGN < H)
+    return up, down, cols, SIGN * (dx - 1) * SW, SIGN * W * SW
 
 
 @triton.jit
@@ -208,40 +229,45 @@ def mlp(n2, w_ptr, o_w1, o_b1, o_w2, EP: tl.constexpr, MP: tl.constexpr, BLOCK_M
 
 
 @triton.jit
-def head_attention(q, kbase, valid, FW, SW, BLOCK_M: tl.constexpr):
+def head_attention(q, kbase, valid, up, down, cols, dxo, wstep, BLOCK_M: tl.constexpr):
     """One head's attention ``softmax_o(q . k(p + o))`` over the 3x3 window as ``[M, 4, 4]``
-    (the padding row / column get 0). ``kbase [M, DP]`` points at the cells' own keys."""
+    (the padding row / column get 0; an out-of-grid slot has k = 0, logit 0, and stays in the
+    softmax). ``kbase [M, DP]`` points at the cells' own keys; the window: ``window``."""
     dx = tl.arange(0, 4)
-    live = valid[:, None, None] & (dx < 3)[None, :, None]
     rows = tl.arange(0, 4)[None, :, None]
     logits = tl.full([BLOCK_M, 4, 4], float("-inf"), tl.float32)
     for dy in range(3):
-        keys = tl.load(kbase[:, None, :] + (((dy - 1) * FW + dx - 1) * SW)[None, :, None], mask=live, other=0.0)  # [M, 4, DP]
+        live = tl.where(dy == 0, up, tl.where(dy == 2, down, valid))[:, None] & cols  # [M, 4]
+        delta = dxo + (dy - 1) * wstep
+        keys = tl.load(kbase[:, None, :] + delta[None, :, None], mask=live[:, :, None], other=0.0).to(tl.float32)  # [M, 4, DP]
         logits = tl.where((rows == dy) & (dx < 3)[None, None, :], tl.sum(q[:, None, :] * keys, 2)[:, None, :], logits)
     p = tl.exp(logits - tl.max(tl.max(logits, 2), 1)[:, None, None])
     return p / tl.sum(tl.sum(p, 2), 1)[:, None, None]
 
 
 @triton.jit
-def head_mix(attn, vbase, valid, FW, SW, BLOCK_M: tl.constexpr, DP: tl.constexpr):
+def head_mix(attn, vbase, valid, up, down, cols, dxo, wstep, BLOCK_M: tl.constexpr, DP: tl.constexpr):
     """``sum_o attn[:, o] * v(p + o)`` as ``[M, DP]``; ``vbase`` points at the cells' own values."""
-    dx = tl.arange(0, 4)
-    live = valid[:, None, None] & (dx < 3)[None, :, None]
     rows = tl.arange(0, 4)[None, :, None]
     out = tl.zeros([BLOCK_M, DP], tl.float32)
     for dy in range(3):
-        values = tl.load(vbase[:, None, :] + (((dy - 1) * FW + dx - 1) * SW)[None, :, None], mask=live, other=0.0)
+        live = tl.where(dy == 0, up, tl.where(dy == 2, down, valid))[:, None] & cols
+        delta = dxo + (dy - 1) * wstep
+        values = tl.load(vbase[:, None, :] + delta[None, :, None], mask=live[:, :, None], other=0.0).to(tl.float32)
         out += tl.sum(tl.sum(tl.where(rows == dy, attn, 0.0), 1)[:, :, None] * values, 1)
     return out
 
 
 @triton.jit
-def store_kv(n1, w_ptr, o_wk, o_bk, o_wv, o_bv, scr_ptr, rows, valid, SW,
+def store_kv(n1, w_ptr, o_wk, o_bk, o_wv, o_bv, kv_ptr, cell, valid,
              NH: tl.constexpr, DP: tl.constexpr, EP: tl.constexpr, AP: tl.constexpr, IP: tl.constexpr):
-    """``k, v = n1 @ W^T + b`` per head, stored to scratch columns ``[0, AP)`` and ``[AP, 2 AP)``."""
+    """``k, v = n1 @ W^T + b`` per head, stored to columns ``[0, AP)`` and ``[AP, 2 AP)`` of the
+    cells' rows of the K | V buffer ``[B * H * W, 2 AP]`` (in its dtype)."""
     d = tl.arange(0, DP)
     for h in range(NH):
         col = h * DP
-        ptrs = scr_ptr + rows[:, None] * SW + col + d[None, :]
-        tl.store(ptrs, linear(n1, w_ptr, o_wk, o_bk, col, AP, EP, DP, IP), mask=valid[:, None])
-        tl.store(ptrs + AP, linear(n1, w_ptr, o_wv, o_bv, col, AP, EP, DP, IP), mask=valid[:, None])
+        ptrs = kv_ptr + cell[:, None] * (2 * AP) + col + d[None, :]
+        k = linear(n1, w_ptr, o_wk, o_bk, col, AP, EP, DP, IP)
+        tl.store(ptrs, k.to(kv_ptr.dtype.element_ty), mask=valid[:, None])
+        v = linear(n1, w_ptr, o_wv, o_bv, col, AP, EP, DP, IP)
+        tl.store(ptrs + AP, v.to(kv_ptr.dtype.element_ty), mask=valid[:, None])

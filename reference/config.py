@@ -70,13 +70,34 @@ class AEConfig:
     # False = symmetric PyTorch padding (padding=1, output_padding=1): a one-pixel shift, equally
     # good from scratch but not weight-compatible with the TF model (official §1).
     tf_padding: bool = False
+    # -- beyond the paper (the "-plus" presets; 0 = the paper's autoencoder, identical modules) --
+    # A full-resolution 3x3 conv (swish) in front of both stride-2 convs: the encoder sees every
+    # pixel in context before it downsamples (impulse-like noise is a per-pixel event).
+    stem_channels: int = 0
+    # A full-resolution gated fusion head: the decoder ends at full resolution with this many
+    # features, forms the latent path's estimate r, and blends it with the input image x (which
+    # reaches it through the skip, pixel-unshuffled): out = g * x + (1 - g) * r + d. The gate g and
+    # the correction d are computed from [features, x, r]; with g = 1, d = 0 the model is the
+    # identity, so an image the model cannot improve need not be hurt.
+    fusion_channels: int = 0
 
     def __post_init__(self) -> None:
         _positive(self, "in_channels", "skip_channels", "latent_channels")
+        for name in ("stem_channels", "fusion_channels"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ValueError(f"AEConfig.{name} must be an int >= 0, got {getattr(self, name)!r}")
+        if self.tf_padding and (self.stem_channels or self.fusion_channels):
+            raise ValueError("AEConfig: stem/fusion layers are not part of the TF model; use tf_padding=False with them")
         if not (0.0 < self.bn_momentum <= 1.0):
             raise ValueError(f"AEConfig.bn_momentum must be in (0, 1], got {self.bn_momentum}")
         if self.bn_eps <= 0:
             raise ValueError(f"AEConfig.bn_eps must be > 0, got {self.bn_eps}")
+
+    @property
+    def skip_width(self) -> int:
+        """Channels of the skip tensor ``[B, skip_width, H/2, W/2]``: the skip features, plus the
+        input image pixel-unshuffled (4 x in_channels) when the fusion head needs it."""
+        return self.skip_channels + (4 * self.in_channels if self.fusion_channels else 0)
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,19 @@ from .config import (
 
 _TF_AE = AEConfig(tf_padding=True)
 _TINY_AE = AEConfig(skip_channels=4, latent_channels=5)
+_TINY_PLUS_AE = AEConfig(skip_channels=4, latent_channels=5, stem_channels=3, fusion_channels=5)
 _TINY_NAFCA = NAFCAConfig(cell_in=5, cell_out=5, hidden=7, embed=12, ffn_expand=2)
 _TINY_VITCA = dict(embed=12, heads=3, mlp=10)
 _TINY_LATENT_VITCA = ViTCAConfig(cell_in=5, cell_out=5, hidden=7, **_TINY_VITCA)
+
+# Beyond the paper: wider latent and skip, a full-resolution stem and a gated fusion head (see
+# reference/autoencoder.py), wider NCA states. Variants s / m / l span the quality-cost trade-off
+# measured in docs/training/plus.md; "latent-*-plus" is the one shipped.
+_PLUS_AE_S = AEConfig(stem_channels=16, fusion_channels=16)  # paper widths (skip 8, latent 16) + the new layers
+_PLUS_AE_M = AEConfig(skip_channels=16, latent_channels=24, stem_channels=16, fusion_channels=16)
+_PLUS_AE_L = AEConfig(skip_channels=16, latent_channels=32, stem_channels=16, fusion_channels=16)
+_PLUS_NCA_M = dict(cell_in=24, cell_out=24, hidden=16)  # 64 channels: the paper's NCA cost per step
+_PLUS_NCA_L = dict(cell_in=32, cell_out=32, hidden=32)  # 96 channels
 
 PRESETS = {
     "latent-nafca": LNCAConfig(core="nafca", nca=NAFCAConfig()),
@@ -35,6 +45,12 @@ PRESETS = {
     "latent-nafca-tf": LNCAConfig(core="nafca", ae=_TF_AE, nca=NAFCAConfig()),
     "latent-vitca-tf": LNCAConfig(core="vitca", ae=_TF_AE, nca=ViTCAConfig(ln_eps=1e-3, pe_order="tf-port")),
     "vitca-tf": PixelViTCAConfig(nca=ViTCAConfig(cell_in=3, cell_out=3, hidden=32, ln_eps=1e-3, pe_order="tf-port")),
+    "latent-nafca-plus-s": LNCAConfig(core="nafca", ae=_PLUS_AE_S, nca=NAFCAConfig()),
+    "latent-nafca-plus-m": LNCAConfig(core="nafca", ae=_PLUS_AE_M, nca=NAFCAConfig(**_PLUS_NCA_M)),
+    "latent-nafca-plus-l": LNCAConfig(core="nafca", ae=_PLUS_AE_L, nca=NAFCAConfig(**_PLUS_NCA_L)),
+    "latent-vitca-plus-m": LNCAConfig(core="vitca", ae=_PLUS_AE_M, nca=ViTCAConfig(**_PLUS_NCA_M)),
+    "latent-vitca-plus-l": LNCAConfig(core="vitca", ae=_PLUS_AE_L, nca=ViTCAConfig(**_PLUS_NCA_L)),
+    "tiny-latent-nafca-plus": LNCAConfig(core="nafca", ae=_TINY_PLUS_AE, nca=_TINY_NAFCA, steps=4),
     "tiny-latent-nafca": LNCAConfig(core="nafca", ae=_TINY_AE, nca=_TINY_NAFCA, steps=4),
     "tiny-latent-vitca": LNCAConfig(core="vitca", ae=_TINY_AE, nca=_TINY_LATENT_VITCA, steps=4),
     "tiny-vitca": PixelViTCAConfig(nca=ViTCAConfig(cell_in=3, cell_out=3, hidden=5, **_TINY_VITCA), steps=4),

@@ -115,10 +115,13 @@ def rollout_errors(config, seed: int, shape, steps: int, rate: float, dropout: b
 def assert_within(fast: dict, ref32: dict, limits: dict) -> None:
     """Each error <= its dtype limit + 2x the float32 reference's own error on that quantity (the
     flash-attention rule: a quantity prone to cancellation, e.g. the gate bias gradient, gets the
-    slack float32 itself needs)."""
+    slack float32 itself needs). The gate bias gradient has its own limit where ``limits`` names
+    one (``d_gate_bias``; tests/tolerances.py says why)."""
     bad = {}
     for name, err in fast.items():
         kind = name if name in ("out", "d_state") else "d_param"
+        if name == "d_conv_attention.bias" and "d_gate_bias" in limits:
+            kind = "d_gate_bias"
         bound = limits[kind] + 2.0 * ref32[name]
         if not err <= bound:
             bad[name] = (err, bound)

@@ -12,8 +12,12 @@ from lnca_fast.cli.demo import TASKS, shipped_weights
 def test_demo_restores_held_out_tiles(tmp_path, capsys):
     assert main(["demo", "--images", "8", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    for word in ("denoise", "deblur", "corrupted input", "LatentNAFCA (shipped)", "single pass", "SSIM"):
+    for word in ("denoise", "deblur", "corrupted input", "(default), single pass", "SSIM"):
         assert word in out
+    from lnca_fast.shipped import SHIPPED
+
+    for entry in SHIPPED:  # every shipped model is shown, for its task
+        assert f"{entry.name}" in out
     assert (tmp_path / "denoise.png").is_file() and (tmp_path / "deblur.png").is_file()
 
 

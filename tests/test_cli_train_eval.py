@@ -68,3 +68,31 @@ def test_eval_errors(tmp_path, capsys, make):
     err = _error(capsys, ["eval", "--checkpoint", str(folder)])
     assert {"missing": "no such run folder", "not_a_run": "not a training run", "unfinished": "has not finished"}[make] in err
     assert not (folder / "eval").exists()
+
+
+def test_eval_report_has_photos_and_pareto_sections(tmp_path, monkeypatch):
+    """Two runs: the whole-photo section (photo set shrunk to small crops for speed) and the
+    Pareto chart of quality against parameters and latency."""
+    from lnca_fast.evaluation import photos, report
+
+    def small_photos(sources, task, *, seed=0, border="reflect", outside=False):
+        full = photos_module_photo_set(sources[:1], task, seed=seed, border=border, outside=False)
+        return [photos.Photo(p.name, p.clean[..., :48, :60], p.corrupted[..., :48, :60], p.kernel) for p in full]
+
+    photos_module_photo_set = photos.photo_set
+    monkeypatch.setattr(report, "photo_set", small_photos)
+    runs = []
+    for name in ("tiny-latent-nafca", "tiny-latent-nafca-plus"):
+        out = tmp_path / name
+        assert main(["train", "--model", name, "--task", "denoise", "--out", str(out), *TINY]) == 0
+        runs += ["--checkpoint", str(out)]
+    assert main(["eval", *runs, "--out", str(tmp_path / "eval")]) == 0
+    md = (tmp_path / "eval" / "report.md").read_text()
+    assert "Whole photos at native size (chelsea 60x48)" in md and "worst gain" in md
+    rows = list(csv.DictReader(open(tmp_path / "eval" / "photos.csv")))
+    assert [r["method"] for r in rows][:1] == ["corrupted input"] and any("tiny-latent-nafca-plus" in r["method"] for r in rows)
+    tiles = list(csv.DictReader(open(tmp_path / "eval" / "report.csv")))
+    learned = [r for r in tiles if r["kind"] == "learned"]
+    assert len(learned) == 2 and all(float(r["ms_per_image"]) > 0 and float(r["step_ratio"]) > 0 for r in learned)
+    for png in ("photos.png", "pareto.png"):
+        assert (tmp_path / "eval" / png).read_bytes()[:4] == b"\x89PNG"

@@ -8,10 +8,12 @@ import torch
 from lnca_fast.data.corruptions import (
     blur_with_kernels,
     corrupt,
+    corrupt_each,
     corruption_mask,
     line_kernels,
     motion_blur,
     sparse_noise,
+    varied_levels,
 )
 
 
@@ -66,3 +68,29 @@ def test_blur_is_seeded_per_image_and_masks():
         corrupt(x, "inpaint", 0.5)
     with pytest.raises(ValueError, match="float image batch"):
         sparse_noise(torch.zeros(3, 8, 8), 0.5)
+
+
+def test_varied_levels_span_the_range_and_are_seeded():
+    gen = lambda: torch.Generator().manual_seed(5)  # noqa: E731
+    p = varied_levels(400, "denoise", 0.25, 0.5, generator=gen())
+    assert p.min() >= 0.25 and p.max() <= 0.5 and p.max() - p.min() > 0.2
+    assert torch.equal(p, varied_levels(400, "denoise", 0.25, 0.5, generator=gen()))
+    k = varied_levels(400, "deblur", 4, 7, generator=gen())
+    assert set(k.tolist()) == {4.0, 5.0, 6.0, 7.0}
+    with pytest.raises(ValueError, match="low <= high"):
+        varied_levels(3, "denoise", 0.5, 0.25)
+
+
+def test_corrupt_each_applies_each_images_own_level():
+    x = torch.rand(6, 3, 24, 24)
+    levels = torch.tensor([0.0, 1.0, 0.0, 1.0, 0.5, 0.5], dtype=torch.float64)
+    y = corrupt_each(x, "denoise", levels, generator=torch.Generator().manual_seed(1))
+    hit = (y != x).any(dim=1).float().mean(dim=(1, 2))  # fraction of pixels shifted (clipping aside)
+    assert hit[0] == 0 and hit[2] == 0 and hit[1] > 0.9 and hit[3] > 0.9 and 0.3 < hit[4] < 0.7
+    kernels = torch.tensor([3.0, 7.0, 3.0, 7.0, 7.0, 3.0], dtype=torch.float64)
+    blurred = corrupt_each(x, "deblur", kernels, generator=torch.Generator().manual_seed(2))
+    # Each image equals a blur of its own size: blurring the same image at k = 3 leaves more detail.
+    detail = (blurred - x).abs().mean(dim=(1, 2, 3))
+    assert detail[kernels == 3].max() < detail[kernels == 7].min()
+    with pytest.raises(ValueError, match="one level per image"):
+        corrupt_each(x, "denoise", levels[:3])

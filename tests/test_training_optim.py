@@ -45,3 +45,14 @@ def test_cosine_counts_optimizer_steps_and_faithful_reaches_zero_halfway():
 def test_schedule_resumes_mid_curve():
     opt = make_adam([torch.nn.Parameter(torch.zeros(1))], 0.1)
     assert CosineSchedule(opt, 0.1, 40, step=20).lr == pytest.approx(0.05)
+
+
+def test_scaled_parameters_learn_at_their_fraction_of_the_schedule():
+    fast, slow = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(3))
+    opt = make_adam([fast, slow], 0.1, scaled=[slow], scale=0.25)
+    sched = CosineSchedule(opt, 0.1, 10, step=5)  # halfway: lr 0.05
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.05, 0.0125])
+    fast.grad, slow.grad = torch.ones(3), torch.ones(3)
+    optimizer_step(opt, sched, [fast, slow])
+    # Adam's first step moves each weight by ~lr: the scaled group 4x less.
+    assert (fast.detach() / slow.detach()).tolist() == pytest.approx([4.0] * 3, rel=1e-4)

@@ -18,7 +18,7 @@ TINY = dict(train_limit=48, val_limit=16, eval_batch=16, fast_model=False)
 
 
 def _recipe(**over):
-    return get_recipe("smoke", model="tiny-latent-nafca", **{**TINY, **over})
+    return get_recipe("smoke", **{"model": "tiny-latent-nafca", **TINY, **over})
 
 
 def test_short_training_lowers_the_loss(tmp_path):
@@ -106,3 +106,20 @@ def test_nca_phase_trains_the_nca_and_only_optionally_the_decoder(tmp_path, trai
     assert not changed("encoder.", "params") and not changed("encoder.", "stats")
     assert changed("decoder.", "params") == train_decoder
     assert not changed("decoder.", "stats")  # BatchNorm stays in eval mode in the NCA phase
+
+
+def test_plus_model_trains_latent_path_in_the_ae_phase_then_the_fusion_head(tmp_path):
+    """-plus presets: the AE phase trains with the fusion head off (its weights stay at their
+    initial values), the NCA phase trains it; ``epochs=0`` trains the autoencoder alone."""
+    ae_only = _recipe(model="tiny-latent-nafca-plus", ae_epochs=1, epochs=0, vary_levels=True)
+    train(ae_only, tmp_path / "ae", progress=False)
+    rows = read_log(tmp_path / "ae" / "log.csv")
+    assert [r["phase"] for r in rows] == ["ae"]
+    ae = load_model(tmp_path / "ae" / "model.safetensors")
+    assert torch.count_nonzero(ae.decoder.fusion.out.weight) == 0  # zero-initialised, untouched by the AE phase
+    nca = _recipe(model="tiny-latent-nafca-plus", ae_epochs=0, epochs=1, vary_levels=True, nca_train_decoder=True,
+                  init_ae=str(tmp_path / "ae" / "model.safetensors"))
+    train(nca, tmp_path / "nca", progress=False)
+    model = load_model(tmp_path / "nca" / "model.safetensors")
+    assert torch.count_nonzero(model.decoder.fusion.out.weight) > 0
+    assert torch.equal(model.encoder.stem.conv.weight, ae.encoder.stem.conv.weight)  # the encoder stays frozen

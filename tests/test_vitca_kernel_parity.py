@@ -10,10 +10,12 @@ prove nothing); LayerNorm affines too, so the folds are exercised.
 from __future__ import annotations
 
 import copy
+import itertools
+import math
 
 import pytest
 import torch
-from conftest import examples
+from conftest import PROFILE, examples
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from lnca_fast.reference import masks
@@ -24,7 +26,7 @@ from lnca_fast.reference.vitca import ViTCA
 from random_params import fill_fan_in
 from tolerances import vitca_kernel_limits
 
-from lnca_fast.fast import backend
+from lnca_fast.fast import backend, vitca_launch, work
 from lnca_fast.fast import vitca_ops as ops
 from lnca_fast.fast.fold_vitca import fold_vitca
 
@@ -84,17 +86,19 @@ def relative_errors(cell64, cell, state0, masks_, grad, dtype, options):
     return errors, out.detach()
 
 
-def check(cfg_name, b, h, w, rate, steps, dtype, tile, max_programs, seed, blocks="auto"):
-    cfg = CELLS[cfg_name]
+def check(cfg_name, b, h, w, rate, steps, dtype, cells_per_program, seed, blocks="auto", cfg=None):
+    """One case: ``cells_per_program`` None = the launcher's choice (one program per launch in the
+    interpreter); ``cfg`` overrides the named cell."""
+    cfg = CELLS[cfg_name] if cfg is None else cfg
     cell64 = random_cell(cfg, seed)
     cell = copy.deepcopy(cell64).to(DEVICE, torch.float32)
     g = torch.Generator().manual_seed(seed + 1)
     state0 = torch.randn(b, h, w, cfg.channels, generator=g, dtype=torch.float64)
     grad = torch.randn(b, h, w, cfg.channels, generator=g, dtype=torch.float64)
-    options = dict(tile=tile, max_programs=max_programs, blocks=blocks)
+    options = dict(cells_per_program=cells_per_program, blocks=blocks)
     errors, out = relative_errors(cell64, cell, state0, replayed_masks(b, h, w, rate, steps, seed), grad, dtype, options)
     limits = vitca_kernel_limits("tf32" if dtype == torch.float32 and DEVICE == "cuda" else dtype)
-    case = f"{cfg_name} {b}x{h}x{w} rate {rate} k={steps} {dtype} tile={tile}"
+    case = f"{cfg_name} {b}x{h}x{w} rate {rate} k={steps} {dtype} cells_per_program={cells_per_program} blocks={blocks}"
     assert all(errors[k] <= limits[k] for k in limits), f"{case}: {errors} > {limits}"
     # The input channels are never updated: bit-exact copies.
     assert torch.equal(out[..., : cfg.cell_in].cpu(), state0[..., : cfg.cell_in].to(dtype)), "input channels changed"
@@ -103,10 +107,10 @@ def check(cfg_name, b, h, w, rate, steps, dtype, tile, max_programs, seed, block
 ONE_STEP = st.just(1)
 
 
-def pinned(cfg_name, b, h, w, *, rate=1.0, steps=1, dtype=torch.float32, tile=None, max_programs=None, seed=0):
+def pinned(cfg_name, b, h, w, *, rate=1.0, steps=1, dtype=torch.float32, cells_per_program=None, seed=0):
     """A hand-picked case for ``@example``."""
-    return dict(cfg_name=cfg_name, b=b, h=h, w=w, rate=rate, steps=steps, dtype=dtype, tile=tile,
-                max_programs=max_programs, seed=seed)
+    return dict(cfg_name=cfg_name, b=b, h=h, w=w, rate=rate, steps=steps, dtype=dtype,
+                cells_per_program=cells_per_program, seed=seed)
 
 
 @st.composite
@@ -114,31 +118,31 @@ def step_cases(draw, steps=ONE_STEP, max_batch=3, max_side=9):
     b = draw(st.sampled_from([1, 1, 1, 2, 3][: 3 + max_batch - 1]))
     h = draw(st.integers(1, max_side))
     w = draw(st.integers(1, max_side))
-    # Whole images (the default launch) or tiles that split the image (halo recompute) in at most
-    # 2 x 2 tiles, drawn on batch 1: the interpreter's time grows with the number of tiles.
-    split = b == 1 and draw(st.booleans())
-    tile = (draw(st.integers((h + 1) // 2, h)), draw(st.integers((w + 1) // 2, w))) if split else None
+    # One program per launch (the interpreter's default), or 2-3 programs whose cell ranges start
+    # and end anywhere (across rows and images): the interpreter's time grows with the programs.
+    cells = b * h * w
+    split = draw(st.booleans())
+    cells_per_program = draw(st.integers(-(-cells // 3), cells)) if split else None
     return dict(
         cfg_name=draw(st.sampled_from(["tiny-latent", "tiny-pixel", "odd"])),
         b=b, h=h, w=w,
         rate=draw(st.sampled_from([0.0, 0.5, 1.0])),
         steps=draw(steps),
         dtype=draw(st.sampled_from([torch.float32, torch.float32, torch.float16])),
-        tile=tile,
-        max_programs=draw(st.sampled_from([None, None, 1])),
+        cells_per_program=cells_per_program,
         seed=draw(st.integers(0, 2**16)),
     )  # fmt: skip
 
 
-# NOTE: CI time. Interpreted, one program costs ~0.1 s forward and ~0.3-0.5 s backward (2-core
-# CI machine), so single steps carry the example count (each runs both kernels) and rollouts
+# NOTE: CI time. Interpreted, one program of a launch costs ~0.1-0.5 s per 64-cell block (2-core
+# CI machine), so single steps carry the example count (each runs all five launches) and rollouts
 # get their own smaller test.
 @settings(max_examples=examples(100))
 @given(case=step_cases())
 @example(case=pinned("latent", 1, 8, 8, seed=1))  # the paper's 8 x 8 x 64 latent state
-@example(case=pinned("pixel", 2, 5, 4, rate=0.5, tile=(3, 2), seed=2))  # pixel ViTCA, C = 38
+@example(case=pinned("pixel", 2, 5, 4, rate=0.5, cells_per_program=7, seed=2))  # pixel ViTCA, C = 38
 @example(case=pinned("tiny-latent", 1, 1, 1, seed=3))
-@example(case=pinned("odd", 1, 7, 5, rate=0.5, dtype=torch.float16, tile=(2, 3), max_programs=1, seed=4))
+@example(case=pinned("odd", 1, 7, 5, rate=0.5, dtype=torch.float16, cells_per_program=12, seed=4))
 def test_step_parity(case):
     """Forward and backward of one fused step vs the float64 reference (fp32 and fp16 storage)."""
     check(**case)
@@ -146,7 +150,7 @@ def test_step_parity(case):
 
 @settings(max_examples=examples(6))
 @given(case=step_cases(steps=st.integers(2, 4), max_batch=2, max_side=5))
-@example(case=pinned("odd", 1, 7, 5, rate=0.5, steps=4, tile=(2, 3), max_programs=1, seed=5))
+@example(case=pinned("odd", 2, 4, 5, rate=0.5, steps=4, cells_per_program=14, seed=5))
 def test_rollout_parity(case):
     """2-4 fused steps with replayed masks, gradients through the whole rollout."""
     check(**case)
@@ -158,42 +162,188 @@ def test_rollout_parity(case):
 def test_every_launch_config(presets, dtype, blocks):
     """Each configuration the launchers can choose: every preset cell layout x storage dtype, with
     the GPU block table (``aot_specs``; run here in the interpreter, which is the point) and the
-    interpreter's; the GPU-only bf16 variant is in ``test_gpu_bf16``. A 5 x 6 grid split into
-    tiles (halo recompute; several blocks per phase with the GPU's 16-cell blocks)."""
+    interpreter's; the GPU-only bf16 variant is in ``test_gpu_bf16``. Two 5 x 6 images in three
+    ranges of 20 cells: starts mid-row, one range across the image boundary (cells 20-39), and
+    with the GPU's 16-cell blocks two blocks per program (the second adds to the partial rows)."""
     cfg, _ = ops.spec_layouts()[presets]
-    name = next(k for k, v in CELLS.items() if ops.PackLayout.of(v) == ops.PackLayout.of(cfg))
-    check(name, 1, 5, 6, 0.5, 1, dtype, (3, 4), None, 7, blocks=blocks)
+    check(presets, 2, 5, 6, 0.5, 1, dtype, 20, 7, blocks=blocks, cfg=cfg)
+
+
+@pytest.mark.parametrize("h, w, cells_per_program", [
+    (13, 17, 111),  # 221 cells per image: the second range holds cells 111-221, across the image boundary
+    pytest.param(37, 53, 981, marks=pytest.mark.skipif(PROFILE != "thorough", reason="~45 s interpreted: thorough profile")),
+])  # fmt: skip
+def test_programs_across_rows_images_and_borders(h, w, cells_per_program):
+    """Prime-sided grids, two images, four programs per launch of two 64-cell blocks each (13 x
+    17) whose ranges start and end mid-row, one holding the first image's last rows and the
+    second's first (the windows of both grid borders)."""
+    check("tiny-pixel", 2, h, w, 0.5, 1, torch.float32, cells_per_program, 8)
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("cfg_name", ["latent", "pixel", "tiny-latent"])
 def test_gpu_bf16(cfg_name):
-    """bf16 storage (the interpreter cannot run bf16) on CUDA, whole images and split tiles."""
-    check(cfg_name, 2, 8, 8, 0.5, 2, torch.bfloat16, None, None, 11)
-    check(cfg_name, 1, 9, 7, 1.0, 1, torch.bfloat16, (4, 4), 2, 12)
+    """bf16 storage (the interpreter cannot run bf16) on CUDA, the launcher's plan and ranges of 9 cells."""
+    check(cfg_name, 2, 8, 8, 0.5, 2, torch.bfloat16, None, 11)
+    check(cfg_name, 1, 9, 7, 1.0, 1, torch.bfloat16, 9, 12)
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_gpu_paper_sizes(dtype):
-    """The paper's shapes on CUDA: B=8 latent 16x16 (64x64 images) and pixel 32x32."""
-    check("latent", 8, 16, 16, 1.0, 2, dtype, None, None, 21)
-    check("pixel", 8, 32, 32, 0.5, 1, dtype, None, None, 22)
+    """The paper's shapes on CUDA: B=8 latent 16x16 (64x64 images), pixel 32x32, and a training
+    batch B=256 of 8x8 latents (the plan's 528 programs)."""
+    check("latent", 8, 16, 16, 1.0, 2, dtype, None, 21)
+    check("pixel", 8, 32, 32, 0.5, 1, dtype, None, 22)
+    check("latent", 256, 8, 8, 0.5, 1, dtype, None, 23)
 
 
-def test_backward_is_deterministic():
-    """Weight gradients are per-program partial sums added in torch: repeated backward passes are
-    bit-identical (no atomics)."""
+def test_backward_is_deterministic(monkeypatch):
+    """Weight gradients are the GEMM's per-split partial rows added in torch: repeated backward
+    passes are bit-identical (no atomics). The rows are never zeroed (one program of each split
+    stores every element): rows pre-filled with NaN must not leak into the result."""
     cfg = CELLS["tiny-latent"]
     cell = copy.deepcopy(random_cell(cfg, 5)).to(DEVICE, torch.float32)
     layout = ops.PackLayout.of(cfg)
     g = torch.Generator().manual_seed(6)
-    state = torch.randn(1, 4, 5, cfg.channels, generator=g).to(DEVICE)
-    grad = torch.randn(1, 4, 5, cfg.channels, generator=g).to(DEVICE)
+    state = torch.randn(2, 4, 5, cfg.channels, generator=g).to(DEVICE)
+    grad = torch.randn(2, 4, 5, cfg.channels, generator=g).to(DEVICE)
     packed = ops.pack_weights(fold_vitca(cell), layout, torch.float32).detach()
     pe = ops.padded_pe(cfg, layout, 4, 5, DEVICE)
-    runs = [ops.vitca_step_bwd(state, None, packed, pe, grad, layout, cfg.ln_eps, tile=(2, 2), max_programs=2) for _ in range(2)]
+    runs = [ops.vitca_step_bwd(state, None, packed, pe, grad, layout, cfg.ln_eps, cells_per_program=13, blocks="gpu")]
+    monkeypatch.setattr(ops, "_partial_rows", lambda n, width, device: torch.full((n, width), float("nan"), device=device))
+    runs.append(ops.vitca_step_bwd(state, None, packed, pe, grad, layout, cfg.ln_eps, cells_per_program=13, blocks="gpu"))
     assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
+    assert torch.isfinite(runs[1][1]).all()
+
+
+@pytest.mark.parametrize("cfg_name, cells, splits, blocks", [
+    ("odd", 37, 3, "auto"),  # 128-wide tiles (interpreter), splits of 13 / 12 / 12 cells
+    ("latent", 70, 2, "gpu"),  # the GPU's 64-wide tiles: 24 per split, chunks of 32 / 128 rows
+])
+def test_weight_gradient_gemm(cfg_name, cells, splits, blocks):
+    """``_vitca_wgrad_kernel`` alone on random per-cell rows against float64 torch: every job's
+    ``X^T dY`` and column sum lands in its packed segment (``vitca_launch.WGRAD_JOBS``), the
+    embedding's X is the state and the head's dY the incoming gradient times the update mask
+    (zero rows / columns past C), and every element of every split's partial row is written
+    (NaN-filled before)."""
+    from lnca_fast.kernels.vitca_wgrad import _vitca_wgrad_kernel
+
+    cfg = CELLS[cfg_name]
+    layout = ops.PackLayout.of(cfg)
+    g = torch.Generator().manual_seed(9)
+    rows = torch.randn(cells, layout.row_width, generator=g, dtype=torch.float64)
+    state = torch.randn(cells, layout.channels, generator=g, dtype=torch.float64)
+    grad = torch.randn(cells, layout.channels, generator=g, dtype=torch.float64)
+    mask = (torch.rand(cells, generator=g) < 0.5).double()
+    widths = dict(layout.row_columns())
+    offsets = dict(zip(widths, [0, *itertools.accumulate(widths.values())]))
+    geom = vitca_launch.geometry("wgrad", cells, layout, torch.float32, DEVICE, blocks=blocks)
+    partials = torch.full((splits, layout.size), float("nan"), device=DEVICE)
+    on = dict(device=DEVICE, dtype=torch.float32)
+    _vitca_wgrad_kernel[(splits * geom.programs // geom.splits,)](
+        state.to(**on), mask.to(**on), grad.to(**on), rows.to(**on), partials, layout.channels, cells, 1,
+        **layout.constexprs(), BLOCK_M=geom.block_m, BN=geom.bn, IP=geom.input_precision, num_warps=geom.num_warps,
+        num_stages=geom.num_stages)  # fmt: skip
+    shapes = dict(layout.segments())
+    got = dict(zip(shapes, partials.sum(0).double().cpu().split([math.prod(shape) for shape in shapes.values()])))
+
+    def operand(name):
+        if name == "s":
+            return torch.nn.functional.pad(state, (0, layout.cp - layout.channels))
+        if name == "g*m":
+            return torch.nn.functional.pad(grad * mask[:, None], (0, layout.cp - layout.channels))
+        return rows[:, offsets[name]: offsets[name] + widths[name]]
+
+    for weight, bias, x, dy in vitca_launch.WGRAD_JOBS:
+        want_w, want_b = operand(x).t() @ operand(dy), operand(dy).sum(0)
+        assert want_w.shape == shapes[weight], weight
+        torch.testing.assert_close(got[weight].view(shapes[weight]), want_w, rtol=1e-5, atol=1e-4, msg=weight)
+        torch.testing.assert_close(got[bias], want_b, rtol=1e-5, atol=1e-4, msg=bias)
+
+
+# -- launch plans (no kernels run) --------------------------------------------------------------
+# (batch, latent side): the issue's workloads; all but the first must give >= 4 x 132 programs.
+WORKLOADS = [(8, 8), (32, 32), (1, 256), (256, 8)]
+DTYPES = [(torch.float32, "tf32"), (torch.float16, None), (torch.bfloat16, None)]
+
+
+@pytest.mark.parametrize("kind", ["fwd", "bwd"])
+@pytest.mark.parametrize("dtype, precision", DTYPES)
+def test_plans_fill_an_h200(kind, dtype, precision):
+    """>= 528 programs per launch at B=32 32x32, B=1 256x256, B=256 8x8 (the weight-gradient GEMM:
+    22 cell splits x 24 tiles). B=8 8x8 (512 cells) gets one 16-cell block per program, 32
+    programs: splitting blocks further only adds waves; its GEMM one split per chunk."""
+    layout = ops.PackLayout.of(PRESETS["latent-vitca"].nca)
+    for batch, side in WORKLOADS:
+        plan = ops.launch_plan(kind, batch, side, side, dtype, sms=132, input_precision=precision)
+        kernels = [launch for launch in plan if not launch.kernel.startswith("torch")]
+        assert [launch.kernel for launch in kernels] == [vitca_launch.KERNELS[r] for r in vitca_launch.ROLES[kind]]
+        cells = batch * side * side
+        for launch in kernels:
+            assert launch.cells == cells and launch.flops > 0 and launch.hbm_bytes > 0
+            if launch.kernel != vitca_launch.KERNELS["wgrad"]:
+                assert launch.programs == (32 if cells == 512 else 528), (batch, side, launch)
+            elif cells == 512:
+                chunk = vitca_launch.geometry("wgrad", cells, layout, dtype, "cuda", sms=132).block_m
+                assert launch.programs == 24 * (512 // chunk), (batch, side, launch)
+            else:
+                assert launch.programs == 22 * 24, (batch, side, launch)
+        assert [launch.kernel for launch in plan if launch.kernel.startswith("torch")] == (["torch.sum"] if kind == "bwd" else [])
+
+
+def test_plan_configs_exist_in_aot_specs():
+    """Every launch of every plan names exactly one compiled variant (kernel and configuration),
+    for every cell layout, kind, dtype and a spread of shapes; every spec is some plan's."""
+    specs = ops.aot_specs()
+    labels = [s.config for s in specs]
+    used = set()
+    for cell in ["latent", "pixel", *ops.spec_layouts()]:
+        for kind in ("fwd", "bwd"):
+            for dtype, precision in DTYPES:
+                for batch, side in [*WORKLOADS, (1, 1), (3, 7)]:
+                    for launch in ops.launch_plan(kind, batch, side, side, dtype, input_precision=precision, cell=cell):
+                        if launch.kernel.startswith("torch"):
+                            continue
+                        match = [s for s in specs if s.config == launch.config]
+                        assert len(match) == 1 and match[0].name == launch.kernel, launch
+                        assert match[0].num_warps == launch.num_warps
+                        used.add(launch.config)
+    assert len(set(labels)) == len(labels) and used == set(labels)
+    with pytest.raises(ValueError, match="cell must be one of"):
+        ops.launch_plan("fwd", 1, 8, 8, torch.float32, cell="nafca")
+
+
+def test_plan_programs_is_the_cheapest_split():
+    """``plan_programs`` against brute force over every program count: no split has fewer
+    waves x blocks (CTAS_PER_SM programs per SM at a time), and it takes >= the target when a
+    cheapest split does."""
+    sms, block_m = 6, 4
+    target, slots = vitca_launch.PROGRAMS_PER_SM * sms, vitca_launch.CTAS_PER_SM * sms
+
+    def cost(cells, p):
+        return math.ceil(p / slots) * math.ceil(math.ceil(cells / p) / block_m)
+
+    for cells in [*range(1, 300), 1000, 1999]:
+        p = vitca_launch.plan_programs(cells, block_m, sms)
+        costs = {q: cost(cells, q) for q in range(1, cells + 1)}
+        best = min(costs.values())
+        assert costs[p] == best, (cells, p)
+        assert p >= target or all(q < target for q, c in costs.items() if c == best), (cells, p)
+
+
+def test_flops_parts_sum_to_the_model():
+    for cfg in [*CELLS.values(), *(c for c, _ in ops.spec_layouts().values())]:
+        assert sum(vitca_launch.flops_parts(cfg).values()) == work.vitca_flops_per_cell(cfg)
+        model = work.vitca_flops_per_cell(cfg)
+        parts = vitca_launch.flops_parts(cfg)
+        extra = parts["embed"] + parts["ln1"]
+        fwd = sum(vitca_launch.role_flops_per_cell(r, cfg) for r in vitca_launch.ROLES["fwd"])
+        bwd = sum(vitca_launch.role_flops_per_cell(r, cfg) for r in vitca_launch.ROLES["bwd"])
+        assert fwd == model + extra
+        assert bwd == 3 * model + 3 * extra + parts["ln2"] + parts["ff1"] + parts["gelu"]
+        # The GEMM executes every weight and bias gradient: one x^T dy (2 x in x out) and one column sum each.
+        assert vitca_launch.role_flops_per_cell("wgrad", cfg) == sum(vitca_launch.weight_grad_flops(cfg).values())
 
 
 def test_launcher_rejects_bad_input():
@@ -214,5 +364,7 @@ def test_launcher_rejects_bad_input():
         ops.vitca_step_fwd(state, None, packed, pe, layout, 1e-5, input_precision="fp64")
     with pytest.raises(ValueError, match="blocks"):
         ops.vitca_step_fwd(state, None, packed, pe, layout, 1e-5, blocks="fast")
+    with pytest.raises(ValueError, match="cells_per_program"):
+        ops.vitca_step_fwd(state, None, packed, pe, layout, 1e-5, cells_per_program=0)
     with pytest.raises(ValueError, match="state dtype"):
         ops.vitca_step_fwd(state.double(), None, packed.double(), pe, layout, 1e-5)

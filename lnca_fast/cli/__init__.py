@@ -9,7 +9,7 @@ import importlib
 import sys
 
 # Subcommand modules, in the order `lnca --help` lists them.
-_COMMANDS = ("demo", "train", "eval", "convert", "bench")
+_COMMANDS = ("restore", "demo", "train", "eval", "convert", "bench")
 
 
 class CLIError(Exception):

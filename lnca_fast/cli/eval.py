@@ -1,6 +1,7 @@
 """``lnca eval --checkpoint DIR [--checkpoint DIR ...]``: the evaluation report of trained runs on
 their test split, next to the corrupted input and scikit-image's classical restorers (report.csv,
-report.md, grid.png, curves.png)."""
+report.md, grid.png, curves.png), on whole photos at native size (photos.csv, photos.png; embedded
+data) and, for several runs, quality against parameters and CPU latency (pareto.png)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ def register(sub) -> None:
         "--checkpoint", action="append", required=True, type=Path, metavar="DIR", help="a run folder of lnca train (repeatable)"
     )
     parser.add_argument("--out", type=Path, help="report folder (default: <first DIR>/eval)")
-    parser.add_argument("--limit", type=int, help="score only the first N validation/test images (a quick look)")
+    parser.add_argument("--limit", type=int, help="score only the first N validation/test images (a quick look; no photos)")
+    parser.add_argument("--no-photos", action="store_true", help="skip the whole-photo section (embedded data)")
     parser.set_defaults(run=_run)
 
 
@@ -27,9 +29,10 @@ def _run(args) -> int:
     out = args.out or args.checkpoint[0] / "eval"
     if args.limit is not None and args.limit < 1:
         raise CLIError("--limit must be >= 1")
-    rows = evaluate_runs(args.checkpoint, out, limit=args.limit)
+    rows = evaluate_runs(args.checkpoint, out, limit=args.limit, photos=not args.no_photos)
     width = max(len(r["method"]) for r in rows)
     for r in rows:
         print(f"{r['method']:<{width}}  SSIM {r['ssim']:.4f}  PSNR {r['psnr']:6.2f}  rel. SSIM {r['rel_ssim_%']:+6.1f} %")
-    print(f"wrote {out}/report.csv, report.md, grid.png, curves.png")
+    extra = "".join(f", {name}" for name in ("photos.csv", "photos.png", "pareto.png") if (out / name).is_file())
+    print(f"wrote {out}/report.csv, report.md, grid.png, curves.png{extra}")
     return 0

@@ -128,6 +128,39 @@ def corrupt(
     raise ValueError(f"task must be one of {TASKS}, got {task!r}")
 
 
+def varied_levels(batch: int, task: str, low: float, high: float, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One corruption level per image ``[B]``, uniform in ``[low, high]``: a noise fraction, or a
+    blur size drawn from the integers ``low .. high`` (both inclusive)."""
+    if not (low <= high):
+        raise ValueError(f"expected low <= high, got {low} and {high}")
+    if task == "denoise":
+        return low + (high - low) * torch.rand(batch, generator=generator, dtype=torch.float64)
+    if task == "deblur":
+        return torch.randint(int(low), int(high) + 1, (batch,), generator=generator).double()
+    raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+
+
+def corrupt_each(
+    images: torch.Tensor, task: str, levels: torch.Tensor, *, generator: torch.Generator | None = None, border: str = "reflect"
+) -> torch.Tensor:
+    """``corrupt`` with a level per image (``levels [B]``, e.g. from ``varied_levels``). Images of
+    one level are corrupted together, levels in increasing order, so the draws are reproducible."""
+    _check_images(images)
+    if levels.shape != (images.shape[0],):
+        raise ValueError(f"expected one level per image [{images.shape[0]}], got {tuple(levels.shape)}")
+    out = torch.empty_like(images)
+    if task == "denoise":  # the fraction enters only through the Bernoulli draw: one call for all
+        b, _, h, w = images.shape
+        where = generator.device if generator is not None else images.device
+        mask = torch.rand((b, 1, h, w), generator=generator, device=where) < levels.to(where).view(b, 1, 1, 1)
+        noise = torch.randn((b, 1, h, w), generator=generator, device=where) * NOISE_SIGMA
+        return (images + (mask * noise).to(device=images.device, dtype=images.dtype)).clamp(0.0, 1.0)
+    for level in torch.unique(levels).tolist():
+        index = (levels == level).nonzero().flatten()
+        out[index] = corrupt(images[index], task, level, generator=generator, border=border)
+    return out
+
+
 def corruption_mask(clean: torch.Tensor, corrupted: torch.Tensor) -> torch.Tensor:
     """The official task mask ``m = 1[P - A != 0]`` per element (float, same shape)."""
     return (corrupted != clean).to(clean.dtype)

@@ -62,3 +62,56 @@ def save_curves(path: Path, logs: dict[str, Path]) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
+
+
+def save_photo_crops(path: Path, photos: dict[str, dict[str, torch.Tensor]], *, crop: int = 128) -> None:
+    """Rows = photos, columns = methods: the centre ``crop`` x ``crop`` pixels of each whole-photo
+    restoration (``photos[photo][method] [1, 3, H, W]``), at 1:1 so the pixels are visible."""
+    plt = _pyplot()
+    names = list(photos)
+    methods = list(next(iter(photos.values())))
+    fig, axes = plt.subplots(len(names), len(methods), figsize=(1.8 * len(methods), 1.8 * len(names) + 0.4), squeeze=False)
+    for i, photo in enumerate(names):
+        for j, method in enumerate(methods):
+            image = photos[photo][method][0]
+            h, w = image.shape[-2:]
+            top, left = max(0, (h - crop) // 2), max(0, (w - crop) // 2)
+            ax = axes[i][j]
+            window = image[:, top : top + crop, left : left + crop]  # [3, crop, crop]
+            ax.imshow(window.clamp(0, 1).permute(1, 2, 0).numpy(), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(method, fontsize=6)
+            if j == 0:
+                ax.set_ylabel(photo, fontsize=6)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def save_pareto(path: Path, points: list[dict]) -> None:
+    """Quality against parameters and against CPU latency, one point per learned model
+    (``points``: ``{label, params, ssim, psnr, ms_per_image}``), the Pareto front of each panel
+    drawn as a step line (a model is on the front when no other is both cheaper and better)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    panels = ((axes[0], "params", "trainable parameters"), (axes[1], "ms_per_image", "CPU ms per 32x32 image (1 thread)"))
+    for ax, key, xlabel in panels:
+        ordered = sorted(points, key=lambda p: p[key])
+        front, best = [], -1.0
+        for p in ordered:
+            if p["ssim"] > best:
+                front.append(p)
+                best = p["ssim"]
+        ax.step([p[key] for p in front], [p["ssim"] for p in front], where="post", color="0.6", lw=1, zorder=1)
+        for p in points:
+            ax.scatter(p[key], p["ssim"], s=30, zorder=2)
+            ax.annotate(p["label"], (p[key], p["ssim"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        ax.set(xlabel=xlabel, ylabel="test SSIM (single pass)", xscale="log")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)

@@ -29,9 +29,11 @@ from ..training import checkpoints as ckpt
 from ..training.epoch_log import read_log
 from ..training.evaluate import restore
 from ..training.recipe import Recipe
+from . import latency
 from .classical import missing_dependency, restorers_for, tune
 from .classical import restore as classical_restore
-from .plots import save_curves, save_grid
+from .photos import evaluate_photos, photo_set, photos_markdown
+from .plots import save_curves, save_grid, save_pareto, save_photo_crops
 
 
 def load_run(folder: Path) -> tuple[Recipe, torch.nn.Module]:
@@ -55,18 +57,24 @@ def _same_split(recipes: list[Recipe]) -> None:
 
 
 def _row(method: str, kind: str, restored: torch.Tensor, clean: torch.Tensor, base: dict | None, **extra) -> dict:
-    s, p = float(ssim(restored, clean).mean()), float(psnr(restored, clean).mean())
+    per_ssim, per_psnr = ssim(restored, clean), psnr(restored, clean)  # [N] each
+    s, p = float(per_ssim.mean()), float(per_psnr.mean())
     row = {"method": method, "kind": kind, "ssim": s, "psnr": p}
     row["rel_ssim_%"] = relative_gain(s, base["ssim"]) if base else 0.0
     row["rel_psnr_%"] = relative_gain(p, base["psnr"]) if base else 0.0
+    # Images this method makes worse than the corrupted input (SSIM): "does it ever hurt?"
+    row["worse_than_input"] = int((per_ssim < base["_per_ssim"]).sum()) if base else 0
+    row["_per_ssim"] = per_ssim
     return {**row, **extra}
 
 
 def evaluate_runs(
-    run_dirs: list[str | Path], out: str | Path, *, echo=print, grid_images: int = 6, limit: int | None = None
+    run_dirs: list[str | Path], out: str | Path, *, echo=print, grid_images: int = 6, limit: int | None = None,
+    photos: bool = True, latency_: bool = True,
 ) -> list[dict]:
-    """Score every run (and the input and classical restorers) on the test split; ``limit`` scores
-    only the first N validation and test images (a quick look, not a result)."""
+    """Score every run (and the input and classical restorers) on the test split and, for the
+    embedded dataset, on the whole test photos at native size (``photos.py``); ``limit`` scores
+    only the first N validation and test images (a quick look, not a result; no photos)."""
     runs = [(Path(d), *load_run(Path(d))) for d in run_dirs]
     recipes = [r for _, r, _ in runs]
     _same_split(recipes)
@@ -108,35 +116,69 @@ def evaluate_runs(
         log = read_log(folder / "log.csv") if (folder / "log.csv").is_file() else []
         params = sum(p.numel() for p in model.parameters())
         train_s = sum(float(r["seconds"]) for r in log)
+        if not log and (folder / "result.json").is_file():  # a folder rebuilt from shipped weights keeps only the result
+            train_s = float(json.loads((folder / "result.json").read_text()).get("train_seconds", 0.0))
         epochs = f"{recipe.ae_epochs}+{recipe.epochs}" if recipe.latent else str(recipe.epochs)
         note = f"{folder.name}: epochs {epochs}, {train_s / 60:.1f} min training"
         # A self-ensembled recipe is also scored plain, so the test-time augmentation's share shows.
         variants = [(recipe.replace(self_ensemble=1), "")]
         if recipe.self_ensemble > 1:
             variants.append((recipe, f" + self-ensemble x{recipe.self_ensemble}"))
+        timing = latency.measure(model, steps=recipe.eval_steps) if recipe.nca and latency_ else {}
         for variant, suffix in variants:
             restored = restore(model, test.corrupted, variant, batch=recipe.eval_batch)
             name = f"{recipe.model}{suffix}"
-            rows.append(_row(name, "learned", restored, test.clean, base, params=f"{params:,}", notes=note, seconds=train_s))
+            rows.append(_row(name, "learned", restored, test.clean, base, params=f"{params:,}", notes=note, seconds=train_s,
+                             run=folder.name, **(timing if not suffix else {})))
             echo(f"  {name} ({folder.name}): SSIM {rows[-1]['ssim']:.4f}")
             shown[name] = restored
     out = Path(out)
+    markdown = markdown_table(rows, first, len(test))
+    if photos and first.data == "embedded" and limit is None:
+        photo_rows = _photos(runs, first, out, echo)
+        markdown += "\n" + photo_rows
+    points = [dict(label=f"{r['method']} ({r['run']})", params=int(r["params"].replace(",", "")), ssim=r["ssim"],
+                   psnr=r["psnr"], ms_per_image=r["ms_per_image"]) for r in rows if "ms_per_image" in r]
+    if len(points) >= 2:
+        save_pareto(out / "pareto.png", points)
     _write_csv(out / "report.csv", rows)
-    write_text_atomic(out / "report.md", markdown_table(rows, first, len(test)))
+    write_text_atomic(out / "report.md", markdown)
     save_grid(out / "grid.png", shown, count=min(grid_images, len(test)))
     save_curves(out / "curves.png", {f"{r.model} ({f.name})": f / "log.csv" for f, r, _ in runs if (f / "log.csv").is_file()})
     return rows
 
 
+def _photos(runs, first: Recipe, out: Path, echo) -> str:
+    """The whole-photo section: ``photos.csv``, ``photos.png`` (a crop of each photo), markdown."""
+    test = photo_set(_test_sources(first), first.task, seed=first.split_seed, border=first.blur_border, outside=True)
+    val = photo_set(_val_sources(first), first.task, seed=first.split_seed + 1, border=first.blur_border)
+    learned = []
+    for folder, recipe, model in runs:
+        single = recipe.replace(self_ensemble=1)
+        learned.append((f"{recipe.model} ({folder.name})", lambda x, m=model, r=single: restore(m, x, r, batch=1)))
+    rows, images = evaluate_photos(learned, first.task, test, val, echo=echo)
+    _write_csv(out / "photos.csv", rows)
+    save_photo_crops(out / "photos.png", images)
+    return photos_markdown(rows, test, first.task)
+
+
+def _test_sources(recipe: Recipe) -> list[str]:
+    return load_splits(recipe.data, recipe.dataset, seed=recipe.split_seed, tile=recipe.tile, size=recipe.size).sources["test"]
+
+
+def _val_sources(recipe: Recipe) -> list[str]:
+    return load_splits(recipe.data, recipe.dataset, seed=recipe.split_seed, tile=recipe.tile, size=recipe.size).sources["val"]
+
+
 def _write_csv(path: Path, rows: list[dict]) -> None:
     columns: list[str] = []
     for row in rows:
-        columns += [k for k in row if k not in columns]
+        columns += [k for k in row if k not in columns and not k.startswith("_")]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items() if not k.startswith("_")})
     with atomic_path(path) as tmp:
         tmp.write_text(buffer.getvalue())
 
@@ -147,11 +189,20 @@ def markdown_table(rows: list[dict], recipe: Recipe, n_test: int) -> str:
         f"Test split of `{recipe.data}` ({n_test} images, {recipe.size}x{recipe.size}), task {recipe.task} at {level}.",
         "Generated by `lnca eval`; classical parameters tuned on the validation split.",
         "",
-        "| method | SSIM | PSNR (dB) | rel. SSIM | rel. PSNR | notes |",
-        "|---|---|---|---|---|---|",
+        "'worse' = test images the method leaves below the corrupted input's SSIM. Learned models: parameters, and CPU",
+        "CPU time per 32x32 image and per NCA step relative to the paper's LatentNAFCA (interleaved, 1 thread; latency.py).",
+        "",
+        "| method | SSIM | PSNR (dB) | rel. SSIM | rel. PSNR | worse | params | ms / image | step vs paper | notes |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         notes = r.get("notes", "") + (f" ({r['params']})" if r["kind"] == "classical" else "")
         gains = f"{r['rel_ssim_%']:+.1f} % | {r['rel_psnr_%']:+.1f} %"
-        lines.append(f"| {r['method']} | {r['ssim']:.4f} | {r['psnr']:.2f} | {gains} | {notes} |")
+        learned = r["kind"] == "learned"
+        params = r["params"] if learned else ""
+        ms = f"{r['ms_per_image']:.2f}" if "ms_per_image" in r else ""
+        step = f"{r['step_ratio']:.2f}x" if "step_ratio" in r else ""
+        worse = "" if r["kind"] == "input" else str(r["worse_than_input"])
+        cells = f"{gains} | {worse} | {params} | {ms} | {step} | {notes}"
+        lines.append(f"| {r['method']} | {r['ssim']:.4f} | {r['psnr']:.2f} | {cells} |")
     return "\n".join(lines) + "\n"

@@ -8,6 +8,10 @@ A fast cell implements two methods:
 - ``fused_step(state, prepared, update_mask, dropout_masks, backend)``: one step. ``update_mask``
   is ``[B, H, W, 1]`` or ``None`` (every cell updates); ``dropout_masks`` are the reference's
   bool keep masks or ``None`` (no dropout). ``backend`` is ``"triton"`` or ``"torch"``.
+
+``run`` replays an inference rollout on CUDA as one captured CUDA graph when it can
+(``rollout_graph``: no autograd, no training dropout, Triton backend; the same masks from the same
+generator) and runs the eager step loop otherwise.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from torch.utils.checkpoint import checkpoint
 from ..reference import masks
 from ..reference.checks import check_update_mask
 from . import backend as backends
+from . import rollout_graph
 
 
 class FastCell:
@@ -27,12 +32,31 @@ class FastCell:
     # CPU path under autograd: save one state per step and recompute the step in backward (the
     # Triton backward always does). False keeps every intermediate: faster, ~3-10x the memory.
     recompute: bool = True
+    # Inference rollouts on CUDA through a captured graph (rollout_graph); False: always eager.
+    cuda_graphs: bool = True
+    cuda_graph_cache_size: int = 4  # graphs kept per cell (LRU); each holds its own memory pool
+    # The capture mechanism (rollout_graph.CaptureMechanism); None = torch.cuda graphs. Tests
+    # inject a fake that replays the captured closure on CPU tensors.
+    graph_capture = None
 
     def set_backend(self, backend: str) -> None:
         """Pin ``"triton"``, ``"torch"`` or ``"auto"`` (by device; the default)."""
         if backend not in backends.BACKENDS:
             raise ValueError(f"backend must be one of {backends.BACKENDS}, got {backend!r}")
         self.backend = backend
+
+    def set_cuda_graphs(self, enabled: bool = True) -> None:
+        """Turn the CUDA-graph rollout on (the default) or off; off also frees the captured graphs."""
+        if not isinstance(enabled, bool):
+            raise ValueError(f"expected True or False, got {enabled!r}")
+        self.cuda_graphs = enabled
+        if not enabled:
+            rollout_graph.clear(self)
+
+    def clear_cuda_graphs(self) -> None:
+        """Drop the captured graphs (needed only after writing parameters through ``p.data``,
+        which the version-counter check cannot see)."""
+        rollout_graph.clear(self)
 
     def prepare(self):
         raise NotImplementedError
@@ -81,7 +105,17 @@ class FastCell:
         )
 
     def run(self, state: torch.Tensor, steps: int, *, update_rate: float = 1.0, generator=None) -> torch.Tensor:
-        """``steps`` steps, folding the weights once."""
+        """``steps`` steps, folding the weights once: a replayed CUDA graph when
+        ``rollout_graph.eager_reason`` allows it, else ``run_eager``. Same result, same draws."""
+        if steps == 0:
+            return state
+        out = rollout_graph.run_graphed(self, state, steps, update_rate, generator)
+        if out is not None:
+            return out
+        return self.run_eager(state, steps, update_rate=update_rate, generator=generator)
+
+    def run_eager(self, state: torch.Tensor, steps: int, *, update_rate: float = 1.0, generator=None) -> torch.Tensor:
+        """``steps`` steps launched one by one, folding the weights once."""
         if steps == 0:
             return state
         prepared = self.prepare()

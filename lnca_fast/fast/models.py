@@ -21,6 +21,17 @@ class _FastRun:
         self.nca.set_backend(backend)
         return self
 
+    def set_cuda_graphs(self, enabled: bool = True):
+        """Inference rollouts on CUDA through a captured CUDA graph (default on); ``False`` runs
+        every step eagerly and frees the graphs. ``LNCA_CUDA_GRAPHS=0`` turns it off process-wide."""
+        self.nca.set_cuda_graphs(enabled)
+        return self
+
+    def clear_cuda_graphs(self):
+        """Drop the captured graphs (after writing parameters through ``p.data``)."""
+        self.nca.clear_cuda_graphs()
+        return self
+
 
 class FastLNCA(_FastRun, LNCA):
     cell_classes = {"nafca": FastNAFCA, "vitca": FastViTCA}

@@ -1,30 +1,63 @@
 """What the fused NAFCA kernels are launched with: the padded kernel layout of the folded
-parameters and the launch configurations (block sizes, warps, dot precision) the launchers can
-choose. No Triton import: the AOT report and the tests enumerate these without a GPU.
+parameters, the launch configurations (block sizes, warps, dot precision) the launchers can
+choose, the geometry of a step's launches (programs and the cells each owns) and what each launch
+executes and moves (FLOPs, bytes). No Triton import: the AOT report, ``nafca_ops.launch_plan`` and
+the tests enumerate these without a GPU.
 
 Padded layout: every dimension of the folded tensors padded with zeros (C -> CP, a power of two
 >= 16; E -> EP and F/2 -> F2P, multiples of 32, or 16 for narrow cells; the 9 taps -> 16), so
-every weight, bias and weight-gradient tile is loaded and stored without masks (vectorised, few
-address registers) and every ``tl.dot`` dimension is >= 16 as the GPU compiler requires.
+every weight and bias tile of the per-cell kernels is loaded without masks (vectorised, few
+address registers) and every ``tl.dot`` dimension is >= 16 as the GPU compiler requires; the
+weight gradient comes back in the same layout.
 
-NOTE (launch configurations; registers/spills from ``python -m bench.kernel_report``, sm_80 and
-sm_90, paper cell C=64 E=128 F=256):
-- ``num_stages=1``: software pipelining (2-3 stages) prefetches the next chunk's weight tiles into
-  registers; with it phase 1 alone needed 255 registers (fp16, BM=16, 4 warps) and every
-  paper-config kernel spilled; with 1 stage the fp16 forward needs 148-177.
-- forward: BM (cells per chunk) = the power of two >= H*W clamped to [16, 64], 4 warps up to 32
-  cells, 8 at 64; inner chunks BE = BF = 32. fp32 with exact ("ieee") dots runs them as FMA loops
-  whose operands do not fit: BM=16, BE=BF=16, 8 warps (170 registers, no spill; BM=16 with 32-wide
-  chunks and 4 warps spilled 200 B).
-- backward: BM=16, 8 warps (fp16/bf16: 248-254 registers, no spill; BM=64 spilled up to 1.6 KB).
-  fp32 backward dots are exact ("ieee", BE=BF=16: 255 registers, no spill): with TF32 the same
-  kernel spilled 8 B on sm_80 (0 on sm_90) and every other block shape spilled more. Its warps
-  depend on the cell: 8 for CP >= 64 (4 warps spilled 504 B), 4 below (the odd test cell C=13
-  spilled 8-32 B with 8 warps, none with 4).
+Geometry (why a step is several launches: ``nafca_ops`` NOTE). A step is 2 launches forward
+(``taps``, ``fwd``) and 4 backward (``taps``, ``gate_bwd``, ``perception_bwd``, ``wgrad``; then a
+torch sum). Each per-cell launch sees the batch as one flat raster of ``n = B*H*W`` cells (images
+back to back) cut into *units* of ``BM`` cells (or of the ``cells_per_program`` override); program
+``p`` of ``P`` owns units ``[p*U // P, (p+1)*U // P)`` and walks its cells in chunks of ``BM`` rows,
+so programs straddle image rows and images freely. ``P = U`` (one chunk per program) except in the
+gate backward, where ``P = min(U, cap)``: each of its programs writes one small bias-gradient row
+(``16 + CP`` floats), and the cap bounds those rows and the sum over them. BM is the largest choice
+that still gives ``fill`` units, else the smallest. The weight-gradient GEMM (``wgrad``) cuts the
+same raster into ``splits`` ranges of whole ``BM``-cell units and runs ``wgrad_tiles`` programs per
+split (one per 64 x 64 weight-gradient tile); each split owns one fp32 partial row of ``P``
+floats. On a GPU ``fill = cap = 4 x SMs`` (528 on an H200: 4 programs per SM) and the GEMM gets
+``5 x SMs`` programs (660 = 44 splits x 15 tiles for the paper cell: one whole wave at its 5 CTAs
+per SM; 44 x 56,016 floats = 9.9 MB of partial rows). The interpreter (CPU tensors) runs one
+program at a time and its cost grows with the number of chunks, so it plans with
+``INTERPRETER_TARGET``: the largest BM, 4 gate rows and 2 GEMM splits (several of each and a
+reduction over them, as on a GPU).
+
+NOTE (launch configurations; registers/spills from ``python -m bench.kernel_report --only nafca``,
+Triton 3.7.1, sm_80 / sm_90; 0 spill everywhere; paper cell C=64 E=128 F=256 unless said):
+- ``num_stages=1`` (the per-cell kernels): software pipelining (2-3 stages) prefetches the next chunk's weight tiles into
+  registers; with it the one-launch kernel's taps phase alone needed 255 registers (fp16, BM=16,
+  4 warps) and every paper-config kernel spilled.
+- ``taps`` and ``fwd``: BM 16 / 32 / 64, inner chunks BE = BF = 32, 4 warps, 8 at BM=64 for the
+  paper cell. fp32 with exact ("ieee") dots runs them as FMA loops whose operands do not fit:
+  BM=16, BE=BF=16, 8 warps for the paper cell. taps: 80-198 / 80-165 registers (fp16 BM=16: 96,
+  5 CTAs per SM); fwd: 128-255 / 128-254 (fp16 BM=32: 246 / 176, 2 CTAs per SM). Narrow cells
+  (CP < 64) run 4 warps throughout: with 8, ptxas spilled 8 B at 64-80 registers (odd cell C=13:
+  taps fp16/bf16 BM=64, fwd fp32 ieee).
+- ``gate_bwd`` and ``perception_bwd``: BM=16, 8 warps (BM=64 spilled up to 1.6 KB in the
+  one-launch kernel): gate 174-176 / 178-228 registers (fp16-bf16 / fp32, sm_80 and sm_90; 254
+  before the weight gradients moved to ``wgrad``), perception 116-126 / 154-160; one CTA per SM
+  (gate), two (fp16/bf16 perception). fp32 backward dots are exact ("ieee", BE=BF=16): with TF32 the
+  one-launch kernel spilled 8 B on sm_80. fp32 warps depend on the cell: 8 for CP >= 64, 4 below
+  (the odd test cell spilled 8-32 B with 8 warps in the one-launch kernel, none with 4).
+- ``wgrad``: 64 x 64 tiles, 4 warps; BM (the K of each dot) 64 for fp16/bf16 with 3 pipeline
+  stages (78 / 168 registers sm_90 / sm_80, 41 KB shared memory on sm_90: 5 CTAs per SM, by shared
+  memory), 32 for fp32 exact FMA dots with 2 stages (91-93 registers: 5 CTAs per SM, by
+  registers); 0 spills. Its grid is sized to those 5 CTAs (``WGRAD_PROGRAMS_PER_SM``): 528 programs
+  would be 0.8 of a wave. ``tf32x3`` dots for fp32 (3 TF32 products, ~fp32 accuracy) compile
+  without spills (164 / 192 registers, 3 CTAs per SM on sm_90) and would cut the fp32 GEMM from
+  compute-bound ~61 us to bytes-bound ~41 us at B=32 32x32, but their accuracy is not measured (no
+  GPU): not used.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -105,57 +138,339 @@ def kernel_params(folded: FoldedNAFCA) -> torch.Tensor:
     return folded.cache["kernel_params"]
 
 
+# -- launch configurations --------------------------------------------------------------------
+KERNELS = {  # kernel kind -> its @triton.jit function (kernels/nafca_*.py)
+    "taps": "_nafca_taps_kernel",
+    "fwd": "_nafca_step_fwd_kernel",
+    "gate_bwd": "_nafca_gate_bwd_kernel",
+    "perception_bwd": "_nafca_perception_bwd_kernel",
+    "wgrad": "_nafca_wgrad_kernel",
+}
+STEPS = {"fwd": ("taps", "fwd"), "bwd": ("taps", "gate_bwd", "perception_bwd", "wgrad")}  # a step's launches, in order
+BACKWARD_KERNELS = ("gate_bwd", "perception_bwd", "wgrad")  # the fp32 backward's exact dots (step_precision)
+# Layout segments (weights and biases) each kernel reads, once per launch.
+SEGMENTS = {
+    "taps": ("w_in", "b_in", "w_tap", "w_3"),
+    "fwd": ("b_tap", "b_3", "w_4", "b_4", "w_5", "b_5", "w_o", "b_o"),
+    "gate_bwd": ("b_tap", "b_3", "w_4", "b_4", "w_5", "b_5", "w_o", "b_o"),
+    "perception_bwd": ("w_in", "b_in", "w_tap", "w_3"),
+    "wgrad": (),
+}
+_INNER = {"taps": "BE", "fwd": "BF", "gate_bwd": "BF", "perception_bwd": "BE", "wgrad": "BT"}  # the inner constexpr
+PROGRAMS_PER_SM = 4  # a GPU plan's target: >= 4 programs per SM (and the gate backward's cap)
+WGRAD_TILE = 64  # BT: edge of a weight-gradient tile (nafca_wgrad)
+WGRAD_PROGRAMS_PER_SM = 5  # its CTAs per SM on sm_90 (see the NOTE): one whole wave
+WGRAD_STAGES = {"fp32": 2, "fp16": 3, "bf16": 3}  # its software-pipelining depth (see the NOTE)
+
+
+@dataclass(frozen=True)
+class Target:
+    """What the planner aims for on a device."""
+
+    fill: int  # programs a launch should reach where it can: BM is the largest that gives this many units
+    cap: int  # the most programs of the gate backward (one bias-gradient row each)
+    wgrad_fill: int  # programs the weight-gradient GEMM reaches (whole cell splits of wgrad_tiles programs)
+    min_splits: int = 1  # the fewest cell splits of the weight-gradient GEMM (where the cells allow)
+
+    @classmethod
+    def gpu(cls, sms: int) -> Target:
+        if not isinstance(sms, int) or sms < 1:
+            raise ValueError(f"sms must be a positive int, got {sms!r}")
+        return cls(fill=PROGRAMS_PER_SM * sms, cap=PROGRAMS_PER_SM * sms, wgrad_fill=WGRAD_PROGRAMS_PER_SM * sms)
+
+
+INTERPRETER_TARGET = Target(fill=1, cap=4, wgrad_fill=1, min_splits=2)  # see the module docstring
+
+
 @dataclass(frozen=True)
 class LaunchConfig:
     """The constexprs, warps and stages of one kernel launch."""
 
+    kernel: str  # a key of KERNELS
     dims: KernelDims
     BM: int  # cells per chunk
-    BE: int  # gate channels per inner chunk
-    BF: int  # FFN channels per inner chunk
-    PREC: str  # tl.dot input_precision of fp32 dots
+    inner: int  # gate (BE) or FFN (BF) channels per inner chunk
+    PREC: str  # tl.dot input_precision of fp32 dots ("ieee" for fp16/bf16, where it is unused)
     num_warps: int
     num_stages: int = 1  # see the NOTE above
 
     def constexprs(self) -> dict:
         d = self.dims
-        return dict(C=d.C, CP=d.CP, EP=d.EP, BE=self.BE, F2P=d.F2P, BF=self.BF, BM=self.BM, PREC=self.PREC)
+        channels = {} if self.kernel == "wgrad" else {"C": d.C}  # the GEMM sees padded operands only
+        return {**channels, "CP": d.CP, "EP": d.EP, "F2P": d.F2P, _INNER[self.kernel]: self.inner, "BM": self.BM,
+                "PREC": self.PREC}
 
 
-def block_m_choices(kind: str, dtype: torch.dtype, input_precision: str) -> tuple[int, ...]:
-    """Every BM the launcher can pick for a kernel ("fwd"/"bwd"), dtype and fp32 dot precision."""
-    if kind == "fwd" and not (dtype == torch.float32 and input_precision == "ieee"):
-        return (16, 32, 64)
-    return (16,)
-
-
-def launch_config(dims: KernelDims, hw: int, kind: str, dtype: torch.dtype, input_precision: str,
-                  *, block_m: int | None = None) -> LaunchConfig:
-    """The launch of kernel ``kind`` ("fwd"/"bwd") for a grid of ``hw`` cells. ``block_m``
-    overrides the choice of BM (tests cover every choice)."""
-    if kind not in ("fwd", "bwd"):
-        raise ValueError(f"kind must be 'fwd' or 'bwd', got {kind!r}")
+def _check_kernel(kernel: str, dtype: torch.dtype, input_precision: str) -> None:
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {tuple(KERNELS)}, got {kernel!r}")
     if dtype not in DTYPES:
         raise ValueError(f"the fused NAFCA kernels support float32/float16/bfloat16, got {dtype}")
     if input_precision not in PRECISIONS:
         raise ValueError(f"input_precision must be one of {PRECISIONS}, got {input_precision!r}")
-    exact_fp32 = dtype == torch.float32 and (kind == "bwd" or input_precision == "ieee")
-    prec = "ieee" if kind == "bwd" else input_precision
-    choices = block_m_choices(kind, dtype, input_precision)
-    if block_m is None:
-        block_m = min(max(_pow2(hw), choices[0]), choices[-1])
+
+
+def step_precision(step: str, dtype: torch.dtype, input_precision: str) -> str:
+    """The dot precision every launch of a step runs: the requested one for the fp32 forward,
+    exact for the fp32 backward (see the NOTE), "ieee" (unused) for fp16/bf16."""
+    if input_precision not in PRECISIONS:
+        raise ValueError(f"input_precision must be one of {PRECISIONS}, got {input_precision!r}")
+    return input_precision if (dtype == torch.float32 and step == "fwd") else "ieee"
+
+
+def block_m_choices(kernel: str, dtype: torch.dtype, input_precision: str) -> tuple[int, ...]:
+    """Every BM the launchers can pick for a kernel (a key of ``KERNELS``), dtype and fp32 dot
+    precision."""
+    _check_kernel(kernel, dtype, input_precision)
+    if kernel == "wgrad":  # the K of its dots: 64 rows per step, 32 for fp32 FMA dots (operand registers)
+        return (32,) if dtype == torch.float32 else (64,)
+    if kernel in BACKWARD_KERNELS or (dtype == torch.float32 and input_precision == "ieee"):
+        return (16,)
+    return (16, 32, 64)
+
+
+def launch_config(dims: KernelDims, kernel: str, dtype: torch.dtype, input_precision: str, block_m: int) -> LaunchConfig:
+    """The launch configuration of ``kernel`` at ``block_m`` cells per chunk (one of
+    ``block_m_choices``)."""
+    _check_kernel(kernel, dtype, input_precision)
+    if dtype != torch.float32:
+        input_precision = "ieee"  # unused by fp16/bf16 dots; one compiled variant per dtype
+    if kernel in BACKWARD_KERNELS and input_precision != "ieee":
+        raise ValueError("the fp32 backward kernels run exact dots (input_precision='ieee'), see nafca_launch NOTE")
+    choices = block_m_choices(kernel, dtype, input_precision)
     if block_m not in choices:
-        raise ValueError(f"block_m must be one of {choices} for the {kind} kernel ({DTYPES[dtype]} "
+        raise ValueError(f"block_m must be one of {choices} for the {kernel} kernel ({DTYPES[dtype]} "
                          f"{input_precision}), got {block_m}")
-    inner = 16 if exact_fp32 else dims.GRAIN
-    if kind == "bwd" and dtype == torch.float32:
-        warps = 8 if dims.CP >= 64 else 4  # FMA-dot operands grow with CP (see the NOTE)
-    else:
-        warps = 8 if (block_m == 64 or kind == "bwd" or exact_fp32) else 4
-    return LaunchConfig(dims=dims, BM=block_m, BE=inner, BF=inner, PREC=prec, num_warps=warps)
+    exact_fp32 = dtype == torch.float32 and input_precision == "ieee"
+    if kernel == "wgrad":  # a streaming GEMM: 4 warps, its loads software-pipelined (see the NOTE)
+        return LaunchConfig(kernel=kernel, dims=dims, BM=block_m, inner=WGRAD_TILE, PREC=input_precision, num_warps=4,
+                            num_stages=WGRAD_STAGES[DTYPES[dtype]])
+    if kernel in BACKWARD_KERNELS:
+        warps = (8 if dims.CP >= 64 else 4) if dtype == torch.float32 else 8  # FMA-dot operands grow with CP
+    else:  # 8 warps only where the tiles are big (see the NOTE)
+        warps = 8 if dims.CP >= 64 and (block_m == 64 or exact_fp32) else 4
+    return LaunchConfig(kernel=kernel, dims=dims, BM=block_m, inner=16 if exact_fp32 else dims.GRAIN,
+                        PREC=input_precision, num_warps=warps)
 
 
 def default_input_precision(state: torch.Tensor) -> str:
     """TF32 for fp32 forward dots on CUDA (tolerances in tests/tolerances.py); exact IEEE in the
     interpreter (which computes in fp32 whatever the option)."""
     return "tf32" if state.is_cuda else "ieee"
+
+
+# -- geometry -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Geometry:
+    """How a launch cuts the flat ``[B*H*W]`` raster of cells between its programs."""
+
+    n_cells: int  # B*H*W
+    unit: int  # cells per unit of work (BM, or the cells_per_program override)
+    programs: int  # grid size: program p owns units [p*U // P, (p+1)*U // P), U = n_units
+
+    def __post_init__(self):
+        # The kernels index cells and form p*U // P in 32 bits (nafca_common._program_range).
+        if not 1 <= self.unit <= self.n_cells < 2**31 - self.unit:
+            raise ValueError(f"expected 1 <= unit <= n_cells < 2^31 - unit, got unit={self.unit} n_cells={self.n_cells}")
+        if not 1 <= self.programs <= self.n_units:
+            raise ValueError(f"expected 1 <= programs <= {self.n_units} units, got {self.programs}")
+        if self.programs < self.n_units and self.programs * self.programs >= 2**31:
+            raise ValueError(f"{self.programs} programs over {self.n_units} units overflow 32-bit range arithmetic")
+
+    @property
+    def n_units(self) -> int:
+        return -(-self.n_cells // self.unit)
+
+    def args(self) -> tuple[int, int, int]:
+        """The kernels' ``n_cells, unit, n_units`` arguments."""
+        return self.n_cells, self.unit, self.n_units
+
+    def program_cells(self, p: int) -> int:
+        u, n = self.n_units, self.programs
+        return min((p + 1) * u // n * self.unit, self.n_cells) - p * u // n * self.unit
+
+    def chunks(self, block_m: int) -> int:
+        """BM-row chunks the launch executes over all its programs (a program's last chunk may be
+        partly past its range: those rows are computed and not stored)."""
+        if self.unit % block_m == 0:  # whole chunks per unit; only the batch's last unit is short
+            last = self.n_cells - (self.n_units - 1) * self.unit
+            return (self.n_units - 1) * (self.unit // block_m) + -(-last // block_m)
+        return sum(-(-self.program_cells(p) // block_m) for p in range(self.programs))
+
+
+@dataclass(frozen=True)
+class KernelLaunch:
+    config: LaunchConfig
+    geometry: Geometry  # the cell ranges: one per program, or for wgrad one per split
+    tiles: int = 1  # programs per cell range (wgrad: one per weight-gradient tile + the bias job)
+
+    @property
+    def programs(self) -> int:
+        """The launch's grid size."""
+        return self.geometry.programs * self.tiles
+
+
+def _choose_block_m(choices: tuple[int, ...], n_cells: int, fill: int) -> int:
+    """The largest BM that still gives >= ``fill`` units, else the smallest."""
+    fits = [bm for bm in choices if -(-n_cells // bm) >= fill]
+    return max(fits) if fits else min(choices)
+
+
+def _check_offsets(geo: Geometry, width: int, kernel: str) -> None:
+    """The kernels address a range's rows of the ``[B*H*W, OPW]`` operand buffer in 32 bits."""
+    most = -(-geo.n_units // geo.programs) * geo.unit
+    if most * width >= 2**31:
+        raise ValueError(f"{geo.n_cells} cells are too many for the {kernel} launch: {most} cells x {width} operand "
+                         "columns per program overflow its 32-bit offsets")
+
+
+def plan_step(step: str, dims: KernelDims, n_cells: int, dtype: torch.dtype, input_precision: str, target: Target, *,
+              block_m: int | None = None, cells_per_program: int | None = None) -> list[KernelLaunch]:
+    """The launches of one step (``"fwd"`` / ``"bwd"``) over ``n_cells = B*H*W`` cells, in order,
+    for a planning ``target`` (``Target.gpu(sms)`` or ``INTERPRETER_TARGET``). ``block_m``
+    overrides BM of the forward step's launches and ``cells_per_program`` the unit of the
+    per-cell launches (one unit per program, no cap; the weight-gradient GEMM keeps its plan):
+    tests use them to cover every configuration and to force many programs in the interpreter."""
+    if step not in STEPS:
+        raise ValueError(f"step must be 'fwd' or 'bwd', got {step!r}")
+    if n_cells < 1:
+        raise ValueError(f"expected n_cells >= 1, got {n_cells}")
+    if cells_per_program is not None and (not isinstance(cells_per_program, int) or cells_per_program < 1):
+        raise ValueError(f"cells_per_program must be a positive int, got {cells_per_program!r}")
+    prec = step_precision(step, dtype, input_precision)
+    width = operand_width(dims)
+    launches = []
+    for kernel in STEPS[step]:
+        choices = block_m_choices(kernel, dtype, prec)
+        bm = block_m if (block_m is not None and step == "fwd") else _choose_block_m(choices, n_cells, target.fill)
+        config = launch_config(dims, kernel, dtype, prec, bm)
+        if kernel == "wgrad":
+            tiles = wgrad_tiles(dims)
+            unit = min(bm, n_cells)  # a split owns whole chunks of BM cells
+            splits = min(-(-n_cells // unit), max(target.min_splits, -(-target.wgrad_fill // tiles)))
+            geo = Geometry(n_cells, unit, splits)
+            _check_offsets(geo, width, kernel)
+            launches.append(KernelLaunch(config, geo, tiles))
+            continue
+        unit = min(cells_per_program or bm, n_cells)
+        programs = -(-n_cells // unit)
+        if kernel == "gate_bwd" and cells_per_program is None:
+            programs = min(programs, target.cap)  # bounds its per-program bias-gradient rows
+        geo = Geometry(n_cells, unit, programs)
+        if kernel in BACKWARD_KERNELS:
+            _check_offsets(geo, width, kernel)
+        launches.append(KernelLaunch(config, geo))
+    return launches
+
+
+# -- the backward's weight-gradient operands --------------------------------------------------
+def operand_layout(d: KernelDims) -> list[tuple[str, int]]:
+    """Columns of the backward's ``[B*H*W, OPW]`` operand buffer, in order (``kernels/
+    nafca_common.py::_operand_offsets`` computes the same offsets): per cell, each layer's input
+    and output gradient, in the state's dtype."""
+    return [("s_hat", d.CP), ("d_in", 2 * d.EP), ("x", d.EP), ("dv", d.CP), ("dtaps", 16), ("y_hat", d.CP),
+            ("d_4", 2 * d.F2P), ("h", d.F2P), ("dz5", d.CP), ("z_hat", d.CP), ("du", d.CP)]
+
+
+def operand_width(d: KernelDims) -> int:
+    """OPW: elements per cell of the operand buffer (1,168 for the paper cell)."""
+    return sum(width for _, width in operand_layout(d))
+
+
+# (matrix, its X and dY operand columns, bias or None): the weight-gradient GEMM's jobs, in the
+# order of kernels/nafca_wgrad.py.
+WGRAD_JOBS = (("w_in", "s_hat", "d_in", "b_in"), ("w_tap", "x", "dtaps", None), ("w_3", "x", "dv", None),
+              ("w_4", "y_hat", "d_4", "b_4"), ("w_5", "h", "dz5", "b_5"), ("w_o", "z_hat", "du", "b_o"))
+BIAS_ROW = ("b_tap", "b_3")  # the biases the gate backward sums per program (16 + CP floats)
+
+
+def wgrad_tiles(d: KernelDims) -> int:
+    """Programs per cell split of the weight-gradient GEMM: one per ``WGRAD_TILE``-square tile of
+    each matrix (15 for the paper cell; the last also sums the gate backward's bias rows)."""
+    shapes = dict(kernel_layout(d))
+    return sum(-(-shapes[m][0] // WGRAD_TILE) * -(-shapes[m][1] // WGRAD_TILE) for m, *_ in WGRAD_JOBS)
+
+
+# -- work and traffic of a launch -------------------------------------------------------------
+def segment_sizes(d: KernelDims) -> dict[str, int]:
+    return {name: math.prod(shape) for name, shape in kernel_layout(d)}
+
+
+def flops_per_row(kernel: str, d: KernelDims) -> int:
+    """FLOPs one chunk row of ``kernel`` executes: the folded step on the padded dims (CP, EP, F2P,
+    16 taps), GEMMs as 2 x M x N x K, recomputation included; elementwise terms approximate
+    (LayerNorm 5 x CP forward, 8 x CP backward). Not work.py's model FLOPs. The weight gradients
+    are all in ``wgrad``: whole ``WGRAD_TILE``-square tiles (a masked edge tile runs whole) plus
+    the bias column sums."""
+    cp, ep, f2 = d.CP, d.EP, d.F2P
+    ln, ln_bwd = 5 * cp, 8 * cp
+    gated = ln + 2 * cp * 2 * ep + 2 * ep + ep  # LN1, the C -> 2E GEMM + bias, SimpleGate
+    taps, conv3 = 2 * ep * 16, 2 * ep * cp
+    ffn = 2 * cp * 2 * f2 + 2 * f2 + f2 + 2 * f2 * cp + cp  # conv4 + bias, SimpleGate, conv5 + bias
+    rest = 9 + 4 * cp + ln + ffn + 2 * cp + ln  # gate, beta residual, LN2, FFN, gamma residual, LN3
+    head = 2 * cp * cp + cp
+    if kernel == "taps":
+        return gated + taps + conv3
+    if kernel == "fwd":
+        return rest + head + 2 * cp  # + the masked update
+    if kernel == "gate_bwd":  # the forward after the gate, then back to it (conv4 recomputed again)
+        ffn_bwd = 2 * cp * 2 * f2 + 2 * cp * f2 + 4 * f2 + 2 * 2 * f2 * cp
+        #         conv4 again       dh            SG bwd   d y_hat
+        redo = 9 + 4 * cp + ln  # (b) recomputes the gate, the beta residual and LN2
+        return rest + 2 * cp * cp + ln_bwd + redo + ffn_bwd + ln_bwd + 5 * cp
+        #             head: dz_hat  LN3 bwd                  LN2 bwd  residual bwd, b_3
+    if kernel == "perception_bwd":  # the gated features again, then back through taps/conv3/front
+        return gated + ln + (taps + conv3) + 4 * ep + 2 * cp * 2 * ep + ln_bwd + 2 * cp
+        #                   dx of both     SG bwd   d s_hat           LN1 bwd  ds sum
+    if kernel == "wgrad":
+        return wgrad_tiles(d) * (2 * WGRAD_TILE * WGRAD_TILE + WGRAD_TILE)
+    raise ValueError(f"kernel must be one of {tuple(KERNELS)}, got {kernel!r}")
+
+
+def bytes_per_cell(kernel: str, d: KernelDims, itemsize: int, *, update_mask: bool, dropout: bool) -> int:
+    """Global-memory bytes a launch moves per cell, weights and per-program rows aside: state
+    (``itemsize``), the update mask (``itemsize``: it is passed in the state's dtype) and dropout
+    keep masks (1 byte per channel per site) when they are inputs, the fp32 exchange buffers (each
+    written once and read once; a neighbour's taps or gate gradient is counted once, its other 8
+    reads hit L1/L2) and the weight-gradient operands (``operand_layout``, ``itemsize``: written
+    once by the gate or perception launch, read once by ``wgrad``)."""
+    state, masks = d.C * itemsize, (itemsize if update_mask else 0) + (2 * d.C if dropout else 0)
+    exchange = (16 + d.CP) * 4  # taps (9 used of 16) and the pre-gate conv3 row
+    widths = dict(operand_layout(d))
+    if kernel == "taps":
+        return state + exchange  # read the state, write taps and v
+    if kernel == "fwd":
+        return exchange + 2 * state + masks  # read taps, v, state; write the new state
+    if kernel == "gate_bwd":
+        # read state, dout, taps, v (the second loop's re-reads hit L2); the in-program hand-off
+        # from its first to its second loop (dz in fp32, written then read); write dgate and dy
+        # (fp32) and the operands y_hat, z_hat, du, dz5, h, d_4 and dv.
+        written = sum(widths[k] for k in ("y_hat", "z_hat", "du", "dz5", "h", "d_4", "dv"))
+        return 2 * state + masks + exchange + 2 * d.CP * 4 + (1 + d.CP) * 4 + written * itemsize
+    if kernel == "perception_bwd":
+        # read dgate, dy (fp32), dv, state, dout; write the state gradient and the operands s_hat,
+        # d_in, x and dtaps.
+        written = sum(widths[k] for k in ("s_hat", "d_in", "x", "dtaps"))
+        return (1 + d.CP) * 4 + 3 * state + (d.CP + written) * itemsize
+    if kernel == "wgrad":
+        # every operand column once (x serves two jobs, and the tiles of a split share rows: the
+        # programs of a split run together, so those re-reads are L2 hits).
+        return operand_width(d) * itemsize
+    raise ValueError(f"kernel must be one of {tuple(KERNELS)}, got {kernel!r}")
+
+
+def launch_bytes(launch: KernelLaunch, itemsize: int, *, update_mask: bool, dropout: bool, bias_rows: int = 0) -> float:
+    """Global-memory bytes of one launch: per-cell traffic (``bytes_per_cell``), the parameters it
+    reads (once per launch; later chunks hit L1/L2), and the per-program rows: the gate backward's
+    bias-gradient rows (``16 + CP`` floats each, written), and for ``wgrad`` its fp32 partial rows
+    (``P`` floats per split, written once) and the ``bias_rows`` gate rows it reads."""
+    cfg, geo = launch.config, launch.geometry
+    sizes = segment_sizes(cfg.dims)
+    total = geo.n_cells * bytes_per_cell(cfg.kernel, cfg.dims, itemsize, update_mask=update_mask, dropout=dropout)
+    total += sum(sizes[s] * (4 if s.startswith("b_") else itemsize) for s in SEGMENTS[cfg.kernel])
+    row = (16 + cfg.dims.CP) * 4
+    if cfg.kernel == "gate_bwd":
+        total += geo.programs * row
+    if cfg.kernel == "wgrad":
+        total += geo.programs * sum(sizes.values()) * 4 + bias_rows * row
+    return float(total)

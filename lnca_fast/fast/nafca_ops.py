@@ -1,52 +1,141 @@
 """Launchers and the autograd Function of the fused NAFCA step kernels
-(``lnca_fast.kernels.nafca_fwd`` / ``nafca_bwd``), and their ahead-of-time compile specs.
+(``lnca_fast.kernels.nafca_taps`` / ``nafca_fwd`` / ``nafca_bwd``), their launch plans and their
+ahead-of-time compile specs.
 
 ``nafca_step(state, folded, update_mask, keep1, keep2, p)`` is one CA step with exactly the
 reference's semantics (``NAFCA.forward`` with the same masks); gradients flow to the state and to
 the folded parameters (and through ``fold_nafca`` to the module's own parameters).
 
-NOTE (neighbour exchange: halo recompute vs scratch exchange). A cell's gate needs the 9 partial
-sums ``t_k = x . w_k`` of its neighbours. Chosen: one program per image; every cell's taps go to a
-per-image scratch, ``tl.debug_barrier()``, then each cell gathers its 9 (zero outside the grid):
-no redundant work. Counted per cell, paper cell C=64 E=128 F=256 (the folded step the kernels run
-is ~109 kFLOP/cell: the model's 93.2 kFLOP of ``work.py`` with conv1+conv2 folded into one
-C->2E GEMM); no GPU was available to time either option, so these are counts, not timings:
-- scratch exchange (chosen): the 16 (9 used) taps and, since an image is walked in chunks, the
-  C pre-gate conv3 values are written and read back: 2 x (16 + 64) x 4 B = 640 B/cell of L1/L2
-  traffic and 0 extra FLOPs. The backward exchanges the gate gradient (1 float) the same way and
-  parks its other per-cell values (dv, dy: 2C floats) in scratch too.
-- halo recompute, tiles of T raster cells of a W-wide image: the front (LN1, the C->2E GEMM,
-  SimpleGate, taps: ~36 kFLOP/cell) is recomputed on the 2 (W + 1) halo cells of every tile:
-  T=64 at W=16 (64x64 images) +53 % front = +19 kFLOP/cell (+18 % of the step), W=32 +103 % =
-  +37 kFLOP/cell (+34 %). The backward is worse: a halo cell's gate gradient needs that cell's
-  whole step forward and back, whose forward needs a 2-cell halo: >= 2x the tile's full work at
-  W >= 16. For a whole-image tile (8x8 latents: 64 cells = one chunk) both need no halo.
-  What halo tiles would buy is parallelism: B * H*W / T programs instead of B, i.e. better GPU
-  occupancy when B is below the SM count on large grids; worth measuring on a GPU.
+NOTE (filling a GPU: halo recompute vs a multi-launch split). A cell's gate needs the 9 partial
+sums ``t_k = x . w_k`` of its neighbours, so one image can only be cut between programs if each
+program either recomputes a halo or the partial sums are exchanged through global memory between
+launches. Chosen: the split. Forward = 2 launches (``taps``: LN1, the C->2E GEMM, SimpleGate, the
+taps and the pre-gate conv3 row of every cell -> two fp32 buffers; ``fwd``: the gate from the
+neighbours' taps and the rest of the step); backward = 4 (``taps`` again, ``gate_bwd``: the step
+after the gate forward and back to every cell's gate gradient, ``perception_bwd``: each tap's
+gradient from its neighbours' gate gradients, back to the state, ``wgrad``: the weight gradients,
+see the next NOTE) and torch's sum of the weight-gradient partial rows. No launch has a halo, so
+a program owns any contiguous range of the batch's flat raster (``nafca_launch`` geometry): tiny
+8x8 latents at B=256 cut into 1,024 programs as easily as one 256x256 latent.
+Counts per cell, paper cell (C=64 E=128 F=256, padded dims; ``nafca_launch.flops_per_row`` /
+``launch_bytes``, i.e. ``launch_plan``), H200 peaks 989 TFLOP/s fp16 (495 TF32), 4.8 TB/s; "real"
+assumes 30 % of tensor-core peak (skinny GEMMs: K = 64, N in chunks of 32, M = 16-64 rows) and 80 %
+of HBM. No GPU was available: these are counts, not timings.
+- split, forward: 113.0 kFLOP (no redundant work; the model's work.py count is 93.0 k) and, fp16
+  state, 1,027 B: the state read twice and written once (384 B) plus the exchange, 16 taps + 64
+  conv3 values in fp32 written and read back, (16 + 64) x 4 B x 2 = 640 B (fp32 state: 1,415 B).
+  Per cell 0.114 ns of compute and 0.214 ns of HBM at peak (memory-bound), 0.381 vs 0.267 ns
+  "real" (compute-bound: the exchange hides under compute below 43 % of tensor-core peak, 62 % for
+  TF32). The exchange buffers (21 MB at B=1 256x256) mostly stay in the 50 MB L2.
+- halo recompute, forward in one launch: tiles small enough for >= 528 programs are 4x8 at B=32
+  32x32 (1,024 programs), 8x8 at B=1 256x256 (1,024), 4x4 at B=256 8x8 (1,024). The front (LN1,
+  C->2E, SimpleGate, taps: 37.6 kFLOP) runs on the (th+2)(tw+2) halo'd cells, padded to 16-row
+  dot tiles: 4x8: 64 rows for 32 cells = 2.0x the front, +37.6 k = 150.5 kFLOP/cell (+33 %); 8x8:
+  112/64 -> 141.1 k (+25 %); 4x4: 48/16 = 3.0x -> 188.1 k (+66 %). Bytes drop to ~330-420 B/cell, so
+  at peak the halo forward would be faster (0.143-0.190 vs 0.214 ns/cell), but "real" it is 1.25-
+  1.67x slower (0.476-0.634 vs 0.381 ns/cell); it wins only above ~54-71 % of tensor-core peak.
+- halo, backward: a halo cell's gate gradient needs that cell's whole step forward and back, and
+  that needs a 2-cell halo of the front: 814-1,401 kFLOP/cell against the split's 409.2 k (taps
+  54.0 + gate_bwd 143.2 + perception_bwd 88.2 + wgrad 123.8), 2.0-3.4x.
+- taps only, v recomputed: saves 2 x 64 x 4 = 512 B/cell but repeats LN1, C->2E, SimpleGate and
+  conv3 (+54 kFLOP, +48 %) in the second launch: 0.18 ns "real" against 0.13 ns of HBM, and a
+  bigger second kernel. v is stored.
+- the paper's B=8 8x8 (512 cells): 32 programs per per-cell launch. A chunk is >= 16 rows
+  (tl.dot's minimum M), so a program of fewer cells still runs a whole 16-row chunk: the critical
+  path of a launch is one chunk whatever the split, and 32 SMs is all 512 cells can use (one
+  program per image, as before, was 8).
+
+NOTE (weight gradients: stored operands and one grouped GEMM, not per-program partial rows). Paper
+cell: P = 56,016 padded parameters, of which 55,296 matrix weights, so dW = X^T dY over the cells
+is 110.6 kFLOP/cell (3.6 GFLOP at B=32 32x32: 3.7 us at the fp16 peak). Per cell, fp16 state:
+- before: each of 528 backward programs accumulated into its own fp32 row of a [528, P] buffer
+  (118 MB), reading and rewriting its segments (29.1 k / 26.9 k floats for the gate / perception
+  kernel) for every 16-cell chunk: ~28 KB/cell of global traffic, then torch read every row. The
+  occupancy report predicted the backward at 20-36x its ideal (fp16 B=32 32x32: 219 us, of which
+  gate 102 + perception 111).
+- now: the gate and perception kernels store each layer's X and dY once per cell, in the state's
+  dtype (exactly the tl.dot operands they already form; fp32 for fp32 states), into one
+  [B*H*W, OPW] buffer (``nafca_launch.operand_layout``; OPW = 1,168: s_hat 64, d_in 256, x 128,
+  dv 64, dtaps 16, y_hat 64, d_4 256, h 128, dz5 64, z_hat 64, du 64), 2,336 B/cell (fp32
+  4,672). ``wgrad`` reads each column once: six GEMMs over the cells cut into 15 64x64 tiles (w_in
+  4, w_tap 2, w_3 2, w_4 4, w_5 2, w_o 1) x 44 cell splits = 660 programs (5 per SM: one wave at
+  its 5 CTAs per SM), fp32 accumulation in registers, each tile stored once into its split's row
+  of a [44, P] fp32 buffer (9.9 MB) that torch sums. 123.8 kFLOP/cell (w_tap's 16 columns run as
+  masked 64-wide tiles: +12 %). Weight-gradient traffic: 2 x 2,336 B/cell plus 2 x 9.9 MB per
+  step, against ~28 KB/cell plus 2 x 118 MB. Bias gradients: b_in, b_4, b_5, b_o are column sums
+  of a stored dY, summed by the GEMM as it streams it; the gate bias and b_3 (whose dY, dz3, is no
+  GEMM operand) are summed in registers over a gate program's chunks and stored once per program
+  ([528, 16 + CP] fp32, 169 KB), then summed by each split's last tile program. Nothing is
+  read-modified-written, nothing needs zeroing, no atomics: the result is bitwise the same run to
+  run for a given plan.
+- predicted backward (occupancy report, CUDA graph), before -> after, and / ideal: B=32 32x32 fp16
+  and bf16 219.4 -> 60.4 us (35.6x -> 9.8x), fp32 250.8 -> 212.8 us (20.4x -> 17.3x); B=1 256x256
+  fp16 434.9 -> 110.8 (35.3x -> 9.0x), fp32 493.4 -> 413.4 (20.0x -> 16.8x); B=256 8x8 fp16 111.4 ->
+  35.0 (36.2x -> 11.4x), fp32 130.3 -> 109.9 (21.2x -> 17.9x). fp16 at B=32 32x32: taps 3.6, gate
+  19.7, perception 12.0, wgrad 18.0, sum 2.1 us; the weight gradients' share (operand stores,
+  GEMM, sum) is ~36 us, bytes-bound at ~10x their FLOPs' time at peak. fp32 stays compute-bound:
+  every backward dot, the GEMM's included (60.6 us at B=32 32x32), runs exact FMA at 67 TFLOP/s.
+- why a Triton GEMM and not torch.matmul (cuBLAS): an fp16/bf16 matmul returns fp16/bf16, i.e. a
+  weight gradient summed over up to ~65 k cells rounded to 11/8 bits and able to overflow fp16's
+  65,504; torch's fp32-output overload (``torch.mm(..., out_dtype=torch.float32)``) has no CPU
+  kernel, so the interpreter tests could not run it and it could not be checked here; upcasting
+  the operands doubles their bytes and runs fp32 GEMMs; fp32 matmuls follow torch's global TF32
+  switch, and cuBLAS picks its split-K per GPU and shape. The Triton kernel accumulates and
+  returns fp32, its reduction order is fixed by the plan, the interpreter runs it (CI proves it)
+  and the AOT report compiles it (0 spills).
+- alternatives, by the numbers: 32-row backward chunks halve the read-modify-write (~14 KB/cell,
+  still 3x these bytes) and the gate kernel was at 254 registers with 16 rows; the head's 64x64
+  gradient kept in registers over a program's chunks (16 fp32 registers per thread at 8 warps)
+  would save only z_hat and du (256 B/cell, 3 % of the backward's per-cell bytes); recomputing
+  x, h and the partner SimpleGate halves inside the GEMM from s_hat and y_hat (store the 128-wide
+  gated-feature and hidden gradients instead of d_in and d_4) would cut OPW to 656 (-44 % of these
+  bytes and of the buffer) for +164 kFLOP/cell (+130 %): at fp16 that is 0.53 ns/cell of HBM saved
+  "real" for 0.55 ns of tensor-core time (a wash), and for fp32 FMA a loss; not done.
+- temporaries per cell of a backward step: the operands (2,336 B fp16/bf16, 4,672 B fp32), dgate
+  and dy in fp32 (260 B) and the taps exchange (320 B); per step the bias rows (169 KB) and
+  partial rows (9.9 MB). B=32 32x32: fp16/bf16 106 MB, fp32 182 MB (before: 146 MB for every
+  dtype, 118 of it partial rows); B=1 256x256: 201 / 354 MB (173); B=256 8x8: 58 / 96 MB (132). A
+  second GEMM launch right after the gate kernel would free its 640 operand columns before the
+  perception kernel writes its 464 (peak 704 of 1,168 columns, -40 %), for one more launch and a
+  second set of partial rows; not done.
 
 Launch configurations and the padded parameter layout: ``nafca_launch.py``.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
 
 from ..reference.config import NAFCAConfig
 from . import backend as backends
-from .aot import AOTSpec
+from .aot import AOTSpec, Launch
 from .fold_nafca import FoldedNAFCA
 from .nafca_launch import (
+    BACKWARD_KERNELS,
     DTYPES,
+    INTERPRETER_TARGET,
+    KERNELS,
+    STEPS,
     KernelDims,
+    KernelLaunch,
+    LaunchConfig,
+    Target,
     block_m_choices,
+    bytes_per_cell,
     default_input_precision,
+    flops_per_row,
     kernel_dims,
     kernel_params,
+    launch_bytes,
     launch_config,
+    operand_width,
+    plan_step,
+    segment_sizes,
+    step_precision,
 )
-from .work import nafca_flops_per_cell, step_backward_bytes_per_cell, step_bytes_per_cell
 
 # Cells the AOT report compiles: the paper's (every latent-nafca preset) and the tiny preset's,
 # plus the odd configuration the parity tests use (so the GPU tier compiles what CI checks).
@@ -93,7 +182,8 @@ class StepMeta:
     eps: float
     drop_scale: float  # 1 / (1 - p) with dropout masks, else 1
     input_precision: str
-    block_m: int | None  # forward BM override (tests); None: the launcher's choice
+    block_m: int | None  # forward BM override (tests); None: the planner's choice
+    cells_per_program: int | None  # unit override (tests); None: the planner's choice
 
 
 def _mask_args(state, update_mask, keep1, keep2):
@@ -110,50 +200,91 @@ def _mask_args(state, update_mask, keep1, keep2):
 
 
 # -- launchers ----------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=8)
+def _cuda_sms(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def device_target(device: torch.device) -> Target:
+    """What launches on ``device`` are planned for: 4 programs per SM of a CUDA device, or the
+    interpreter's target for CPU tensors (``nafca_launch`` module docstring)."""
+    if device.type != "cuda":
+        return INTERPRETER_TARGET
+    return Target.gpu(_cuda_sms(device.index if device.index is not None else torch.cuda.current_device()))
+
+
+def _plan(step: str, state: torch.Tensor, meta: StepMeta) -> list[KernelLaunch]:
+    b, h, w, _ = state.shape
+    return plan_step(step, meta.dims, b * h * w, state.dtype, meta.input_precision, device_target(state.device),
+                     block_m=meta.block_m, cells_per_program=meta.cells_per_program)
+
+
+def _scratch(*shape: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """An uninitialised buffer that the launches write completely before anything reads it (the
+    exchange, hand-off, operand and partial buffers). Tests replace it with a NaN-filled one, so
+    an element read before it is written cannot go unnoticed."""
+    return torch.empty(*shape, dtype=dtype, device=device)
+
+
+def _launch(kernel_fn, launch: KernelLaunch, *args):
+    cfg = launch.config
+    kernel_fn[(launch.programs,)](*args, **cfg.constexprs(), num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+
+
+def _taps(state, params, wparams, launch: KernelLaunch, meta: StepMeta):
+    """The first launch of either step: every cell's gate partial sums and pre-gate conv3 row."""
+    from ..kernels.nafca_taps import _nafca_taps_kernel
+
+    n = launch.geometry.n_cells
+    f32 = dict(device=state.device, dtype=torch.float32)
+    taps, v = _scratch(n, 16, **f32), _scratch(n, meta.dims.CP, **f32)
+    _launch(_nafca_taps_kernel, launch, state, wparams, params, taps, v, *launch.geometry.args(), meta.eps)
+    return taps, v
+
+
 def nafca_step_fwd(state, params, wparams, update_mask, keep1, keep2, meta: StepMeta) -> torch.Tensor:
-    """Launch the forward kernel: one program per image."""
+    """Launch the forward step: the taps launch, then the rest of the step."""
     from ..kernels.nafca_fwd import _nafca_step_fwd_kernel
 
-    b, h, w, _ = state.shape
-    d = meta.dims
-    cfg = launch_config(d, h * w, "fwd", state.dtype, meta.input_precision, block_m=meta.block_m)
+    _, h, w, _ = state.shape
+    taps_launch, fwd_launch = _plan("fwd", state, meta)
+    taps, v = _taps(state, params, wparams, taps_launch, meta)
     out = torch.empty_like(state)
-    f32 = dict(device=state.device, dtype=torch.float32)
-    taps, v = torch.empty(b * h * w * 16, **f32), torch.empty(b * h * w * d.CP, **f32)
     mask, k1, k2, has_mask, has_dropout = _mask_args(state, update_mask, keep1, keep2)
-    _nafca_step_fwd_kernel[(b,)](
-        state, out, wparams, params, mask, k1, k2, taps, v, h, w, meta.eps, meta.drop_scale, has_mask, has_dropout,
-        **cfg.constexprs(), num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-    )
+    _launch(_nafca_step_fwd_kernel, fwd_launch, state, out, wparams, params, mask, k1, k2, taps, v,
+            *fwd_launch.geometry.args(), h, w, meta.eps, meta.drop_scale, has_mask, has_dropout)
     return out
 
 
 def nafca_step_bwd(state, dout, params, wparams, update_mask, keep1, keep2, meta: StepMeta):
-    """Launch the backward kernel; returns ``(d state, d params)`` (params in the kernel layout)."""
-    from ..kernels.nafca_bwd import _nafca_step_bwd_kernel
+    """Launch the backward step; returns ``(d state, d params)`` (params in the kernel layout)."""
+    from ..kernels.nafca_bwd import _nafca_gate_bwd_kernel, _nafca_perception_bwd_kernel
+    from ..kernels.nafca_wgrad import _nafca_wgrad_kernel
 
-    b, h, w, _ = state.shape
+    _, h, w, _ = state.shape
+    taps_launch, gate_launch, perc_launch, wgrad_launch = _plan("bwd", state, meta)
+    taps, v = _taps(state, params, wparams, taps_launch, meta)
     d = meta.dims
-    cfg = launch_config(d, h * w, "bwd", state.dtype, meta.input_precision)
-    n_params = params.numel()
-    dstate = torch.empty_like(state)
-    grads = torch.zeros(b, n_params, device=state.device, dtype=torch.float32)  # one row per image
+    n, rows = gate_launch.geometry.n_cells, gate_launch.programs
     f32 = dict(device=state.device, dtype=torch.float32)
-    n = b * h * w
-    taps, v, dgate = torch.empty(n * 16, **f32), torch.empty(n * d.CP, **f32), torch.empty(n, **f32)
-    dv, dy = torch.empty(n * d.CP, **f32), torch.empty(n * d.CP, **f32)
+    # Every element of these is stored by exactly one program before anything reads it: no zeroing.
+    dgate, dy = _scratch(n, **f32), _scratch(n, d.CP, **f32)
+    ops = _scratch(n, operand_width(d), device=state.device, dtype=state.dtype)  # weight-gradient operands
+    bias_rows = _scratch(rows, 16 + d.CP, **f32)
     mask, k1, k2, has_mask, has_dropout = _mask_args(state, update_mask, keep1, keep2)
-    _nafca_step_bwd_kernel[(b,)](
-        state, dout, dstate, wparams, params, grads, mask, k1, k2, taps, v, dgate, dv, dy,
-        h, w, n_params, meta.eps, meta.drop_scale, has_mask, has_dropout,
-        **cfg.constexprs(), num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-    )
-    return dstate, grads.sum(dim=0)  # deterministic reduction over images
+    _launch(_nafca_gate_bwd_kernel, gate_launch, state, dout, wparams, params, bias_rows, mask, k1, k2, taps, v,
+            dgate, dy, ops, *gate_launch.geometry.args(), h, w, meta.eps, meta.drop_scale, has_mask, has_dropout)
+    dstate = torch.empty_like(state)
+    _launch(_nafca_perception_bwd_kernel, perc_launch, state, dout, dstate, wparams, params, dgate, dy, ops,
+            *perc_launch.geometry.args(), h, w, meta.eps)
+    partials = _scratch(wgrad_launch.geometry.programs, params.numel(), **f32)  # one row per cell split
+    _launch(_nafca_wgrad_kernel, wgrad_launch, ops, bias_rows, partials, *wgrad_launch.geometry.args(), rows)
+    return dstate, partials.sum(dim=0)  # deterministic reduction over the splits
 
 
 class NAFCAStepFunction(torch.autograd.Function):
     """``out = step(state; params)``. Saves only the input state, the masks and the parameters;
-    the backward kernel recomputes every intermediate. ``wparams`` is ``params`` in the state's
+    the backward kernels recompute every intermediate. ``wparams`` is ``params`` in the state's
     dtype (the tl.dot operands), not differentiated separately."""
 
     @staticmethod
@@ -179,13 +310,15 @@ def nafca_step(
     *,
     input_precision: str | None = None,
     block_m: int | None = None,
+    cells_per_program: int | None = None,
 ) -> torch.Tensor:
     """One fused NAFCA step on ``state [B, H, W, C]`` (CUDA, or CPU under TRITON_INTERPRET=1).
 
     ``update_mask [B, H, W, 1]`` (None: every cell updates), ``keep1/keep2`` bool
     ``[B, H, W, C]`` dropout keep masks (None: no dropout) with keep scale ``1 / (1 - p)``.
-    ``input_precision`` ("ieee"/"tf32") for fp32 dots (default: ``default_input_precision``);
-    ``block_m`` overrides the cells-per-chunk choice (tests cover every choice)."""
+    ``input_precision`` ("ieee"/"tf32") for fp32 forward dots (default: ``default_input_precision``).
+    Tests only: ``block_m`` overrides the forward launches' cells per chunk, ``cells_per_program``
+    the cells each program owns (one unit per program: many programs in the interpreter)."""
     _check_inputs(state, folded, update_mask, keep1, keep2)
     params = kernel_params(folded)
     key = ("kernel_params", state.dtype)
@@ -195,70 +328,141 @@ def nafca_step(
         dims=kernel_dims(folded.channels, folded.embed, folded.ffn, folded.cell_in), eps=folded.eps,
         drop_scale=1.0 / (1.0 - dropout_p) if keep1 is not None else 1.0,
         input_precision=input_precision or default_input_precision(state), block_m=block_m,
+        cells_per_program=cells_per_program,
     )
+    # Fail here rather than inside autograd's backward: the same planner picks both steps' launches.
+    for step in STEPS:
+        _plan(step, state, meta)
     return NAFCAStepFunction.apply(state, params, folded.cache[key], update_mask, keep1, keep2, meta)
 
 
+# -- launch plans -------------------------------------------------------------------------------
+def _label(cell_name: str, cfg: LaunchConfig, dtype: torch.dtype) -> str:
+    """The ``AOTSpec.config`` label of a launch configuration of an ``AOT_CELLS`` cell."""
+    cell = AOT_CELLS[cell_name]
+    inner = {"taps": "BE", "perception_bwd": "BE", "wgrad": "BT"}.get(cfg.kernel, "BF")
+    return (f"{cell_name} C={cell.channels} E={cell.embed} F={cell.ffn} {DTYPES[dtype]}"
+            + (f" {cfg.PREC}" if dtype == torch.float32 else "") + f" BM={cfg.BM} {inner}={cfg.inner} w{cfg.num_warps}")
+
+
+_NOTES = {
+    "taps": "taps exchange: writes 16 gate partial sums + CP pre-gate conv3 values (fp32) per cell",
+    "fwd": "reads the taps exchange (neighbours' partial sums) and the conv3 rows",
+    "gate_bwd": "writes dgate, dy (fp32) and the FFN/head weight-gradient operands per cell; one bias row per program",
+    "perception_bwd": "reads neighbours' dgate; writes the front's weight-gradient operands per cell",
+    "wgrad": "weight gradients dW = X^T dY over the cells: one fp32 partial row per cell split",
+}
+
+
+def launch_plan(kind: str, batch: int, height: int, width: int, dtype: torch.dtype, *, sms: int = 132,
+                input_precision: str | None = None, cell: str = "paper") -> list[Launch]:
+    """The launches of one step (``kind`` "fwd" or "bwd") on a ``[batch, height, width, C]``
+    state of ``AOT_CELLS[cell]`` on a CUDA device with ``sms`` SMs, from the planner the launchers
+    use (``nafca_launch.plan_step``). ``input_precision``: fp32 forward dots (default "tf32", the
+    CUDA default). Counts assume an inference forward (no update mask, no dropout) and a training
+    backward (update mask and both dropout sites); ``flops`` are ``nafca_launch.flops_per_row``
+    (the folded step on the padded dims, recomputation included) times every chunk row executed;
+    ``hbm_bytes`` are ``nafca_launch.launch_bytes``. The backward ends with torch's sum of the
+    weight-gradient partial rows (a ``torch.sum`` launch: its FLOPs and bytes, grid not known)."""
+    if kind not in STEPS:
+        raise ValueError(f"kind must be 'fwd' or 'bwd', got {kind!r}")
+    if cell not in AOT_CELLS:
+        raise ValueError(f"cell must be one of {tuple(AOT_CELLS)}, got {cell!r}")
+    if dtype not in DTYPES:
+        raise ValueError(f"the fused NAFCA kernels support float32/float16/bfloat16, got {dtype}")
+    if min(batch, height, width) < 1:
+        raise ValueError(f"expected batch, height, width >= 1, got {(batch, height, width)}")
+    cfg = AOT_CELLS[cell]
+    dims = kernel_dims(cfg.channels, cfg.embed, cfg.ffn, cfg.cell_in)
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    training = kind == "bwd"
+    plans = plan_step(kind, dims, batch * height * width, dtype, input_precision or "tf32", Target.gpu(sms))
+    out = []
+    for launch in plans:
+        c, geo = launch.config, launch.geometry
+        rows = plans[1].programs if c.kernel == "wgrad" else 0  # the gate launch's bias rows
+        out.append(Launch(
+            kernel=KERNELS[c.kernel], config=_label(cell, c, dtype), programs=launch.programs, num_warps=c.num_warps,
+            cells=geo.n_cells, flops=float(geo.chunks(c.BM) * c.BM * flops_per_row(c.kernel, dims)),
+            hbm_bytes=launch_bytes(launch, itemsize, update_mask=training, dropout=training, bias_rows=rows),
+            note=_NOTES[c.kernel],
+        ))
+        if c.kernel == "wgrad":  # torch sums the partial rows: reads them all, writes one
+            size = sum(segment_sizes(dims).values())
+            out.append(Launch("torch.sum", "", sms, 4, geo.n_cells, float(geo.programs * size),
+                              float((geo.programs + 1) * size * 4),
+                              note="weight-gradient reduction (torch): sum of the per-split partial rows"))
+    return out
+
+
 # -- ahead-of-time specs ------------------------------------------------------------------------
-_SCALARS = {"H": "i32", "W": "i32", "eps": "fp32", "drop_scale": "fp32", "has_mask": "i32", "has_dropout": "i32"}
+_POINTERS = {  # kernel -> (argument, pointer type; "dt" = the state's dtype)
+    "taps": (("state_ptr", "dt"), ("w_ptr", "dt"), ("p_ptr", "fp32"), ("tap_ptr", "fp32"), ("v_ptr", "fp32")),
+    "fwd": (("state_ptr", "dt"), ("out_ptr", "dt"), ("w_ptr", "dt"), ("p_ptr", "fp32"), ("mask_ptr", "dt"),
+            ("keep1_ptr", "u8"), ("keep2_ptr", "u8"), ("tap_ptr", "fp32"), ("v_ptr", "fp32")),
+    "gate_bwd": (("state_ptr", "dt"), ("dout_ptr", "dt"), ("w_ptr", "dt"), ("p_ptr", "fp32"), ("bias_ptr", "fp32"),
+                 ("mask_ptr", "dt"), ("keep1_ptr", "u8"), ("keep2_ptr", "u8"), ("tap_ptr", "fp32"),
+                 ("v_ptr", "fp32"), ("dgate_ptr", "fp32"), ("dy_ptr", "fp32"), ("ops_ptr", "dt")),
+    "perception_bwd": (("state_ptr", "dt"), ("dout_ptr", "dt"), ("dstate_ptr", "dt"), ("w_ptr", "dt"),
+                       ("p_ptr", "fp32"), ("dgate_ptr", "fp32"), ("dy_ptr", "fp32"), ("ops_ptr", "dt")),
+    "wgrad": (("ops_ptr", "dt"), ("bias_ptr", "fp32"), ("part_ptr", "fp32")),
+}
+_GEOMETRY = {"n_cells": "i32", "unit": "i32", "n_units": "i32"}
+_SCALARS = {  # kernel -> its scalar arguments after the geometry
+    "taps": {"eps": "fp32"},
+    "fwd": {"H": "i32", "W": "i32", "eps": "fp32", "drop_scale": "fp32", "has_mask": "i32", "has_dropout": "i32"},
+    "gate_bwd": {"H": "i32", "W": "i32", "eps": "fp32", "drop_scale": "fp32", "has_mask": "i32", "has_dropout": "i32"},
+    "perception_bwd": {"H": "i32", "W": "i32", "eps": "fp32"},
+    "wgrad": {"n_rows": "i32"},
+}
 
 
-def _signature(kind: str, dt: str) -> dict[str, str]:
-    if kind == "fwd":
-        ptrs = {"state_ptr": dt, "out_ptr": dt, "w_ptr": dt, "p_ptr": "fp32", "mask_ptr": dt, "keep1_ptr": "u8",
-                "keep2_ptr": "u8", "tap_ptr": "fp32", "v_ptr": "fp32"}
-        scalars = dict(_SCALARS)
-    else:
-        ptrs = {"state_ptr": dt, "dout_ptr": dt, "dstate_ptr": dt, "w_ptr": dt, "p_ptr": "fp32", "grad_ptr": "fp32",
-                "mask_ptr": dt, "keep1_ptr": "u8", "keep2_ptr": "u8", "tap_ptr": "fp32", "v_ptr": "fp32",
-                "dgate_ptr": "fp32", "dv_ptr": "fp32", "dy_ptr": "fp32"}
-        scalars = {"H": "i32", "W": "i32", "n_params": "i32", "eps": "fp32", "drop_scale": "fp32", "has_mask": "i32",
-                   "has_dropout": "i32"}
-    sig = {name: "*" + t for name, t in ptrs.items()}
-    sig.update(scalars)
-    sig.update({name: "constexpr" for name in ("C", "CP", "EP", "BE", "F2P", "BF", "BM", "PREC")})
+def _signature(cfg: LaunchConfig, dt: str) -> dict[str, str]:
+    sig = {name: "*" + (dt if t == "dt" else t) for name, t in _POINTERS[cfg.kernel]}
+    sig.update(_GEOMETRY)
+    sig.update(_SCALARS[cfg.kernel])
+    sig.update({name: "constexpr" for name in cfg.constexprs()})
     return sig
 
 
 def launch_variants() -> list[tuple[str, torch.dtype, str, int]]:
-    """Every (kernel, dtype, fp32 dot precision, BM) the launchers can choose."""
+    """Every (kernel, dtype, fp32 dot precision, BM) the planner can choose."""
     out = []
-    for kind in ("fwd", "bwd"):
+    for kernel in KERNELS:
         for dtype, prec in ((torch.float32, "ieee"), (torch.float32, "tf32"), (torch.float16, "ieee"),
                             (torch.bfloat16, "ieee")):
-            if kind == "bwd" and prec == "tf32":
+            if kernel in BACKWARD_KERNELS and prec != step_precision("bwd", dtype, prec):
                 continue  # the fp32 backward always runs exact dots (nafca_launch NOTE)
-            out += [(kind, dtype, prec, bm) for bm in block_m_choices(kind, dtype, prec)]
+            out += [(kernel, dtype, prec, bm) for bm in block_m_choices(kernel, dtype, prec)]
     return out
 
 
-def aot_specs() -> list[AOTSpec]:
-    """Every kernel at every launch configuration the launchers can choose (``launch_variants``),
-    for each cell of ``AOT_CELLS``."""
-    from ..kernels.nafca_bwd import _nafca_step_bwd_kernel
-    from ..kernels.nafca_fwd import _nafca_step_fwd_kernel
+def _kernel_fn(kernel: str):
+    from ..kernels import nafca_bwd, nafca_fwd, nafca_taps, nafca_wgrad
 
+    modules = {"taps": nafca_taps, "fwd": nafca_fwd, "gate_bwd": nafca_bwd, "perception_bwd": nafca_bwd,
+               "wgrad": nafca_wgrad}
+    return modules[kernel].__dict__[KERNELS[kernel]]
+
+
+def aot_specs() -> list[AOTSpec]:
+    """Every kernel at every launch configuration the planner can choose (``launch_variants``),
+    for each cell of ``AOT_CELLS``. Per-cell counts: FLOPs per chunk row (``flops_per_row``);
+    bytes per cell (``bytes_per_cell``) of an inference forward / a training backward."""
     specs = []
     for cell_name, cell in AOT_CELLS.items():
         dims = kernel_dims(cell.channels, cell.embed, cell.ffn, cell.cell_in)
-        flops = nafca_flops_per_cell(cell)
-        for kind, dtype, prec, bm in launch_variants():
-            cfg = launch_config(dims, bm, kind, dtype, prec, block_m=bm)
+        for kernel, dtype, prec, bm in launch_variants():
+            cfg = launch_config(dims, kernel, dtype, prec, bm)
             dt = DTYPES[dtype]
             itemsize = torch.empty((), dtype=dtype).element_size()
-            if kind == "fwd":  # bytes: the inference rollout (no mask, no dropout)
-                fn, nbytes, nflops = _nafca_step_fwd_kernel, step_bytes_per_cell(cell.channels, itemsize), flops
-            else:  # training with both dropout sites; FLOPs ~3x (recompute + two GEMMs per GEMM)
-                fn = _nafca_step_bwd_kernel
-                nbytes = step_backward_bytes_per_cell(cell.channels, itemsize, dropout_sites=2)
-                nflops = 3 * flops
-            sig = _signature(kind, dt)
-            label = (f"{cell_name} C={cell.channels} E={cell.embed} F={cell.ffn} {dt}"
-                     + (f" {cfg.PREC}" if dtype == torch.float32 else "") + f" BM={bm} BE={cfg.BE} w{cfg.num_warps}")
+            training = kernel in BACKWARD_KERNELS
+            sig = _signature(cfg, dt)
             specs.append(AOTSpec(
-                name=f"_nafca_step_{kind}_kernel", fn=fn, signature=sig, constexprs=cfg.constexprs(),
-                num_warps=cfg.num_warps, num_stages=cfg.num_stages, config=label,
-                bytes_per_cell=float(nbytes), flops_per_cell=float(nflops),
+                name=KERNELS[kernel], fn=_kernel_fn(kernel), signature=sig, constexprs=cfg.constexprs(),
+                num_warps=cfg.num_warps, num_stages=cfg.num_stages, config=_label(cell_name, cfg, dtype),
+                bytes_per_cell=float(bytes_per_cell(kernel, dims, itemsize, update_mask=training, dropout=training)),
+                flops_per_cell=float(flops_per_row(kernel, dims)),
                 # As the JIT specialises them at run time: every tensor the launchers pass is a
                 # fresh or whole allocation, hence 16-byte aligned.
                 attrs={(i,): [["tt.divisibility", 16]] for i, t in enumerate(sig.values()) if t.startswith("*")},

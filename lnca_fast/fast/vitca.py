@@ -48,15 +48,15 @@ class PreparedViTCA:
 
 
 class FastViTCA(FastCell, ViTCA):
-    # Launch options of the Triton path (``vitca_ops.vitca_step``): tile, input_precision,
-    # max_programs, blocks. Empty = the launcher's choice.
+    # Launch options of the Triton path (``vitca_ops.LAUNCH_OPTIONS``): cells_per_program,
+    # input_precision, blocks. Empty = the launcher's choice.
     launch_options: dict = {}
 
     def set_launch(self, **options) -> None:
-        """Pin Triton launch options (``tile=(th, tw)``, ``input_precision``, ``max_programs``, ``blocks``)."""
-        unknown = set(options) - {"tile", "input_precision", "max_programs", "blocks"}
+        """Pin Triton launch options (``cells_per_program``, ``input_precision``, ``blocks``)."""
+        unknown = set(options) - set(vitca_ops.LAUNCH_OPTIONS)
         if unknown:
-            raise ValueError(f"unknown launch options {sorted(unknown)}; valid: tile, input_precision, max_programs, blocks")
+            raise ValueError(f"unknown launch options {sorted(unknown)}; valid: {', '.join(vitca_ops.LAUNCH_OPTIONS)}")
         self.launch_options = dict(options)
 
     def prepare(self) -> PreparedViTCA:

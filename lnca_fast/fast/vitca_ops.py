@@ -1,122 +1,49 @@
-"""The bridge from torch to the fused ViTCA step kernels: weight packing, validation, launch
-configuration, the autograd ``Function`` and the ahead-of-time compile specs.
+"""The bridge from torch to the fused ViTCA step kernels: weight packing, validation, the
+launchers, the autograd ``Function`` and the ahead-of-time compile specs.
 
 Layout at the boundary: the state is channels-last ``[B, H, W, C]`` (the reference's layout), made
 contiguous here; the kernels see the folded weights as one packed buffer (``PackLayout``) whose
-gradient comes back as per-program partial sums.
+gradient comes back as per-split partial rows of the weight-gradient GEMM.
 
-NOTE (launch configuration; no GPU was available, so these are compile-time numbers from
-``python -m bench.kernel_report --only vitca``, Triton 3.7.1, sm_80 / sm_90):
-- BLOCK_M = 16 cells (one MMA tile), 8 warps, 128-wide products in BN = 32 chunks, num_stages 1,
-  2 warps for the forward of small cells (EP <= 32). Forward, LNCA config: 228 / 242 registers,
-  0 spill, 26 KB shared memory (fp32); backward (one tile per program, below) 255 / 247
-  registers, 0 spill, 50 KB (fp32; fp16 / bf16 248 / 246, 28 KB). Measured and rejected
-  (backward, LNCA config, fp32, still with a persistent tile loop): BLOCK_M 32 with 8 warps
-  (88-280 bytes of spill), 4 warps (80-192), BN 16 (40-128), BN 64 (0-16 fp32 but 16-112 for
-  fp16 / bf16), num_stages 2 (every weight tile double-buffered: 352 KB of shared memory in the
-  forward).
-- Tiles: a whole image per program costs no halo recompute, so it is used whenever the batch alone
-  fills the GPU (and always in the interpreter, which runs programs one by one); otherwise 16 x 16
-  or 8 x 8 tiles (backward halo work 1.27x / 1.56x, kernels/vitca_bwd.py). The backward caps the
-  programs at 2 per SM, which bounds the partial-gradient buffer to 2 x SMs x 99.2k floats
-  (padded LNCA config; ~105 MB fp32 on an H200) and the scratch frames. Each program does one
-  tile, so more tiles take ceil(tiles / programs) launches, program p of each adding into partial
-  row p: a persistent loop over tiles kept every hoisted invariant live across all phases (32
-  bytes of spill, fp32 on sm_80; kernels/vitca_bwd.py NOTE).
-- Scratch per program: (tile_h + 4)(tile_w + 4) frame rows of 2 AP floats (forward: K, V) or
-  4 AP + 32 NH + 2 EP (backward: K, V, q, dao, softmax, dlogit, two EP-wide handoffs): 1 KB /
-  3.5 KB per frame row for the LNCA config; it is written and re-read within one program
-  (L1 / L2), never by another.
+One step is a few launches (``vitca_launch.ROLES``), each over the flat cells ``[B * H * W]`` split into
+contiguous per-program ranges (``kernels/vitca_common.program_cells``); neighbours' data crosses
+launches through per-cell buffers in global memory (temporaries of the step; the only activation
+kept per step is its input state):
+- forward: ``kv`` (embedding, LN1, K | V of every cell -> ``[cells, 2 AP]``), then ``fwd`` (the rest
+  of the step, reading the 9 neighbours' K / V; out-of-grid slots are zero vectors in the softmax);
+- backward: ``kv`` again, ``bwd`` (the forward rest and the backward down to the attention: q, dao,
+  softmax, dlogit and the partial x0 gradient, and every layer's weight-gradient operands ->
+  ``[cells, row_width]``), ``kv_bwd`` (dk, dv gathered from the 9 neighbours, K / V projection, LN1
+  and embedding backward, state gradient; dk, dv, dx0 -> the same rows), ``wgrad`` (every weight and
+  bias gradient as GEMMs over the cells, one fp32 partial row per cell split), then the torch sum
+  of those rows.
+
+Launch geometry, plans and their NOTEs (the design numbers): ``vitca_launch``.
 """
 
 from __future__ import annotations
-
-import functools
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from ..reference.config import ViTCAConfig
 from ..reference.vitca import positional_encoding
-from . import work
 from .aot import AOTSpec
 from .fold_vitca import FoldedViTCA
-
-SLOTS = 16  # the 3x3 attention window stored as [4, 4] (kernels/vitca_common.SLOTS)
-# tl.dot precision of fp32 states: "tf32" (tensor cores, ~1e-3 relative per product on GPU; the
-# interpreter computes exactly). Half-precision states use fp16 / bf16 tensor-core inputs.
-# NOTE: "ieee" (Triton's FMA dot keeps whole K panels in registers) and "tf32x3" (hi/lo operand
-# copies) spill registers in the backward at every configuration tried (sm_80: 136-480 bytes,
-# sm_90: 8-104 bytes per thread), so they are not offered; the parameter stays explicit.
-INPUT_PRECISIONS = ("tf32",)
-_HALF_PRECISION = "tf32"  # the value passed for fp16 / bf16 (unused by tl.dot there)
-
-
-def _pow2(n: int) -> int:
-    """``n`` padded to a power of two, at least 16 (``tl.dot`` needs every dim >= 16 on GPU)."""
-    return max(16, 1 << (n - 1).bit_length())
-
-
-@dataclass(frozen=True)
-class PackLayout:
-    """Padded sizes of one ViTCA configuration and the order of the packed weight segments."""
-
-    channels: int
-    cell_in: int
-    embed: int
-    heads: int
-    mlp: int
-
-    @classmethod
-    def of(cls, cfg: ViTCAConfig) -> PackLayout:
-        return cls(cfg.channels, cfg.cell_in, cfg.embed, cfg.heads, cfg.mlp)
-
-    @property
-    def head_dim(self) -> int:
-        return self.embed // self.heads
-
-    @property
-    def cp(self) -> int:
-        return _pow2(self.channels)
-
-    @property
-    def ep(self) -> int:
-        return _pow2(self.embed)
-
-    @property
-    def dp(self) -> int:
-        return _pow2(self.head_dim)
-
-    @property
-    def mp(self) -> int:
-        return _pow2(self.mlp)
-
-    @property
-    def ap(self) -> int:
-        return self.heads * self.dp
-
-    def segments(self) -> list[tuple[str, tuple[int, ...]]]:
-        """Name and stored shape of each segment, in order (kernels/vitca_common.pack_offsets)."""
-        cp, ep, ap, mp = self.cp, self.ep, self.ap, self.mp
-        return [
-            ("we_t", (cp, ep)), ("be", (ep,)),
-            ("wq_t", (ep, ap)), ("bq", (ap,)), ("wk_t", (ep, ap)), ("bk", (ap,)), ("wv_t", (ep, ap)), ("bv", (ap,)),
-            ("wo_t", (ap, ep)), ("bo", (ep,)),
-            ("w1_t", (ep, mp)), ("b1", (mp,)), ("w2_t", (mp, ep)), ("b2", (ep,)),
-            ("wh_t", (ep, cp)), ("bh", (cp,)),
-        ]  # fmt: skip
-
-    @property
-    def size(self) -> int:
-        return sum(int(torch.Size(shape).numel()) for _, shape in self.segments())
-
-    def constexprs(self) -> dict[str, int]:
-        return dict(E=self.embed, NH=self.heads, CP=self.cp, EP=self.ep, DP=self.dp, MP=self.mp)
-
-    def scratch_width(self, backward: bool) -> int:
-        """Floats per scratch-frame row: K | V (forward), + Q | DAO | A | DL | X | D (backward)."""
-        return 4 * self.ap + 2 * self.heads * SLOTS + 2 * self.ep if backward else 2 * self.ap
+from .vitca_launch import (
+    _DTYPES,
+    _HALF_PRECISION,
+    INPUT_PRECISIONS,
+    Geometry,
+    exchange_dtype,
+    geometry,
+    role_bytes_per_cell,
+    role_flops_per_cell,
+    spec_label,
+)
+from .vitca_launch import PackLayout as PackLayout  # re-exported: the launchers' argument type
+from .vitca_launch import launch_plan as launch_plan  # re-exported: the aot.py contract (ops module)
+from .vitca_launch import spec_layouts as spec_layouts  # re-exported with aot_specs
 
 
 def pack_weights(folded: FoldedViTCA, layout: PackLayout, dtype: torch.dtype) -> torch.Tensor:
@@ -142,9 +69,8 @@ def pack_weights(folded: FoldedViTCA, layout: PackLayout, dtype: torch.dtype) ->
     bq, bk, bv = folded.bqkv.split(e)
     wo_t = F.pad(folded.wo.t().reshape(nh, d, e), (0, ep - e, 0, dp - d)).reshape(nh * dp, ep)  # [AP, EP]
     parts = [
-        block(folded.we.t(), cp, ep), vec(folded.be, ep),
-        heads_cols(wq), heads_vec(bq), heads_cols(wk), heads_vec(bk), heads_cols(wv), heads_vec(bv),
-        wo_t, vec(folded.bo, ep),
+        block(folded.we.t(), cp, ep), vec(folded.be, ep), heads_cols(wk), heads_vec(bk), heads_cols(wv), heads_vec(bv),
+        heads_cols(wq), heads_vec(bq), wo_t, vec(folded.bo, ep),
         block(folded.w1.t(), ep, mp), vec(folded.b1, mp), block(folded.w2.t(), mp, ep), vec(folded.b2, ep),
         block(folded.wh.t(), ep, cp, left=cin), vec(folded.bh, cp, left=cin),
     ]  # fmt: skip
@@ -159,79 +85,6 @@ def padded_pe(cfg: ViTCAConfig, layout: PackLayout, height: int, width: int, dev
     would be a per-position ``[H * W, E]`` gradient to reduce over the batch."""
     pe = positional_encoding(height, width, cfg.embed, cfg.pe_order, dtype=torch.float32, device=device)
     return F.pad(pe.reshape(height * width, cfg.embed), (0, layout.ep - cfg.embed, 0, 1)).contiguous()
-
-
-# -- launch configuration ---------------------------------------------------------------------
-
-# (kernel, "small" = EP <= 32) -> (BLOCK_M, BN, num_warps); see the module NOTE.
-_BLOCKS = {
-    ("fwd", False): (16, 32, 8), ("fwd", True): (16, 32, 2),
-    ("bwd", False): (16, 32, 8), ("bwd", True): (16, 32, 8),
-}  # fmt: skip
-NUM_STAGES = 1  # software pipelining of the block loop would double-buffer every weight tile in shared memory
-
-
-@dataclass(frozen=True)
-class LaunchConfig:
-    block_m: int
-    bn: int
-    num_warps: int
-    tile: tuple[int, int]  # (tile_h, tile_w) in cells
-    programs: int
-    input_precision: str
-
-
-# The interpreter (CPU tensors) runs programs one op at a time; its cost grows with the number of
-# blocks, not their size, so it gets large blocks. Never compiled for a GPU.
-_INTERPRETER_BLOCKS = (64, 64, 1)
-BLOCK_CHOICES = ("auto", "gpu")
-
-
-def block_config(kind: str, layout: PackLayout, device="cuda", blocks: str = "auto") -> tuple[int, int, int]:
-    """(BLOCK_M, BN, num_warps) of a kernel (``"fwd"`` / ``"bwd"``) for a channel configuration:
-    the GPU table for CUDA tensors (or ``blocks="gpu"``, which tests use to run the GPU
-    configurations in the interpreter), else the interpreter's."""
-    if blocks not in BLOCK_CHOICES:
-        raise ValueError(f"blocks must be one of {BLOCK_CHOICES}, got {blocks!r}")
-    if blocks == "gpu" or torch.device(device).type == "cuda":
-        return _BLOCKS[kind, layout.ep <= 32]
-    return _INTERPRETER_BLOCKS
-
-
-@functools.lru_cache(maxsize=8)
-def _sm_count(device_index: int) -> int:
-    return torch.cuda.get_device_properties(device_index).multi_processor_count
-
-
-def choose_tile(batch: int, height: int, width: int, device: torch.device) -> tuple[int, int]:
-    """Whole images when the batch fills the GPU (or in the interpreter); else 16 x 16 or 8 x 8
-    tiles, the largest that gives at least one program per SM."""
-    if device.type != "cuda":
-        return height, width
-    sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device())
-    for t in (None, 16, 8):
-        th, tw = (height, width) if t is None else (min(t, height), min(t, width))
-        if batch * -(-height // th) * -(-width // tw) >= sms:
-            return th, tw
-    return min(8, height), min(8, width)
-
-
-def _launch_config(kind, state, layout, tile, input_precision, max_programs, blocks) -> LaunchConfig:
-    b, h, w, _ = state.shape
-    if input_precision not in INPUT_PRECISIONS:
-        raise ValueError(f"input_precision must be one of {INPUT_PRECISIONS}, got {input_precision!r}")
-    if state.dtype != torch.float32:
-        input_precision = _HALF_PRECISION
-    th, tw = tile if tile is not None else choose_tile(b, h, w, state.device)
-    if not (1 <= th and 1 <= tw):
-        raise ValueError(f"tile must be two positive ints, got {tile!r}")
-    th, tw = min(th, h), min(tw, w)
-    n_tiles = b * -(-h // th) * -(-w // tw)
-    if max_programs is None and state.is_cuda and kind == "bwd":
-        max_programs = 2 * _sm_count(state.device.index or 0)  # bounds the partial-gradient buffer
-    programs = n_tiles if max_programs is None else max(1, min(n_tiles, max_programs))
-    block_m, bn, warps = block_config(kind, layout, state.device, blocks)
-    return LaunchConfig(block_m, bn, warps, (th, tw), programs, input_precision)
 
 
 def _check_inputs(state, update_mask, packed, pe, layout: PackLayout):
@@ -253,8 +106,7 @@ def _check_inputs(state, update_mask, packed, pe, layout: PackLayout):
         )
     if update_mask is not None and tuple(update_mask.shape) != (b, h, w, 1):
         raise ValueError(f"expected an update mask of shape {(b, h, w, 1)}, got {tuple(update_mask.shape)}")
-    frame = (h + 4) * (w + 4) * layout.scratch_width(backward=True)
-    if max(state.numel(), b * frame) >= 2**31:
+    if max(state.numel(), b * h * w * layout.row_width) >= 2**31:
         raise ValueError(f"state {tuple(state.shape)} too large for 32-bit kernel indexing")
 
 
@@ -272,57 +124,80 @@ def _mask_arg(update_mask, state):
     return _aligned(update_mask.to(state.dtype)), 1
 
 
-def vitca_step_fwd(state, update_mask, packed, pe, layout: PackLayout, eps: float, *, tile=None,
-                   input_precision="tf32", max_programs=None, blocks="auto") -> torch.Tensor:
-    """Launch the fused forward: the new state ``[B, H, W, C]``."""
+def _partial_rows(splits: int, width: int, device) -> torch.Tensor:
+    """The weight-gradient GEMM's partial rows, one per cell split. Never zeroed: one program of
+    each split stores every element (``kernels/vitca_wgrad``)."""
+    return torch.empty(splits, width, device=device, dtype=torch.float32)
+
+
+def _launch(kernel, g: Geometry, layout: PackLayout, *args):
+    kernel[(g.programs,)](
+        *args, **layout.constexprs(), BLOCK_M=g.block_m, BN=g.bn, IP=g.input_precision,
+        num_warps=g.num_warps, num_stages=g.num_stages,
+    )  # fmt: skip
+
+
+def _kv_forward(state, packed, pe, layout: PackLayout, eps: float, geom) -> torch.Tensor:
+    """Launch ``_vitca_kv_fwd_kernel``: K | V of every cell, ``[B * H * W, 2 AP]``."""
+    from ..kernels.vitca_kv import _vitca_kv_fwd_kernel
+
+    b, h, w, _ = state.shape
+    kv = torch.empty(b * h * w, layout.kv_width, device=state.device, dtype=exchange_dtype(state.dtype))
+    _launch(_vitca_kv_fwd_kernel, geom("kv"), layout, state, packed, pe, kv, h, w, layout.channels, b * h * w, eps)
+    return kv
+
+
+def _geometries(state, layout, cells_per_program, input_precision, blocks):
+    b, h, w, _ = state.shape
+
+    def geom(role):
+        return geometry(role, b * h * w, layout, state.dtype, state.device, cells_per_program=cells_per_program,
+                        input_precision=input_precision, blocks=blocks)
+
+    return geom
+
+
+def vitca_step_fwd(state, update_mask, packed, pe, layout: PackLayout, eps: float, *, cells_per_program=None,
+                   input_precision="tf32", blocks="auto") -> torch.Tensor:
+    """Launch the fused forward (two launches, ``ROLES["fwd"]``): the new state ``[B, H, W, C]``."""
     from ..kernels.vitca_fwd import _vitca_step_fwd_kernel
 
     _check_inputs(state, update_mask, packed, pe, layout)
     state, packed, pe = _aligned(state), _aligned(packed), _aligned(pe)
-    cfg = _launch_config("fwd", state, layout, tile, input_precision, max_programs, blocks)
+    geom = _geometries(state, layout, cells_per_program, input_precision, blocks)
     b, h, w, _ = state.shape
-    th, tw = cfg.tile
+    kv = _kv_forward(state, packed, pe, layout, eps, geom)
     mask, stride_m = _mask_arg(update_mask, state)
     out = torch.empty_like(state)
-    frames = cfg.programs * (th + 4) * (tw + 4)  # rows of every program's scratch frame
-    scratch = torch.empty(frames * layout.scratch_width(False), device=state.device, dtype=torch.float32)
-    tiles_y, tiles_x = -(-h // th), -(-w // tw)
-    _vitca_step_fwd_kernel[(cfg.programs,)](
-        state, mask, packed, pe, out, scratch,
-        h, w, layout.channels, th, tw, tiles_y, tiles_x, b * tiles_y * tiles_x, stride_m, eps,
-        **layout.constexprs(), BLOCK_M=cfg.block_m, BN=cfg.bn, IP=cfg.input_precision,
-        num_warps=cfg.num_warps, num_stages=NUM_STAGES,
-    )  # fmt: skip
+    _launch(_vitca_step_fwd_kernel, geom("fwd"), layout,
+            state, mask, packed, pe, kv, out, h, w, layout.channels, b * h * w, stride_m, eps)  # fmt: skip
     return out
 
 
-def vitca_step_bwd(state, update_mask, packed, pe, grad_out, layout: PackLayout, eps: float, *, tile=None,
-                   input_precision="tf32", max_programs=None, blocks="auto") -> tuple[torch.Tensor, torch.Tensor]:
-    """Launch the fused backward: ``(grad_state, grad_packed)``; the weight gradient is the sum of
-    the programs' partial buffers (deterministic: no atomics)."""
+def vitca_step_bwd(state, update_mask, packed, pe, grad_out, layout: PackLayout, eps: float, *, cells_per_program=None,
+                   input_precision="tf32", blocks="auto") -> tuple[torch.Tensor, torch.Tensor]:
+    """Launch the fused backward (four launches, ``ROLES["bwd"]``): ``(grad_state, grad_packed)``;
+    the weight gradient is the sum of the GEMM's per-split partial rows (deterministic: no atomics)."""
     from ..kernels.vitca_bwd import _vitca_step_bwd_kernel
+    from ..kernels.vitca_kv import _vitca_kv_bwd_kernel
+    from ..kernels.vitca_wgrad import _vitca_wgrad_kernel
 
     _check_inputs(state, update_mask, packed, pe, layout)
     state, packed, pe, grad_out = _aligned(state), _aligned(packed), _aligned(pe), _aligned(grad_out.to(state.dtype))
-    cfg = _launch_config("bwd", state, layout, tile, input_precision, max_programs, blocks)
+    geom = _geometries(state, layout, cells_per_program, input_precision, blocks)
     b, h, w, _ = state.shape
-    th, tw = cfg.tile
+    cells = b * h * w
+    kv = _kv_forward(state, packed, pe, layout, eps, geom)
     mask, stride_m = _mask_arg(update_mask, state)
+    rows = torch.empty(cells, layout.row_width, device=state.device, dtype=exchange_dtype(state.dtype))
+    _launch(_vitca_step_bwd_kernel, geom("bwd"), layout,
+            state, mask, packed, pe, grad_out, kv, rows, h, w, layout.channels, cells, stride_m, eps)  # fmt: skip
     grad_state = torch.empty_like(state)
-    partials = torch.zeros(cfg.programs, layout.size, device=state.device, dtype=torch.float32)
-    frames = cfg.programs * (th + 4) * (tw + 4)  # rows of every program's scratch frame
-    scratch = torch.empty(frames * layout.scratch_width(True), device=state.device, dtype=torch.float32)
-    tiles_y, tiles_x = -(-h // th), -(-w // tw)
-    n_tiles = b * tiles_y * tiles_x
-    # One tile per program (see the module NOTE); launches run in stream order, so program p of
-    # every launch adds into the same partial row p.
-    for tile0 in range(0, n_tiles, cfg.programs):
-        _vitca_step_bwd_kernel[(min(cfg.programs, n_tiles - tile0),)](
-            state, mask, packed, pe, grad_out, grad_state, partials, scratch,
-            h, w, layout.channels, th, tw, tiles_y, tiles_x, tile0, stride_m, eps,
-            **layout.constexprs(), BLOCK_M=cfg.block_m, BN=cfg.bn, IP=cfg.input_precision,
-            num_warps=cfg.num_warps, num_stages=NUM_STAGES,
-        )  # fmt: skip
+    _launch(_vitca_kv_bwd_kernel, geom("kv_bwd"), layout,
+            state, packed, pe, grad_out, rows, grad_state, h, w, layout.channels, cells, eps)  # fmt: skip
+    g_wgrad = geom("wgrad")
+    partials = _partial_rows(g_wgrad.splits, layout.size, state.device)
+    _launch(_vitca_wgrad_kernel, g_wgrad, layout, state, mask, grad_out, rows, partials, layout.channels, cells, stride_m)
     return grad_state, partials.sum(0).to(packed.dtype)
 
 
@@ -342,39 +217,31 @@ class ViTCAStepFunction(torch.autograd.Function):
         return grad_state, None, grad_packed, None, None, None, None
 
 
+LAUNCH_OPTIONS = ("cells_per_program", "input_precision", "blocks")
+
+
 def vitca_step(state, update_mask, packed, pe, layout: PackLayout, eps: float, **options) -> torch.Tensor:
-    """Differentiable fused step (``options``: ``tile``, ``input_precision``, ``max_programs``,
-    ``blocks``; see the launchers)."""
+    """Differentiable fused step (``options``: ``LAUNCH_OPTIONS``; see the launchers)."""
     return ViTCAStepFunction.apply(state, update_mask, packed, pe, layout, eps, options)
 
 
 # -- ahead-of-time compile specs (bench/kernel_report.py) ---------------------------------------
 
 _POINTERS = {
-    "fwd": ("s_ptr", "m_ptr", "w_ptr", "pe_ptr", "out_ptr", "scr_ptr"),
-    "bwd": ("s_ptr", "m_ptr", "w_ptr", "pe_ptr", "g_ptr", "ds_ptr", "dw_ptr", "scr_ptr"),
+    "kv": ("s_ptr", "w_ptr", "pe_ptr", "kv_ptr"),
+    "fwd": ("s_ptr", "m_ptr", "w_ptr", "pe_ptr", "kv_ptr", "out_ptr"),
+    "bwd": ("s_ptr", "m_ptr", "w_ptr", "pe_ptr", "g_ptr", "kv_ptr", "ex_ptr"),
+    "kv_bwd": ("s_ptr", "w_ptr", "pe_ptr", "g_ptr", "ex_ptr", "ds_ptr"),
+    "wgrad": ("s_ptr", "m_ptr", "g_ptr", "ex_ptr", "part_ptr"),
 }
-_FP32_POINTERS = ("pe_ptr", "scr_ptr", "dw_ptr")
+_EXCHANGE_POINTERS = ("kv_ptr", "ex_ptr")
+_FP32_POINTERS = ("pe_ptr", "part_ptr")
 _INTS = {
-    "fwd": ("H", "W", "C", "tile_h", "tile_w", "tiles_y", "tiles_x", "n_tiles", "stride_m"),
-    "bwd": ("H", "W", "C", "tile_h", "tile_w", "tiles_y", "tiles_x", "tile0", "stride_m"),
-}
-_DTYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
-
-
-def spec_layouts() -> dict[str, tuple[ViTCAConfig, PackLayout]]:
-    """Every ViTCA cell configuration of the presets, one per distinct set of compiled constants,
-    keyed by the presets that share it (latent C=64 and pixel C=38 share one: both pad to CP=64
-    and C is a runtime argument)."""
-    from ..reference.presets import PRESETS
-
-    groups: dict[tuple, list] = {}
-    for name, preset in PRESETS.items():
-        nca = getattr(preset, "nca", None)
-        if isinstance(nca, ViTCAConfig):
-            layout = PackLayout.of(nca)
-            groups.setdefault(tuple(sorted(layout.constexprs().items())), []).append((name, nca, layout))
-    return {"/".join(n for n, _, _ in g if not n.endswith("-tf")): g[0][1:] for g in groups.values()}
+    "kv": ("H", "W", "C", "n_cells"), "fwd": ("H", "W", "C", "n_cells", "stride_m"),
+    "bwd": ("H", "W", "C", "n_cells", "stride_m"), "kv_bwd": ("H", "W", "C", "n_cells"),
+    "wgrad": ("C", "n_cells", "stride_m"),
+}  # fmt: skip
+_SCALARS = {"kv": ("eps",), "fwd": ("eps",), "bwd": ("eps",), "kv_bwd": ("eps",), "wgrad": ()}
 
 
 def launch_variants():
@@ -383,33 +250,33 @@ def launch_variants():
 
 
 def aot_specs() -> list[AOTSpec]:
-    """Both kernels at every launch configuration the launchers can choose, for every preset's
-    cell configuration. Bytes per cell: ``work.step_bytes_per_cell`` (forward) and
-    ``work.step_backward_bytes_per_cell`` (backward), with the update mask; FLOPs per cell: the
-    model's forward FLOPs (``work.vitca_flops_per_cell``) and twice that for the backward."""
+    """Every kernel at every launch configuration the launchers can choose, for every preset's
+    cell configuration. Per cell: ``role_bytes_per_cell`` (with an update mask) and
+    ``role_flops_per_cell``."""
     from ..kernels.vitca_bwd import _vitca_step_bwd_kernel
     from ..kernels.vitca_fwd import _vitca_step_fwd_kernel
+    from ..kernels.vitca_kv import _vitca_kv_bwd_kernel, _vitca_kv_fwd_kernel
+    from ..kernels.vitca_wgrad import _vitca_wgrad_kernel
 
-    fns = {"fwd": _vitca_step_fwd_kernel, "bwd": _vitca_step_bwd_kernel}
+    fns = {"kv": _vitca_kv_fwd_kernel, "fwd": _vitca_step_fwd_kernel, "bwd": _vitca_step_bwd_kernel,
+           "kv_bwd": _vitca_kv_bwd_kernel, "wgrad": _vitca_wgrad_kernel}  # fmt: skip
     specs = []
     for presets, (cfg, layout) in spec_layouts().items():
-        flops = work.vitca_flops_per_cell(cfg)
         for dtype, precision in launch_variants():
             tname, itemsize = _DTYPES[dtype], torch.finfo(dtype).bits // 8
-            for kind, fn in fns.items():
-                block_m, bn, warps = block_config(kind, layout)  # the GPU table
-                signature = {p: "*fp32" if p in _FP32_POINTERS else "*" + tname for p in _POINTERS[kind]}
-                signature.update({a: "i32" for a in _INTS[kind]}, eps="fp32")
-                constexprs = dict(layout.constexprs(), BLOCK_M=block_m, BN=bn, IP=precision)
+            xname = _DTYPES[exchange_dtype(dtype)]
+            for role, fn in fns.items():
+                geom = geometry(role, 1, layout, dtype, "cuda", sms=1, input_precision=precision)  # the GPU table
+                signature = {p: "*fp32" if p in _FP32_POINTERS else "*" + (xname if p in _EXCHANGE_POINTERS else tname)
+                             for p in _POINTERS[role]}  # fmt: skip
+                signature.update({a: "i32" for a in _INTS[role]}, **{a: "fp32" for a in _SCALARS[role]})
+                constexprs = dict(layout.constexprs(), BLOCK_M=geom.block_m, BN=geom.bn, IP=geom.input_precision)
                 signature.update({k: "constexpr" for k in constexprs})
-                if kind == "fwd":
-                    nbytes, nflops = work.step_bytes_per_cell(cfg.channels, itemsize, update_mask=True), flops
-                else:
-                    nbytes, nflops = work.step_backward_bytes_per_cell(cfg.channels, itemsize, update_mask=True), 2 * flops
-                label = f"{presets} {tname}" + (f" {precision}" if dtype == torch.float32 else "") + f" BLOCK_M={block_m} BN={bn}"
-                aligned = {(fn.arg_names.index(p),): [["tt.divisibility", 16]] for p in _POINTERS[kind]}
+                nbytes = role_bytes_per_cell(role, layout, itemsize, torch.finfo(exchange_dtype(dtype)).bits // 8, True)
+                aligned = {(fn.arg_names.index(p),): [["tt.divisibility", 16]] for p in _POINTERS[role]}
                 specs.append(AOTSpec(
-                    name=fn.__name__, fn=fn, signature=signature, constexprs=constexprs, num_warps=warps,
-                    num_stages=NUM_STAGES, config=label, bytes_per_cell=nbytes, flops_per_cell=nflops, attrs=aligned,
+                    name=fn.__name__, fn=fn, signature=signature, constexprs=constexprs, num_warps=geom.num_warps,
+                    num_stages=geom.num_stages, config=spec_label(role, presets, dtype, geom), bytes_per_cell=float(nbytes),
+                    flops_per_cell=float(role_flops_per_cell(role, cfg)), attrs=aligned,
                 ))  # fmt: skip
     return specs

@@ -29,9 +29,24 @@ def build_for_training(recipe: Recipe, device: torch.device) -> nn.Module:
             model.nca.conv_out.bias.zero_()
     if recipe.init_ae:
         load_autoencoder(model, recipe.init_ae)
+    if recipe.fusion_gate_init is not None:
+        set_fusion_gate(model, recipe.fusion_gate_init)
     if hasattr(model, "set_backend"):
         model.set_backend("torch" if device.type == "cpu" else "auto")
     return model
+
+
+def set_fusion_gate(model: nn.Module, gate: float) -> None:
+    """Start the fusion head (-plus presets) at ``g = gate`` everywhere: its last conv is zero, so the
+    gate logit is its bias alone."""
+    fusion = getattr(getattr(model, "decoder", None), "fusion", None)
+    if fusion is None:
+        raise ValueError("fusion_gate_init needs a model with a fusion head (a latent-*-plus preset)")
+    c = fusion.image_channels
+    with torch.no_grad():
+        fusion.out.weight.zero_()
+        fusion.out.bias.zero_()
+        fusion.out.bias[:c] = float(torch.logit(torch.tensor(gate, dtype=torch.float64)))  # gate half, then delta
 
 
 def freeze(model: nn.Module, keep: list[nn.Parameter]) -> None:
@@ -49,8 +64,12 @@ def load_autoencoder(model: nn.Module, path: str) -> None:
     tensors = load_file(path)
     if any(k.startswith("model.") for k in tensors):
         tensors = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-    ae = {k: v for k, v in tensors.items() if k.startswith(("encoder.", "decoder."))}
-    own = {k for k in model.state_dict() if k.startswith(("encoder.", "decoder."))}
+    # The fusion head (-plus presets) is not trained in the autoencoder phase (it is off there), so
+    # it is not part of what an autoencoder file contributes: it keeps this model's initial values.
+    phase_one = ("encoder.", "decoder.")
+    ae = {k: v for k, v in tensors.items() if k.startswith(phase_one) and not k.startswith("decoder.fusion.")}
+    own = {k for k in model.state_dict() if k.startswith(phase_one) and not k.startswith("decoder.fusion.")}
     if set(ae) != own:
-        raise ValueError(f"{path} does not hold this model's autoencoder ({len(ae)} of {len(own)} tensors match by name)")
+        matched = len(set(ae) & own)
+        raise ValueError(f"{path} does not hold this model's autoencoder ({matched} of {len(own)} tensors match by name)")
     model.load_state_dict(ae, strict=False)

@@ -16,8 +16,16 @@ ADAM_EPS = 1e-7  # Keras default (PyTorch's is 1e-8) (official §4) [V]
 NORM_EPS = 1e-8
 
 
-def make_adam(params, lr: float) -> torch.optim.Adam:
-    return torch.optim.Adam(list(params), lr=lr, betas=(0.9, 0.999), eps=ADAM_EPS)
+def make_adam(params, lr: float, *, scaled=(), scale: float = 1.0) -> torch.optim.Adam:
+    """Adam over ``params``; those also in ``scaled`` learn at ``scale`` x the schedule's rate (a
+    second parameter group, after the first: checkpoints keep the flat parameter order)."""
+    ids = {id(p) for p in scaled}
+    plain = [p for p in params if id(p) not in ids]
+    slow = [p for p in params if id(p) in ids]
+    groups = [{"params": plain, "lr_scale": 1.0}]
+    if slow:
+        groups.append({"params": slow, "lr_scale": scale})
+    return torch.optim.Adam(groups, lr=lr, betas=(0.9, 0.999), eps=ADAM_EPS)
 
 
 @torch.no_grad()
@@ -54,7 +62,7 @@ class CosineSchedule:
 
     def _apply(self) -> None:
         for group in self.optimizer.param_groups:
-            group["lr"] = self.lr
+            group["lr"] = self.lr * group.get("lr_scale", 1.0)
 
     def step(self) -> None:
         self.step_count += 1

@@ -19,7 +19,7 @@ import torch
 from ..atomic import write_text_atomic
 from ..checkpoint import save_weights
 from ..data.batches import batches_per_epoch, derive_seed, eval_set, generator, train_batches
-from ..data.corruptions import corrupt
+from ..data.corruptions import corrupt, corrupt_each, varied_levels
 from ..data.curriculum import Curriculum
 from ..data.load import load_splits
 from . import checkpoints as ckpt
@@ -109,6 +109,10 @@ class Trainer:
 
     def _set_modes(self, phase: str) -> None:
         self.model.train()
+        if self.recipe.latent:
+            # The fusion head (-plus presets) could copy the input image around the latent: the
+            # AE phase trains the latent path alone, the NCA phase the whole decoder.
+            self.model.decoder.fusion_active = phase != "ae"
         if phase == "nca" and self.recipe.latent:
             self.model.encoder.eval()  # frozen AE: BatchNorm uses its running statistics
             self.model.decoder.eval()
@@ -131,7 +135,8 @@ class Trainer:
     def _run_phase(self, index: int, phase: str, epochs: int, start_epoch: int, best) -> None:
         r, d = self.recipe, self.dist
         params = self._params(phase)
-        optimizer = make_adam(params, r.autoencoder_lr if phase == "ae" else r.nca_lr)
+        decoder = list(self.model.decoder.parameters()) if phase == "nca" and r.latent and r.nca_train_decoder else []
+        optimizer = make_adam(params, r.autoencoder_lr if phase == "ae" else r.nca_lr, scaled=decoder, scale=r.nca_decoder_lr_scale)
         per_batch = 1 if phase == "supervised" or (phase == "nca" and self.pool is None) else 2
         cap = r.epoch_batches
         n_batches = batches_per_epoch(self.data.clean["train"].shape[0], r.batch_size, d.world, cap)
@@ -139,7 +144,7 @@ class Trainer:
         step0 = self.progress.get("schedule_step", 0) if self.progress and start_epoch > 0 else 0
         if self.progress and start_epoch > 0:
             ckpt.load_optimizer_tensors(optimizer, self.state)
-        schedule = CosineSchedule(optimizer, optimizer.param_groups[0]["lr"], total, step0)
+        schedule = CosineSchedule(optimizer, r.autoencoder_lr if phase == "ae" else r.nca_lr, total, step0)
         stepper = Stepper(phase, wrap(self._objective(phase), d), optimizer, schedule, params, r)
         # The AE phase may learn on another corruption than the task's (recipe.ae_task).
         task = (r.ae_task or r.task) if phase == "ae" else r.task
@@ -149,7 +154,7 @@ class Trainer:
         counts = StepCounts(r, generator(phase_seed, 10), generator(r.seed, 11))
         best_val = self.progress.get("best_val", -1.0) if self.progress and start_epoch > 0 else -1.0
         for epoch in range(start_epoch, epochs):
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             self._set_modes(phase)
             level = curriculum.level(epoch)
             rank_seed = derive_seed(phase_seed, epoch, d.rank)
@@ -171,11 +176,13 @@ class Trainer:
             bar = progress_bar(batches, n_batches, f"{phase} {epoch + 1}/{epochs}", self.show)
             for i, (clean, real) in enumerate(bar, 1):
                 clean = clean.to(d.device)
-                x = (
-                    real.to(d.device)
-                    if real is not None
-                    else corrupt(clean, task, level, generator=corr_gen, border=r.blur_border)
-                )
+                if real is not None:
+                    x = real.to(d.device)
+                elif r.vary_levels:
+                    levels = varied_levels(clean.shape[0], task, curriculum.bounds[0], level, generator=corr_gen)
+                    x = corrupt_each(clean, task, levels, generator=corr_gen, border=r.blur_border)
+                else:
+                    x = corrupt(clean, task, level, generator=corr_gen, border=r.blur_border)
                 if phase == "ae":
                     h, w = (-(-s // 4) for s in clean.shape[-2:])
                     stats = stepper.ae(clean, x, misc_gen, (clean.shape[0], self.model.config.ae.latent_channels, h, w))
@@ -201,6 +208,8 @@ class Trainer:
                 **{f"val_{k}": v for k, v in val.items()},
                 "best_val_ssim": best_val,
                 "seconds": time.perf_counter() - started,
+                # The process's CPU time: on a shared machine the wall time also counts the waiting.
+                "cpu_seconds": time.process_time() - cpu_started,
             }
             self.log.add(row)
             if self.show:
@@ -255,6 +264,8 @@ class Trainer:
         result = {}
         if self.dist.main:
             self.model.eval()
+            if r.latent:
+                self.model.decoder.fusion_active = True  # inference uses the whole decoder
             test = eval_set(self.data, "test", r.task, seed=r.split_seed, border=r.blur_border)
             metrics = restore_metrics(self.model, test, r, batch=r.eval_batch, with_input=True)
             if r.self_ensemble > 1:  # also without the test-time augmentation

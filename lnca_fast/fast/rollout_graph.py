@@ -1,0 +1,450 @@
+"""CUDA-graph capture of a fast cell's inference rollout: the ``steps`` fused steps are recorded
+once and replayed as one graph launch, behind the unchanged API (``model(x, steps=64)``,
+``model.rollout``, ``model.run``, ``cell.run``). ``FastCell.run`` calls ``run_graphed`` and runs
+the eager loop when it declines.
+
+Why graphs. Eager, every step pays the host side of its launches: the Python of
+``step_prepared`` (checks, launch configuration, ``autograd.Function.apply``), Triton's launcher
+and the CUDA launch itself (~3-5 us per launch, 1-3 launches per step: the fused step, plus the
+update-mask draw at rates in (0, 1)); a replayed graph node costs ~1 us of GPU-side scheduling
+and no host work [rough, unmeasured: no GPU in the session that wrote this; ``benchmark_rollout``
+measures it]. For the models' small grids (8 x 8 latents for 32 x 32 images) a fused step is
+short enough that the host, not the GPU, sets the pace, so 64 steps of launch overhead are a
+large share of the rollout. A persistent multi-step kernel would remove the launches too, but
+means a new kernel per cell (and a grid-wide barrier between steps); the kernels' own geometry
+(programs per launch filling the 132 SMs) is being worked on in ``kernels/`` and the launchers,
+and a graph replays whatever launches they choose, unchanged. So: graphs, no new kernels.
+
+When (``eager_reason`` says why not, one place): the cell's ``cuda_graphs`` is True (default;
+``model.set_cuda_graphs(False)`` or ``LNCA_CUDA_GRAPHS=0`` turn it off), ``steps`` > 0, autograd
+is off (``torch.no_grad()`` or ``torch.inference_mode()``), no training-mode dropout (it draws
+masks inside every step), update rate in [0, 1], the state is a contiguous 4-D CUDA tensor and
+the backend resolves to ``"triton"``. Anything else runs the eager loop, unchanged.
+
+Static buffers (one ``CapturedRollout`` per cache key): the folded weights (``cell.prepare()``
+once, at capture), a static input state the call's state is copied into, the update masks, and
+the graph's output, returned as a copy (``clone``): a later replay overwrites the static output,
+never a tensor handed to the caller. The first call of a key runs the captured closure once
+eagerly (warm-up: Triton compiles and loads every kernel variant and the prepared weights fill
+their lazily derived forms, e.g. ViTCA's PE table, whose host-to-device copy could not be
+captured), returns that result, and captures; later calls replay.
+
+Randomness is an input, drawn outside the graph. At rates in (0, 1) eager draws one update mask
+per step, ``floor(U + rate)`` with ``U = torch.rand([B, H, W, 1], generator=g)`` on the
+generator's device (``reference/masks.py``; dropout draws nothing in eval). ``StepMasks.draw``
+makes the same ``steps`` draws with the same generator in the same order, each into its slice of
+a uniform buffer (``uniform_(0, 1)``, the op ``torch.rand`` runs, on a contiguous tensor of the
+same shape: the same values and the same generator advance), then applies ``floor(U + rate)``
+once to all of them into the static mask buffer the captured steps read. Same masks bit for bit,
+same generator state afterwards (tests/test_cuda_graph_rollout.py). Each step's mask is a
+``[B, H, W, 1]`` view at a row of ``[steps, B*H*W rounded up to 64]``, so every mask pointer is
+16-byte aligned like a fresh allocation (the kernels are compiled for aligned pointers; an
+unaligned mask would be copied, or compile another variant). The rate's value is not part of
+the captured work, only whether masks exist: rates 0.3 and 0.5 share a graph.
+
+Cache (per cell, LRU, ``FastCell.cuda_graph_cache_size`` = 4 entries): keyed by state shape,
+dtype and device, steps, rate class (all / none / random), inference mode (static buffers made
+there are inference tensors), training flag and ViTCA's launch options. Invalidation: before
+every call, a fingerprint of the cell's parameters and buffers (``data_ptr``, ``_version``) is
+compared with the one the graphs were captured under; any difference drops every graph (they
+all read the same folded weights). ``_version`` is bumped by every in-place change autograd can
+see (optimizer steps, ``load_state_dict``, ``p.add_`` under ``no_grad`` or inference mode),
+``data_ptr`` changes with ``.to()`` / ``p.data = ...``. Writes through ``p.data`` (a separate
+version counter) are invisible: call ``model.clear_cuda_graphs()`` after them. Chosen over
+re-folding into the static weight buffers before every replay: a fold plus the kernel layout
+derived from it is 52 non-view ops for the paper NAFCA cell, 37 for ViTCA (counted on CPU with a
+dispatch mode): about as many launches per rollout as the 64 step launches the graph removes,
+and it would have to know every derived tensor each cell's launcher caches. The check is
+host-only: 0.05-0.08 ms per call for the NAFCA cell's 22 parameters on this session's loaded 2-core
+VM (mostly the module walk). A weight change (a training step between evaluations) costs one
+re-capture.
+
+Failure: if capture raises (an op that cannot be captured), the call's result is the warm-up's
+(an eager run with the same masks, so still exact), the cell warns once, and that key runs
+eagerly from then on.
+
+Testing without a GPU: the capture mechanism is injectable (``cell.graph_capture``; ``None`` =
+``CudaGraphCapture``). Tests give a fake that replays the recorded closure on CPU tensors.
+
+Benchmark hook: ``benchmark_rollout(model, state, 64, update_rate=0.5)`` times eager against
+graph rollouts on CUDA (medians of CUDA-event-timed calls, the capture call, a bit-exactness
+check); ``main`` prints it as JSON lines for a few presets and sizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import statistics
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable
+from itertools import chain
+from typing import Protocol
+
+import torch
+
+from . import backend as backends
+
+ENV_SWITCH = "LNCA_CUDA_GRAPHS"  # "0" turns the graph path off process-wide
+MASK_ROW_ALIGN = 64  # elements: every step's mask row starts 16-byte aligned in any dtype
+
+
+# -- the capture mechanism ----------------------------------------------------------------------
+class Replayable(Protocol):
+    def replay(self) -> torch.Tensor:
+        """Run the captured work again; returns the (static) output tensor."""
+
+
+class CaptureMechanism(Protocol):
+    def supports(self, state: torch.Tensor) -> bool:
+        """Whether this mechanism can capture work on ``state``'s device."""
+
+    def warmup(self, fn: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """Run ``fn`` once, eagerly, before capture."""
+
+    def capture(self, fn: Callable[[], torch.Tensor]) -> Replayable:
+        """Record ``fn``'s work (not its Python) for replay."""
+
+
+class CudaReplay:
+    def __init__(self, graph: torch.cuda.CUDAGraph, out: torch.Tensor):
+        self.graph = graph
+        self.out = out  # lives in the graph's private memory pool: overwritten by every replay
+
+    def replay(self) -> torch.Tensor:
+        self.graph.replay()
+        return self.out
+
+
+class CudaGraphCapture:
+    """``torch.cuda.CUDAGraph`` captured on a side stream, as ``torch.cuda.graph`` does (a private
+    memory pool per graph), replayed on the caller's stream."""
+
+    def supports(self, state: torch.Tensor) -> bool:
+        return state.is_cuda
+
+    def warmup(self, fn):
+        # On the current stream: the closure is Triton launches and small elementwise ops, none of
+        # which binds per-stream state on first use (the side-stream warm-up torch's docs ask for
+        # is for cuDNN/cuBLAS/autocast/DDP set-up); its result is handed to the caller as is.
+        return fn()
+
+    def capture(self, fn) -> CudaReplay:
+        # What ``with torch.cuda.graph(g)`` does (sync, side stream, capture), spelled out because
+        # its __exit__ leaves the side stream current when ``capture_end`` raises: a failed capture
+        # must hand the caller back its own stream for the eager fallback.
+        graph = torch.cuda.CUDAGraph()
+        torch.cuda.synchronize()
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            graph.capture_begin(capture_error_mode="global")
+            try:
+                out = fn()
+            except BaseException:
+                with contextlib.suppress(Exception):  # end the (invalid) capture; fn's error is the one to report
+                    graph.capture_end()
+                raise
+            graph.capture_end()
+        torch.cuda.current_stream().wait_stream(stream)
+        return CudaReplay(graph, out)
+
+
+_CUDA = CudaGraphCapture()
+
+
+# -- update masks -------------------------------------------------------------------------------
+class StepMasks:
+    """Static update masks of one rollout: ``buffer [steps, stride]`` in the state's dtype, step
+    ``i`` reading ``views[i] [B, H, W, 1]`` (row ``i``, first ``B*H*W`` elements)."""
+
+    def __init__(self, steps: int, batch: int, height: int, width: int, *, device, dtype):
+        self.shape = (batch, height, width, 1)
+        self.cells = batch * height * width
+        self.stride = -(-self.cells // MASK_ROW_ALIGN) * MASK_ROW_ALIGN
+        self.buffer = torch.zeros(steps, self.stride, device=device, dtype=dtype)
+        self.views = [self.buffer[i, : self.cells].view(self.shape) for i in range(steps)]  # [B, H, W, 1] each
+        self._uniform: dict[torch.device, torch.Tensor] = {}  # U per generator device, same layout (float32)
+
+    def draw(self, rate: float, generator: torch.Generator | None) -> None:
+        """Fill the masks with exactly the draws ``steps`` eager steps make (``masks.update_mask``)."""
+        # Eager draws on the generator's own device, or on the state's with the default generator.
+        where = generator.device if generator is not None else self.buffer.device
+        u = self._uniform.get(where)
+        if u is None:
+            u = self._uniform[where] = torch.zeros(self.buffer.shape, device=where, dtype=torch.float32)
+        for i in range(self.buffer.shape[0]):
+            # torch.rand(shape, generator=g) is empty(shape).uniform_(0, 1, g): same values, same advance.
+            u[i, : self.cells].view(self.shape).uniform_(0.0, 1.0, generator=generator)
+        # floor(U + rate) in float32 on the state's device, then the state's dtype, as eager.
+        self.buffer.copy_(torch.floor(u.to(self.buffer.device) + rate))
+
+
+def rate_class(rate: float) -> str | None:
+    """What a rate changes in the captured work: ``"all"`` (every cell updates, no mask), ``"none"``
+    (a zero mask, no draw), ``"random"`` (a drawn mask per step); None for rates eager rejects."""
+    if rate >= 1.0:
+        return "all"  # eager passes no mask for any rate >= 1
+    if rate == 0.0:
+        return "none"
+    if 0.0 < rate < 1.0:
+        return "random"
+    return None  # negative or NaN: the eager path gives the error (or NaN's behaviour)
+
+
+# -- one captured rollout -----------------------------------------------------------------------
+class CapturedRollout:
+    """Static buffers of one cache key and its graph."""
+
+    def __init__(self, cell, state: torch.Tensor, steps: int, rates: str):
+        b, h, w, _ = state.shape
+        self.steps = steps
+        self.rates = rates
+        self.prepared = cell.prepare()  # folded once; the graph reads these tensors
+        self.static_in = torch.empty(state.shape, device=state.device, dtype=state.dtype)
+        self.masks = None if rates == "all" else StepMasks(steps, b, h, w, device=state.device, dtype=state.dtype)
+        self.graph: Replayable | None = None
+
+    def load(self, state: torch.Tensor, rate: float, generator) -> None:
+        """Write this call's inputs into the static buffers (in place: the graph holds their addresses)."""
+        self.static_in.copy_(state)
+        if self.rates == "random":
+            self.masks.draw(rate, generator)
+
+    def body(self, cell) -> Callable[[], torch.Tensor]:
+        """The captured work: ``steps`` steps from the static input. The closure binds the static
+        tensors themselves, as the graph binds their addresses. It is handed to the mechanism and
+        not kept here (it holds the cell, which holds this cache)."""
+        prepared, x0, steps = self.prepared, self.static_in, self.steps
+        views = None if self.masks is None else self.masks.views
+
+        def rollout() -> torch.Tensor:
+            x = x0
+            for i in range(steps):
+                x = cell.step_prepared(x, prepared, None if views is None else views[i])
+            return x
+
+        return rollout
+
+
+class RolloutGraphs:
+    """A cell's graphs: an LRU of ``CapturedRollout`` by key, the parameter fingerprint they were
+    captured under, the keys whose capture failed, and counters (tests and benchmarks read them)."""
+
+    def __init__(self, maxsize: int):
+        self.maxsize = maxsize
+        self.entries: OrderedDict[tuple, CapturedRollout] = OrderedDict()
+        self.fingerprint: tuple | None = None
+        self.failed: set[tuple] = set()
+        self.warned = False
+        self.stats = dict(captures=0, replays=0, failures=0, invalidations=0, evictions=0)
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self.failed.clear()
+        self.fingerprint = None
+
+    # Graphs and their memory pools belong to one module instance: a deep copy (EMA models) or a
+    # pickle (torch.save) of the module gets an empty cache.
+    def __deepcopy__(self, memo):
+        return RolloutGraphs(self.maxsize)
+
+    def __reduce__(self):
+        return RolloutGraphs, (self.maxsize,)
+
+
+_ATTR = "_rollout_graphs"
+
+
+def graphs_of(cell) -> RolloutGraphs:
+    graphs = cell.__dict__.get(_ATTR)
+    if graphs is None or graphs.maxsize != cell.cuda_graph_cache_size:
+        graphs = RolloutGraphs(cell.cuda_graph_cache_size)
+        cell.__dict__[_ATTR] = graphs  # a plain attribute: not a buffer, not in the state_dict
+    return graphs
+
+
+def clear(cell) -> None:
+    """Drop a cell's graphs (and their memory) and forget failed captures."""
+    graphs = cell.__dict__.get(_ATTR)
+    if graphs is not None:
+        graphs.clear()
+
+
+def mechanism_of(cell) -> CaptureMechanism:
+    return cell.graph_capture if cell.graph_capture is not None else _CUDA
+
+
+def parameter_fingerprint(cell) -> tuple:
+    """What must not change under a captured graph: every parameter's and buffer's storage and
+    version (raises RuntimeError for inference tensors, which keep no version)."""
+    # A new dtype or shape means a new tensor: a new storage (and a fresh version counter).
+    return tuple((t.data_ptr(), t._version) for t in chain(cell.parameters(), cell.buffers()))
+
+
+def graph_key(cell, state: torch.Tensor, steps: int, update_rate: float) -> tuple:
+    options = getattr(cell, "launch_options", None)
+    return (tuple(state.shape), state.dtype, state.device, steps, rate_class(update_rate),
+            torch.is_inference_mode_enabled(), cell.training, repr(sorted(options.items())) if options else None)
+
+
+def eager_reason(cell, state, steps, update_rate) -> str | None:
+    """Why this rollout runs eagerly, or None when it can be graphed."""
+    if not cell.cuda_graphs:
+        return "disabled (cell.cuda_graphs is False)"
+    if os.environ.get(ENV_SWITCH, "1") == "0":
+        return f"disabled ({ENV_SWITCH}=0)"
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps <= 0:
+        return "steps is not a positive int"
+    if torch.is_grad_enabled():
+        return "autograd is on (a graph replays forward work only)"
+    if torch.compiler.is_compiling():
+        return "inside torch.compile"
+    if cell.training and cell.dropout_p > 0.0:
+        return "training-mode dropout draws masks inside every step"
+    if not isinstance(update_rate, (int, float)) or rate_class(update_rate) is None:
+        return "update rate outside [0, 1]"
+    if not isinstance(state, torch.Tensor) or state.dim() != 4 or not state.is_contiguous():
+        return "not a contiguous [B, H, W, C] state"
+    if not mechanism_of(cell).supports(state):
+        return f"state on {state.device.type} (CUDA graphs need CUDA tensors)"
+    try:
+        backend = backends.resolve(cell.backend, state)
+    except (RuntimeError, ValueError):
+        return "no valid backend (the eager path raises the error)"
+    if backend != "triton":
+        return f"the {backend!r} backend"
+    return None
+
+
+def run_graphed(cell, state: torch.Tensor, steps: int, update_rate: float, generator) -> torch.Tensor | None:
+    """``steps`` steps of ``cell`` from ``state`` through a captured graph, or None (run eagerly)."""
+    if eager_reason(cell, state, steps, update_rate) is not None:
+        return None
+    try:
+        fingerprint = parameter_fingerprint(cell)
+    except RuntimeError:  # inference-tensor parameters: changes cannot be detected
+        return None
+    graphs = graphs_of(cell)
+    if fingerprint != graphs.fingerprint:
+        if graphs.entries:
+            graphs.stats["invalidations"] += 1
+        graphs.entries.clear()
+        graphs.fingerprint = fingerprint
+    key = graph_key(cell, state, steps, update_rate)
+    if key in graphs.failed:
+        return None
+    entry = graphs.entries.get(key)
+    if entry is not None:
+        graphs.entries.move_to_end(key)
+        entry.load(state, update_rate, generator)
+        graphs.stats["replays"] += 1
+        return entry.graph.replay().clone()  # the static output is overwritten by the next replay
+
+    entry = CapturedRollout(cell, state, steps, rate_class(update_rate))
+    entry.load(state, update_rate, generator)
+    mechanism = mechanism_of(cell)
+    body = entry.body(cell)
+    out = mechanism.warmup(body)  # an eager run on the static inputs: errors here are the eager path's
+    try:
+        entry.graph = mechanism.capture(body)
+    except Exception as exc:  # any capture failure falls back: the warm-up's result above stands
+        graphs.failed.add(key)
+        graphs.stats["failures"] += 1
+        if not graphs.warned:
+            graphs.warned = True
+            warnings.warn(
+                f"CUDA graph capture of the {steps}-step rollout failed ({type(exc).__name__}: {exc}); "
+                f"this cell runs such rollouts eagerly (warned once)", RuntimeWarning, stacklevel=3,
+            )  # fmt: skip
+        return out
+    graphs.entries[key] = entry
+    graphs.stats["captures"] += 1
+    while len(graphs.entries) > graphs.maxsize:
+        graphs.entries.popitem(last=False)
+        graphs.stats["evictions"] += 1
+    return out
+
+
+# -- benchmark hook -----------------------------------------------------------------------------
+def _cuda_ms(fn) -> tuple[float, object]:
+    """Milliseconds of one call of ``fn`` on the current stream (CUDA events), and its result."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize()
+    start.record()
+    out = fn()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end), out
+
+
+def benchmark_rollout(model, state: torch.Tensor, steps: int = 64, *, update_rate: float | None = None,
+                      runs: int = 20, warmup: int = 3, seed: int = 0) -> dict:
+    """Time ``model.run(state, steps)`` (a fast NCA model, CUDA state) eagerly and through the
+    graph, under ``torch.no_grad()``, with a CUDA generator seeded ``seed`` per variant. Each run
+    is timed alone with CUDA events (mask draws, copy-in and the output copy included). Returns
+    medians in ms, the first call of each (the graph's: warm-up + capture) and whether a replay
+    gives the eager state bit for bit. Speed is a benchmark matter: nothing here asserts it."""
+    if not (isinstance(state, torch.Tensor) and state.is_cuda):
+        raise ValueError("benchmark_rollout times CUDA rollouts: expected a CUDA state [B, H, W, C]")
+    cell = model.nca
+    saved = cell.cuda_graphs
+    result, checks = {}, {}
+    try:
+        for name, enabled in (("eager", False), ("graph", True)):
+            cell.cuda_graphs = enabled
+            cell.clear_cuda_graphs()
+            generator = torch.Generator(device=state.device).manual_seed(seed)
+
+            def call(generator=generator):
+                with torch.no_grad():
+                    return model.run(state, steps, update_rate=update_rate, generator=generator)
+
+            result[f"{name}_first_ms"] = _cuda_ms(call)[0]
+            for _ in range(warmup):
+                call()
+            result[f"{name}_ms"] = statistics.median(_cuda_ms(call)[0] for _ in range(runs))
+            checks[name] = call(torch.Generator(device=state.device).manual_seed(seed))  # graph: a replay
+        result["graph_stats"] = dict(graphs_of(cell).stats)
+    finally:
+        cell.cuda_graphs = saved
+    result["speedup"] = result["eager_ms"] / result["graph_ms"] if result["graph_ms"] > 0 else math.inf
+    result["bitwise_equal"] = bool(torch.equal(checks["eager"], checks["graph"]))
+    rate = model.config.update_rate if update_rate is None else update_rate
+    result.update(steps=steps, update_rate=rate, shape=list(state.shape), dtype=str(state.dtype).removeprefix("torch."))
+    return result
+
+
+def main(argv=None) -> None:
+    """One JSON line per (model, dtype, size, rate) with ``benchmark_rollout``'s numbers, e.g.
+    ``python -c 'from lnca_fast.fast.rollout_graph import main; main()' --model latent-nafca --size 32``
+    (not ``python -m``: the package imports this module first)."""
+    from ..factory import create_model
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--model", nargs="+", default=["latent-nafca", "latent-vitca"])
+    parser.add_argument("--size", nargs="+", type=int, default=[32, 64])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--rate", nargs="+", type=float, default=[1.0, 0.5])
+    parser.add_argument("--dtype", nargs="+", default=["float32"], choices=["float32", "float16", "bfloat16"])
+    parser.add_argument("--steps", type=int, default=64)
+    parser.add_argument("--runs", type=int, default=20)
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        raise SystemExit("benchmark_rollout needs a CUDA GPU")
+    for name in args.model:
+        for dtype_name in args.dtype:
+            dtype = getattr(torch, dtype_name)
+            model = create_model(name, fast=True).to("cuda", dtype).eval()
+            for size in args.size:
+                x = torch.rand(args.batch, 3, size, size, generator=torch.Generator().manual_seed(size)).to("cuda", dtype)
+                with torch.no_grad():
+                    state = model.seed(model.encode(x)[1]).contiguous()
+                for rate in args.rate:
+                    row = benchmark_rollout(model, state, args.steps, update_rate=rate, runs=args.runs)
+                    print(json.dumps(dict(model=name, size=size, batch=args.batch, **row)), flush=True)
+
