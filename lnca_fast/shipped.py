@@ -24,12 +24,18 @@ class Shipped:
         return WEIGHTS_DIR / self.file
 
 
-_DEFAULT_RECIPE = "LatentNAFCA, lnca train's default recipe"
+_PAPER = "the paper's LatentNAFCA, lnca train's default recipe"
+_PLUS = "lnca train's plus recipe (docs/training/plus.md)"
 SHIPPED: tuple[Shipped, ...] = (
-    Shipped("denoise", "latent-nafca", "latent-nafca-denoise.safetensors", f"{_DEFAULT_RECIPE} (test SSIM 0.733 single pass)"),
-    Shipped("deblur", "latent-nafca", "latent-nafca-deblur.safetensors", f"{_DEFAULT_RECIPE} (test SSIM 0.744 single pass)"),
+    Shipped("denoise", "latent-nafca-plus-m", "latent-nafca-plus-m-denoise.safetensors",
+            f"LatentNAFCA-plus-m (70k params), {_PLUS} (test SSIM 0.844 single pass; median 3x3 0.771)"),
+    Shipped("denoise", "latent-nafca", "latent-nafca-denoise.safetensors", f"{_PAPER} (test SSIM 0.733 single pass)"),
+    Shipped("deblur", "latent-nafca-plus-m", "latent-nafca-plus-m-deblur.safetensors",
+            f"LatentNAFCA-plus-m (70k params), {_PLUS} (test SSIM 0.744 / PSNR 24.92 dB single pass; input 0.727 / 24.71)"),
+    Shipped("deblur", "latent-nafca", "latent-nafca-deblur.safetensors",
+            f"{_PAPER} (test SSIM 0.744 / PSNR 24.11 dB single pass)"),
 )
-DEFAULTS = {"denoise": "latent-nafca", "deblur": "latent-nafca"}
+DEFAULTS = {"denoise": "latent-nafca-plus-m", "deblur": "latent-nafca-plus-m"}
 
 
 def _check_task(task: str) -> None:

@@ -29,7 +29,7 @@ _TINY_LATENT_VITCA = ViTCAConfig(cell_in=5, cell_out=5, hidden=7, **_TINY_VITCA)
 
 # Beyond the paper: wider latent and skip, a full-resolution stem and a gated fusion head (see
 # reference/autoencoder.py), wider NCA states. Variants s / m / l span the quality-cost trade-off
-# measured in docs/training/plus.md; "latent-*-plus" is the one shipped.
+# measured in docs/training/plus.md; "-plus-m" is the one shipped (lnca_fast/shipped.py).
 _PLUS_AE_S = AEConfig(stem_channels=16, fusion_channels=16)  # paper widths (skip 8, latent 16) + the new layers
 _PLUS_AE_M = AEConfig(skip_channels=16, latent_channels=24, stem_channels=16, fusion_channels=16)
 _PLUS_AE_L = AEConfig(skip_channels=16, latent_channels=32, stem_channels=16, fusion_channels=16)

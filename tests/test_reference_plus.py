@@ -7,11 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-
-from lnca_fast import create_model
 from lnca_fast.reference.autoencoder import FusionHead
 from lnca_fast.reference.config import AEConfig
 from lnca_fast.reference.presets import PRESETS
+
+from lnca_fast import create_model
 
 PLUS = sorted(n for n in PRESETS if "-plus" in n and not n.startswith("tiny-"))
 

@@ -17,7 +17,7 @@ def register(sub) -> None:
     parser = sub.add_parser("demo", help="restore held-out photos with every shipped trained model")
     parser.add_argument("--task", choices=(*TASKS, "both"), default="both")
     parser.add_argument("--images", type=int, default=0, help="restore only the first N test tiles (default: all)")
-    parser.add_argument("--steps", type=int, help="NCA steps (default 16, as trained: the shipped models are good for 8-24 steps)")
+    parser.add_argument("--steps", type=int, help="NCA steps (default 16, as trained: the shipped models are good for 8-24)")
     parser.add_argument("--out", type=Path, default=None, help="folder for before/after PNG grids (optional)")
     parser.set_defaults(run=_run)
 

@@ -197,27 +197,12 @@ RECIPES = {
         self_ensemble=8,
     ),
     # The "-plus" presets (wider AE with a full-resolution fusion head): "default" plus native-scale
-    # tiles (32 px: whole photos are restored at their own scale) and a level per image.
-    "plus": dict(
-        ae_epochs=30,
-        epochs=36,
-        epoch_batches=128,
-        train_tiles=(32, 48, 96, 128),
-        extra_gray=True,
-        augment=True,
-        augment_colour=True,
-        ae_task="denoise",
-        zero_head=True,
-        steps_min=8,
-        steps_max=16,
-        eval_steps=16,
-        nca_ssim_weight=100.0,
-        nca_train_decoder=True,
-        vary_levels=True,
-        self_ensemble=1,
-    ),
+    # tiles (32 px: whole photos are restored at their own scale), a level per image, single pass.
+    "plus": {},  # filled below from "default"
     "smoke": dict(epochs=2, ae_epochs=1, steps_min=2, steps_max=4, eval_steps=4, pool_size=16, batch_size=4),
 }
+
+RECIPES["plus"] = {**RECIPES["default"], "train_tiles": (32, 48, 96, 128), "vary_levels": True, "self_ensemble": 1}
 
 # Task-specific fields of a recipe, applied under the caller's overrides. "plus" deblurring
 # (docs/training/plus.md): with the denoising losses (SSIM term, g = 0.5 start, decoder at the

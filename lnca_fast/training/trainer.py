@@ -136,7 +136,8 @@ class Trainer:
         r, d = self.recipe, self.dist
         params = self._params(phase)
         decoder = list(self.model.decoder.parameters()) if phase == "nca" and r.latent and r.nca_train_decoder else []
-        optimizer = make_adam(params, r.autoencoder_lr if phase == "ae" else r.nca_lr, scaled=decoder, scale=r.nca_decoder_lr_scale)
+        lr = r.autoencoder_lr if phase == "ae" else r.nca_lr
+        optimizer = make_adam(params, lr, scaled=decoder, scale=r.nca_decoder_lr_scale)
         per_batch = 1 if phase == "supervised" or (phase == "nca" and self.pool is None) else 2
         cap = r.epoch_batches
         n_batches = batches_per_epoch(self.data.clean["train"].shape[0], r.batch_size, d.world, cap)
@@ -144,7 +145,7 @@ class Trainer:
         step0 = self.progress.get("schedule_step", 0) if self.progress and start_epoch > 0 else 0
         if self.progress and start_epoch > 0:
             ckpt.load_optimizer_tensors(optimizer, self.state)
-        schedule = CosineSchedule(optimizer, r.autoencoder_lr if phase == "ae" else r.nca_lr, total, step0)
+        schedule = CosineSchedule(optimizer, lr, total, step0)
         stepper = Stepper(phase, wrap(self._objective(phase), d), optimizer, schedule, params, r)
         # The AE phase may learn on another corruption than the task's (recipe.ae_task).
         task = (r.ae_task or r.task) if phase == "ae" else r.task
