@@ -29,9 +29,13 @@ _PLUS = "lnca train's plus recipe (docs/training/plus.md)"
 SHIPPED: tuple[Shipped, ...] = (
     Shipped("denoise", "latent-nafca-plus-m", "latent-nafca-plus-m-denoise.safetensors",
             f"LatentNAFCA-plus-m (70k params), {_PLUS} (test SSIM 0.844 single pass; median 3x3 0.771)"),
+    Shipped("denoise", "latent-vitca-plus-m", "latent-vitca-plus-m-denoise.safetensors",
+            f"LatentViTCA-plus-m (121k params), {_PLUS} (test SSIM 0.828 single pass)"),
     Shipped("denoise", "latent-nafca", "latent-nafca-denoise.safetensors", f"{_PAPER} (test SSIM 0.733 single pass)"),
     Shipped("deblur", "latent-nafca-plus-m", "latent-nafca-plus-m-deblur.safetensors",
             f"LatentNAFCA-plus-m (70k params), {_PLUS} (test SSIM 0.744 / PSNR 24.92 dB single pass; input 0.727 / 24.71)"),
+    Shipped("deblur", "latent-vitca-plus-m", "latent-vitca-plus-m-deblur.safetensors",
+            f"LatentViTCA-plus-m (121k params), {_PLUS} (test SSIM 0.743 / PSNR 24.89 dB single pass)"),
     Shipped("deblur", "latent-nafca", "latent-nafca-deblur.safetensors",
             f"{_PAPER} (test SSIM 0.744 / PSNR 24.11 dB single pass)"),
 )
