@@ -47,22 +47,20 @@ def _check_task(task: str) -> None:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
 
 
-def names(task: str) -> list[str]:
-    _check_task(task)
-    return [s.name for s in SHIPPED if s.task == task]
-
-
 def entries(task: str) -> list[Shipped]:
     """The task's shipped models, in ``SHIPPED`` order."""
     _check_task(task)
     return [s for s in SHIPPED if s.task == task]
 
 
+def names(task: str) -> list[str]:
+    return [s.name for s in entries(task)]
+
+
 def lookup(task: str, name: str) -> Shipped:
     """The shipped entry ``name`` for ``task``; a ValueError lists the valid names."""
-    _check_task(task)
-    for entry in SHIPPED:
-        if entry.task == task and entry.name == name:
+    for entry in entries(task):
+        if entry.name == name:
             return entry
     raise ValueError(f"no shipped {task} model named {name!r}; valid: {', '.join(names(task)) or 'none'}")
 
@@ -86,6 +84,6 @@ def listing() -> str:
     """One line per task: its shipped models, the default marked (for --help and errors)."""
     lines = []
     for task in TASKS:
-        entries = [f"{n} (default)" if n == DEFAULTS.get(task) else n for n in names(task)]
-        lines.append(f"{task}: {', '.join(entries) or 'none'}")
+        marked = [f"{n} (default)" if n == DEFAULTS.get(task) else n for n in names(task)]
+        lines.append(f"{task}: {', '.join(marked) or 'none'}")
     return "; ".join(lines)

@@ -31,16 +31,24 @@ def _check_images(images: torch.Tensor) -> None:
 
 
 def sparse_noise(
-    images: torch.Tensor, p: float, *, generator: torch.Generator | None = None, sigma: float = NOISE_SIGMA
+    images: torch.Tensor, p: float | torch.Tensor, *, generator: torch.Generator | None = None, sigma: float = NOISE_SIGMA
 ) -> torch.Tensor:
     """``clip(x + m * n, 0, 1)`` with ``m ~ Bernoulli(p)`` and ``n ~ N(0, sigma^2)`` per pixel,
-    the same ``m * n`` for every channel."""
+    the same ``m * n`` for every channel. ``p``: one fraction, or one per image ``[B]`` (the
+    fraction enters only through the mask's comparison, so the draws are the same either way)."""
     _check_images(images)
-    if not (0.0 <= p <= 1.0):
-        raise ValueError(f"noise fraction p must be in [0, 1], got {p}")
     b, _, h, w = images.shape
+    if isinstance(p, torch.Tensor):
+        if p.shape != (b,):
+            raise ValueError(f"expected one noise fraction per image [{b}], got {tuple(p.shape)}")
+        bad = not bool(((p >= 0) & (p <= 1)).all())
+    else:
+        bad = not (0.0 <= p <= 1.0)
+    if bad:
+        raise ValueError(f"noise fraction p must be in [0, 1], got {p}")
     where = generator.device if generator is not None else images.device
-    mask = torch.rand((b, 1, h, w), generator=generator, device=where) < p  # [B, 1, H, W]
+    threshold = p.to(where).view(b, 1, 1, 1) if isinstance(p, torch.Tensor) else p
+    mask = torch.rand((b, 1, h, w), generator=generator, device=where) < threshold  # [B, 1, H, W]
     noise = torch.randn((b, 1, h, w), generator=generator, device=where) * sigma
     shift = (mask * noise).to(device=images.device, dtype=images.dtype)
     return (images + shift).clamp(0.0, 1.0)
@@ -148,13 +156,9 @@ def corrupt_each(
     _check_images(images)
     if levels.shape != (images.shape[0],):
         raise ValueError(f"expected one level per image [{images.shape[0]}], got {tuple(levels.shape)}")
+    if task == "denoise":  # one call for the whole batch: sparse_noise takes a fraction per image
+        return sparse_noise(images, levels, generator=generator)
     out = torch.empty_like(images)
-    if task == "denoise":  # the fraction enters only through the Bernoulli draw: one call for all
-        b, _, h, w = images.shape
-        where = generator.device if generator is not None else images.device
-        mask = torch.rand((b, 1, h, w), generator=generator, device=where) < levels.to(where).view(b, 1, 1, 1)
-        noise = torch.randn((b, 1, h, w), generator=generator, device=where) * NOISE_SIGMA
-        return (images + (mask * noise).to(device=images.device, dtype=images.dtype)).clamp(0.0, 1.0)
     for level in torch.unique(levels).tolist():
         index = (levels == level).nonzero().flatten()
         out[index] = corrupt(images[index], task, level, generator=generator, border=border)

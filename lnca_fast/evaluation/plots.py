@@ -19,6 +19,23 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, path: Path) -> None:
+    """Lay out, write ``path`` atomically (PNG), free the figure."""
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def _show(ax, image: torch.Tensor, title: str | None, fontsize: int) -> None:
+    """One image panel ``image [3, H, W]`` at 1:1 pixels, no ticks, titled when asked."""
+    ax.imshow(image.clamp(0, 1).permute(1, 2, 0).numpy(), interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title is not None:
+        ax.set_title(title, fontsize=fontsize)
+
+
 def save_grid(path: Path, columns: dict[str, torch.Tensor], *, count: int = 6) -> None:
     """Rows = ``count`` images spread evenly over the set; columns = the named image sets
     ``[N, 3, H, W]``."""
@@ -29,16 +46,8 @@ def save_grid(path: Path, columns: dict[str, torch.Tensor], *, count: int = 6) -
     fig, axes = plt.subplots(count, len(names), figsize=(1.6 * len(names), 1.6 * count + 0.4), squeeze=False)
     for j, name in enumerate(names):
         for i, index in enumerate(picks):
-            ax = axes[i][j]
-            ax.imshow(columns[name][index].clamp(0, 1).permute(1, 2, 0).numpy(), interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_title(name, fontsize=7)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+            _show(axes[i][j], columns[name][index], name if i == 0 else None, 7)
+    _save(plt, fig, path)
 
 
 def save_curves(path: Path, logs: dict[str, Path]) -> None:
@@ -58,10 +67,7 @@ def save_curves(path: Path, logs: dict[str, Path]) -> None:
     for ax in (ax_val, ax_loss):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def save_photo_crops(path: Path, photos: dict[str, dict[str, torch.Tensor]], *, crop: int = 128) -> None:
@@ -76,19 +82,11 @@ def save_photo_crops(path: Path, photos: dict[str, dict[str, torch.Tensor]], *, 
             image = photos[photo][method][0]
             h, w = image.shape[-2:]
             top, left = max(0, (h - crop) // 2), max(0, (w - crop) // 2)
-            ax = axes[i][j]
             window = image[:, top : top + crop, left : left + crop]  # [3, crop, crop]
-            ax.imshow(window.clamp(0, 1).permute(1, 2, 0).numpy(), interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_title(method, fontsize=6)
+            _show(axes[i][j], window, method if i == 0 else None, 6)
             if j == 0:
-                ax.set_ylabel(photo, fontsize=6)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+                axes[i][j].set_ylabel(photo, fontsize=6)
+    _save(plt, fig, path)
 
 
 def save_pareto(path: Path, points: list[dict]) -> None:
@@ -111,7 +109,4 @@ def save_pareto(path: Path, points: list[dict]) -> None:
             ax.annotate(p["label"], (p[key], p["ssim"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
         ax.set(xlabel=xlabel, ylabel="test SSIM (single pass)", xscale="log")
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)

@@ -175,34 +175,34 @@ class Recipe:
 
 _FAITHFUL = dict(faithful_schedule=True, faithful_steps=True, faithful_last=True, faithful_blur_border=True)
 
+# Measured on the embedded data (docs/training/README.md): each lever is a field above.
+_DEFAULT = dict(
+    ae_epochs=30,
+    epochs=36,
+    epoch_batches=128,
+    train_tiles=(48, 96, 128),
+    extra_gray=True,
+    augment=True,
+    augment_colour=True,
+    ae_task="denoise",
+    zero_head=True,
+    steps_min=8,
+    steps_max=16,
+    eval_steps=16,  # the pool (official, 1024 states) keeps the model stable to 64 steps
+    nca_ssim_weight=100.0,
+    nca_train_decoder=True,
+    self_ensemble=8,
+)
+
 RECIPES = {
     "paper": {},
     "faithful": _FAITHFUL,
-    # Measured on the embedded data (docs/training/README.md): each lever is a field above.
-    "default": dict(
-        ae_epochs=30,
-        epochs=36,
-        epoch_batches=128,
-        train_tiles=(48, 96, 128),
-        extra_gray=True,
-        augment=True,
-        augment_colour=True,
-        ae_task="denoise",
-        zero_head=True,
-        steps_min=8,
-        steps_max=16,
-        eval_steps=16,  # the pool (official, 1024 states) keeps the model stable to 64 steps
-        nca_ssim_weight=100.0,
-        nca_train_decoder=True,
-        self_ensemble=8,
-    ),
+    "default": _DEFAULT,
     # The "-plus" presets (wider AE with a full-resolution fusion head): "default" plus native-scale
     # tiles (32 px: whole photos are restored at their own scale), a level per image, single pass.
-    "plus": {},  # filled below from "default"
+    "plus": {**_DEFAULT, "train_tiles": (32, 48, 96, 128), "vary_levels": True, "self_ensemble": 1},
     "smoke": dict(epochs=2, ae_epochs=1, steps_min=2, steps_max=4, eval_steps=4, pool_size=16, batch_size=4),
 }
-
-RECIPES["plus"] = {**RECIPES["default"], "train_tiles": (32, 48, 96, 128), "vary_levels": True, "self_ensemble": 1}
 
 # Task-specific fields of a recipe, applied under the caller's overrides. "plus" deblurring
 # (docs/training/plus.md): with the denoising losses (SSIM term, g = 0.5 start, decoder at the
@@ -224,5 +224,5 @@ def get_recipe(name: str, **overrides) -> Recipe:
     if name in ("default", "plus") and "curriculum_top" not in overrides:
         from ..data.curriculum import EVAL_LEVEL
 
-        fields["curriculum_top"] = float(EVAL_LEVEL.get(fields.get("task", "denoise"), 0.5))
+        fields["curriculum_top"] = float(EVAL_LEVEL.get(task, 0.5))
     return Recipe(**fields)
