@@ -94,3 +94,16 @@ def test_corrupt_each_applies_each_images_own_level():
     assert detail[kernels == 3].max() < detail[kernels == 7].min()
     with pytest.raises(ValueError, match="one level per image"):
         corrupt_each(x, "denoise", levels[:3])
+
+
+def test_sparse_noise_takes_one_fraction_per_image():
+    from lnca_fast.data.corruptions import sparse_noise
+
+    x = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    scalar = sparse_noise(x, 0.4, generator=torch.Generator().manual_seed(1))
+    per_image = sparse_noise(x, torch.full((3,), 0.4, dtype=torch.float64), generator=torch.Generator().manual_seed(1))
+    assert torch.equal(scalar, per_image)  # same draws, same comparison
+    with pytest.raises(ValueError, match="one noise fraction per image"):
+        sparse_noise(x, torch.full((2,), 0.4))
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        sparse_noise(x, torch.tensor([0.1, 1.5, 0.2]))
