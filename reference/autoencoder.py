@@ -120,6 +120,38 @@ class FusionHead(nn.Module):
         return (g * x + (1.0 - g) * r + delta).clamp(0.0, 1.0)
 
 
+class ResidualFusion(nn.Module):
+    """``out = clamp(x + d, 0, 1)``: the blind presets' head (``AEConfig.detail_channels``).
+
+    ``d`` comes from a residual conv net at half resolution over ``[x, h, r, |x - r|]``: the input
+    image, its estimate ``r`` and their difference pixel-unshuffled (12 channels each) and ``h``,
+    the decoder's half-resolution features (the latent NCA's result plus the skip). Half resolution
+    with unshuffled pixels sees every input pixel at a quarter of the full-resolution cost (the
+    FFDNet trick); the residual form makes the identity the starting point (zero last conv), so a
+    clean photo need not be touched, which the gate of ``FusionHead`` can only approach."""
+
+    def __init__(self, features: int, image_channels: int, width: int, depth: int):
+        super().__init__()
+        self.image_channels = image_channels
+        cin = features + 3 * 4 * image_channels
+        self.first = nn.Conv2d(cin, width, 3, padding=1)
+        self.body = nn.ModuleList(nn.Conv2d(width, width, 3, padding=1) for _ in range(depth - 1))
+        self.out = nn.Conv2d(width, 4 * image_channels, 3, padding=1)
+        for conv in (self.first, *self.body):
+            nn.init.xavier_uniform_(conv.weight)
+            nn.init.zeros_(conv.bias)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, h: torch.Tensor, x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        down = [F.pixel_unshuffle(t, 2) for t in (x, r, (x - r).abs())]  # 3 x [B, 12, H/2, W/2]
+        z = F.silu(self.first(torch.cat([h, *down], dim=1)))  # [B, width, H/2, W/2]
+        for conv in self.body:
+            z = z + F.silu(conv(z))
+        delta = F.pixel_shuffle(self.out(z), 2)  # [B, 3, H, W]
+        return (x + delta).clamp(0.0, 1.0)
+
+
 class Decoder(nn.Module):
     # The fusion head's switch: False = return the latent path's estimate r (autoencoder phase).
     fusion_active: bool = True
@@ -134,7 +166,10 @@ class Decoder(nn.Module):
             f = config.fusion_channels
             self.trans_conv_layer_1 = AdjustedConv(c_skip, f, stride=2, activation="swish", config=config, transposed=True)
             self.to_image = AdjustedConv(f, c_out, stride=1, activation="sigmoid", config=config)
-            self.fusion = FusionHead(f, c_out)
+            if config.detail_channels:
+                self.fusion = ResidualFusion(c_skip, c_out, config.detail_channels, config.detail_depth)
+            else:
+                self.fusion = FusionHead(f, c_out)
         else:
             self.trans_conv_layer_1 = AdjustedConv(c_skip, c_out, stride=2, activation="sigmoid", config=config, transposed=True)
 
@@ -151,4 +186,6 @@ class Decoder(nn.Module):
         r = self.to_image(u)  # [B, 3, H, W] in (0, 1): the latent path's estimate
         if not self.fusion_active:
             return r
+        if c.detail_channels:
+            return self.fusion(x, F.pixel_shuffle(image, 2), r)  # [B, 3, H, W]
         return self.fusion(u, F.pixel_shuffle(image, 2), r)  # [B, 3, H, W]

@@ -80,10 +80,20 @@ class AEConfig:
     # the correction d are computed from [features, x, r]; with g = 1, d = 0 the model is the
     # identity, so an image the model cannot improve need not be hurt.
     fusion_channels: int = 0
+    # The blind presets' fusion head instead of the gate (needs fusion_channels): a residual
+    # network at half resolution over [x, decoder features, r, |x - r|] (pixel-unshuffled) that
+    # predicts a correction d, out = clamp(x + d). Its last conv starts at zero, so an untrained
+    # model is exactly the identity and "leave a clean photo alone" is where training starts.
+    detail_channels: int = 0
+    detail_depth: int = 4  # 3x3 conv layers of the residual head (first + depth - 1 residual ones)
 
     def __post_init__(self) -> None:
         _positive(self, "in_channels", "skip_channels", "latent_channels")
-        for name in ("stem_channels", "fusion_channels"):
+        if self.detail_channels and not self.fusion_channels:
+            raise ValueError("AEConfig: detail_channels (the residual fusion head) needs fusion_channels > 0")
+        if not isinstance(self.detail_depth, int) or self.detail_depth < 1:
+            raise ValueError(f"AEConfig.detail_depth must be a positive int, got {self.detail_depth!r}")
+        for name in ("stem_channels", "fusion_channels", "detail_channels"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ValueError(f"AEConfig.{name} must be an int >= 0, got {getattr(self, name)!r}")
         if self.tf_padding and (self.stem_channels or self.fusion_channels):

@@ -33,6 +33,10 @@ _TINY_LATENT_VITCA = ViTCAConfig(cell_in=5, cell_out=5, hidden=7, **_TINY_VITCA)
 _PLUS_AE_S = AEConfig(stem_channels=16, fusion_channels=16)  # paper widths (skip 8, latent 16) + the new layers
 _PLUS_AE_M = AEConfig(skip_channels=16, latent_channels=24, stem_channels=16, fusion_channels=16)
 _PLUS_AE_L = AEConfig(skip_channels=16, latent_channels=32, stem_channels=16, fusion_channels=16)
+# Blind restoration (docs/training/blind.md): the -plus-m latent path with the residual half-resolution
+# fusion head (reference/autoencoder.py ResidualFusion), trained on corruption families.
+_BLIND_AE = AEConfig(skip_channels=16, latent_channels=24, stem_channels=16, fusion_channels=16, detail_channels=48)
+_TINY_BLIND_AE = AEConfig(skip_channels=4, latent_channels=5, stem_channels=3, fusion_channels=5, detail_channels=6, detail_depth=2)
 _PLUS_NCA_M = dict(cell_in=24, cell_out=24, hidden=16)  # 64 channels: the paper's NCA cost per step
 _PLUS_NCA_L = dict(cell_in=32, cell_out=32, hidden=32)  # 96 channels
 
@@ -50,6 +54,8 @@ PRESETS = {
     "latent-nafca-plus-l": LNCAConfig(core="nafca", ae=_PLUS_AE_L, nca=NAFCAConfig(**_PLUS_NCA_L)),
     "latent-vitca-plus-m": LNCAConfig(core="vitca", ae=_PLUS_AE_M, nca=ViTCAConfig(**_PLUS_NCA_M)),
     "latent-vitca-plus-l": LNCAConfig(core="vitca", ae=_PLUS_AE_L, nca=ViTCAConfig(**_PLUS_NCA_L)),
+    "latent-nafca-blind": LNCAConfig(core="nafca", ae=_BLIND_AE, nca=NAFCAConfig(**_PLUS_NCA_M), steps=16),
+    "tiny-latent-nafca-blind": LNCAConfig(core="nafca", ae=_TINY_BLIND_AE, nca=_TINY_NAFCA, steps=4),
     "tiny-latent-nafca-plus": LNCAConfig(core="nafca", ae=_TINY_PLUS_AE, nca=_TINY_NAFCA, steps=4),
     "tiny-latent-nafca": LNCAConfig(core="nafca", ae=_TINY_AE, nca=_TINY_NAFCA, steps=4),
     "tiny-latent-vitca": LNCAConfig(core="vitca", ae=_TINY_AE, nca=_TINY_LATENT_VITCA, steps=4),

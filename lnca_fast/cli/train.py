@@ -18,8 +18,8 @@ def register(sub) -> None:
     parser = sub.add_parser("train", help="train a model (two phases for the latent models)")
     parser.add_argument("--model", help="latent-nafca, latent-vitca, vitca, nafnet, restormer (or a tiny-/-tf preset)")
     parser.add_argument("--task", choices=("denoise", "deblur"))
-    parser.add_argument("--recipe", help="default, plus, paper, faithful or smoke (see README); default: plus for the "
-                        "-plus presets, else default")
+    parser.add_argument("--recipe", help="default, plus, blind, paper, faithful or smoke (see README); default: plus "
+                        "for the -plus presets, blind for the -blind ones, else default")
     parser.add_argument("--epochs", type=int, help="NCA-phase epochs (latent models) or the only phase's")
     parser.add_argument("--ae-epochs", type=int, help="autoencoder-phase epochs (latent models)")
     parser.add_argument("--data", default="embedded", help="'embedded' (scikit-image photos, offline) or a folder")
@@ -73,7 +73,7 @@ def _recipe(args):
         fields["epochs"] = args.epochs
     if args.ae_epochs is not None:
         fields["ae_epochs"] = args.ae_epochs
-    name = args.recipe or ("plus" if "-plus" in args.model else "default")
+    name = args.recipe or ("plus" if "-plus" in args.model else "blind" if "-blind" in args.model else "default")
     try:
         return get_recipe(name, **{**fields, **_overrides(args.set)})
     except TypeError as exc:  # an unknown --set field

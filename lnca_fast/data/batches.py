@@ -121,13 +121,25 @@ class EvalSet:
 
 
 def eval_set(
-    data: ImageSplits, split: str, task: str, *, seed: int = 0, border: str = "reflect", limit: int | None = None
+    data: ImageSplits,
+    split: str,
+    task: str,
+    *,
+    seed: int = 0,
+    border: str = "reflect",
+    limit: int | None = None,
+    corruption: str = "paper",
 ) -> EvalSet:
-    """The split's fixed evaluation set at the task's evaluation level (drawn once from ``seed``)."""
+    """The split's fixed evaluation set at the task's evaluation level (drawn once from ``seed``);
+    ``corruption="blind"``: each image a kind and level of the task's family, drawn once."""
     clean = to_float(data.clean[split][:limit])
     if data.paired:
         return EvalSet(clean, to_float(data.corrupted[split][:limit]))
     gen = generator(seed, 3, {"val": 0, "test": 1, "train": 2}[split])
+    if corruption == "blind":
+        from .families import blind_corrupt
+
+        return EvalSet(clean, blind_corrupt(clean, task, generator=gen))
     if task == "denoise":
         return EvalSet(clean, sparse_noise(clean, EVAL_LEVEL["denoise"], generator=gen))
     if task == "deblur":

@@ -9,6 +9,11 @@ so validation and test stay natural colour photos.
 
 ``train_tiles`` adds training tiles cut at other sizes (multi-scale: a 128 px tile shrunk to 32 px
 shows coarser structure than a 64 px one); validation and test always use ``tile``.
+
+The split itself does not depend on ``tile`` or ``size``: sources are assigned by their tile counts
+at the canonical ``SPLIT_TILE`` / ``SPLIT_SIZE`` (64 px tiles shrunk to 32), so every run, whatever
+its tiles, has the same test photos (chelsea and motorcycle at seed 0) and the whole-photo
+evaluation never scores a model on a photo it trained on.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ SOURCES = {
     "retina": ("retina.jpg",),
     "rocket": ("rocket.jpg",),
 }
+SPLIT_TILE, SPLIT_SIZE = 64, 32
 GRAY_SOURCES = {name: (f"{name}.png",) for name in ("brick", "camera", "cell", "coins", "grass", "gravel", "moon")}
 
 
@@ -54,12 +60,19 @@ def source_tiles(files: tuple[str, ...], tiles: tuple[int, ...], size: int) -> t
     return stacked[keep_mask(stacked)] if len(parts) > 1 else stacked
 
 
+@functools.lru_cache(maxsize=8)
+def split_groups(seed: int = 0) -> dict[str, tuple[str, ...]]:
+    """Source photos per split (``train``/``val``/``test``), from the canonical tile counts."""
+    counts = {name: source_tiles(files, (SPLIT_TILE,), SPLIT_SIZE).shape[0] for name, files in SOURCES.items()}
+    return {k: tuple(v) for k, v in split_sources(counts, seed=seed).items()}
+
+
 def embedded_splits(
     *, tile: int = 64, size: int = 32, seed: int = 0, train_tiles: tuple[int, ...] = (), extra_gray: bool = False
 ) -> ImageSplits:
     """The embedded dataset as ``ImageSplits`` (uint8 tiles ``[N, 3, size, size]``)."""
     per_source = {name: source_tiles(files, (tile,), size) for name, files in SOURCES.items()}
-    groups = split_sources({k: v.shape[0] for k, v in per_source.items()}, seed=seed)
+    groups = split_groups(seed)
     clean = {s: torch.cat([per_source[n] for n in groups[s]]) for s in SPLITS}
     sources = {s: list(groups[s]) for s in SPLITS}
     extra = []

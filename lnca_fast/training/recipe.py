@@ -25,6 +25,7 @@ OFFICIAL_LR = {  # official §4
     "restormer": 3e-4,
 }
 TASKS = ("denoise", "deblur")
+CORRUPTIONS = ("paper", "blind")
 
 
 def base_model(name: str) -> str:
@@ -32,8 +33,9 @@ def base_model(name: str) -> str:
     ``latent-vitca-plus-m`` -> ``latent-vitca``): it picks the official learning rate and the
     phases."""
     name = name.removeprefix("tiny-")
-    if "-plus" in name:
-        name = name[: name.index("-plus")]
+    for suffix in ("-plus", "-blind"):
+        if suffix in name:
+            name = name[: name.index(suffix)]
     return name[:-3] if name.endswith("-tf") else name
 
 
@@ -62,6 +64,11 @@ class Recipe:
     # Each training image gets its own level, uniform between the curriculum's minimum and the
     # epoch's level (noise fraction; blur size an integer): lighter corruptions are seen too.
     vary_levels: bool = False
+    # "paper": the task's synthetic corruption at the curriculum's level; "blind": every training and
+    # validation image draws a kind and level from the task's family (lnca_fast/data/families.py:
+    # clean inputs, colour/grey Gaussian, Poisson-Gaussian and sparse noise; line, shake and defocus
+    # blur), no curriculum, no level told to the model.
+    corruption: str = "paper"
     # -- schedule --------------------------------------------------------------------------------
     epochs: int = 10  # NCA phase (latent models) or the only phase (other models)
     ae_epochs: int = 10  # latent models' autoencoder phase
@@ -112,6 +119,8 @@ class Recipe:
     faithful_blur_border: bool = False  # zero-padded blur darkens borders (§8.15)
 
     def __post_init__(self) -> None:
+        if self.corruption not in CORRUPTIONS:
+            raise ValueError(f"corruption must be one of {CORRUPTIONS}, got {self.corruption!r}")
         if self.task not in TASKS or self.ae_task not in (None, *TASKS):
             raise ValueError(f"task and ae_task must be one of {TASKS}, got {self.task!r} and {self.ae_task!r}")
         if base_model(self.model) not in OFFICIAL_LR:
@@ -201,6 +210,25 @@ RECIPES = {
     # The "-plus" presets (wider AE with a full-resolution fusion head): "default" plus native-scale
     # tiles (32 px: whole photos are restored at their own scale), a level per image, single pass.
     "plus": {**_DEFAULT, "train_tiles": (32, 48, 96, 128), "vary_levels": True, "self_ensemble": 1},
+    # Blind restoration (docs/training/blind.md): the latent-nafca-blind preset on the task's corruption
+    # family, 64 px tiles at native scale plus larger tiles shrunk to 64 (whole-photo statistics),
+    # an image loss weighted for PSNR, the residual head learning at a third of the NCA's rate.
+    "blind": {
+        **_DEFAULT,
+        "corruption": "blind",
+        "ae_task": None,
+        "tile": 64,
+        "size": 64,
+        "train_tiles": (96, 128, 192),
+        "self_ensemble": 1,
+        "ae_epochs": 6,
+        "epochs": 40,
+        "epoch_batches": 64,
+        "nca_image_weight": 1000.0,
+        "nca_decoder_lr_scale": 0.3,
+        "val_limit": 96,
+        "eval_batch": 16,
+    },
     "smoke": dict(epochs=2, ae_epochs=1, steps_min=2, steps_max=4, eval_steps=4, pool_size=16, batch_size=4),
 }
 
@@ -210,6 +238,7 @@ RECIPES = {
 # 24.71 dB). Starting at the input (g = 0.95), an MSE-only image loss and a 10x slower decoder put
 # it above the input in both (val 0.741 / 26.26 vs 0.722 / 25.95 dB).
 TASK_FIELDS = {
+    ("blind", "deblur"): dict(nca_ssim_weight=0.0, nca_decoder_lr_scale=0.1),
     ("plus", "deblur"): dict(fusion_gate_init=0.95, nca_image_weight=1000.0, nca_ssim_weight=0.0, nca_decoder_lr_scale=0.1),
 }
 

@@ -21,6 +21,7 @@ from ..checkpoint import save_weights
 from ..data.batches import batches_per_epoch, derive_seed, eval_set, generator, train_batches
 from ..data.corruptions import corrupt, corrupt_each, varied_levels
 from ..data.curriculum import Curriculum
+from ..data.families import blind_corrupt
 from ..data.load import load_splits
 from . import checkpoints as ckpt
 from .distributed import Dist, all_mean, barrier, broadcast_module, init_distributed, wrap
@@ -70,7 +71,9 @@ class Trainer:
             self.data.clean["train"] = self.data.clean["train"][: r.train_limit]
             if self.data.paired:
                 self.data.corrupted["train"] = self.data.corrupted["train"][: r.train_limit]
-        self.val = eval_set(self.data, "val", r.task, seed=r.split_seed, border=r.blur_border, limit=r.val_limit)
+        self.val = eval_set(
+            self.data, "val", r.task, seed=r.split_seed, border=r.blur_border, limit=r.val_limit, corruption=r.corruption
+        )
         self.model = build_for_training(r, self.dist.device)
         self.pool = Pool(r.pool_size) if r.pool_size > 0 else None
         self.log = EpochLog(self.out / "log.csv")
@@ -179,6 +182,8 @@ class Trainer:
                 clean = clean.to(d.device)
                 if real is not None:
                     x = real.to(d.device)
+                elif r.corruption == "blind":
+                    x = blind_corrupt(clean, task, generator=corr_gen)
                 elif r.vary_levels:
                     levels = varied_levels(clean.shape[0], task, curriculum.bounds[0], level, generator=corr_gen)
                     x = corrupt_each(clean, task, levels, generator=corr_gen, border=r.blur_border)
@@ -267,7 +272,7 @@ class Trainer:
             self.model.eval()
             if r.latent:
                 self.model.decoder.fusion_active = True  # inference uses the whole decoder
-            test = eval_set(self.data, "test", r.task, seed=r.split_seed, border=r.blur_border)
+            test = eval_set(self.data, "test", r.task, seed=r.split_seed, border=r.blur_border, corruption=r.corruption)
             metrics = restore_metrics(self.model, test, r, batch=r.eval_batch, with_input=True)
             if r.self_ensemble > 1:  # also without the test-time augmentation
                 plain = restore_metrics(self.model, test, r.replace(self_ensemble=1), batch=r.eval_batch)
