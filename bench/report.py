@@ -2,6 +2,9 @@
 
     python -m bench.report [--csv bench/results/results.csv] [--out bench/results] [--device-name NAME]
 
+Its defaults regenerate the repository's tracked reports (what ``python -m bench --record`` does
+after measuring); ``python -m bench`` itself calls ``write_report`` on its own ``--out`` folder.
+
 For each device in the CSV (or the one named), taking the latest row of every configuration,
 writes to ``<out>/<device-slug>/``: ``tables.md`` (the paper's Tables 3-6 in its layout,
 reference and fast side by side, then the CA step and the rollout), ``readme_section.md`` (the
@@ -242,12 +245,13 @@ def write_report(csv_path: Path, out_dir: Path, device_name: str | None = None) 
 
 def _readme_section(name: str, raw: list[dict], rows: dict[tuple, dict], folder: Path, out_dir: Path) -> str:
     device = raw[-1]["device"]
-    command = "python -m bench" if device == "cpu" else "python -m bench --device cuda"
+    command = "python -m bench --record" if device == "cpu" else "python -m bench --device cuda --record"
     rel = folder.name
     parts = [
         f"### Benchmarks: {name}",
         "",
-        f"`{command}` (or `lnca bench`; `--quick` for a 2-minute smoke run). {_conditions(raw)}",
+        f"`{command}` (or `lnca bench --record`; without `--record` a run writes to `--out`, default `./lnca-bench/`; "
+        f"`--quick` for a 2-minute smoke run). {_conditions(raw)}",
         "Every number is appended to `bench/results/results.csv`; `python -m bench.report` regenerates this section, "
         f"the full tables (`bench/results/{rel}/tables.md`) and the plots.",
         "",

@@ -50,3 +50,49 @@ def test_cli_without_checkout_says_so(tmp_path, monkeypatch):
     with pytest.raises(CLIError, match="source checkout"):
         bench_cli.load_bench_main()
     assert main(["bench", "--quick"]) == 2
+
+
+# The cheapest real run (~5 s): one CA step grid, reference only, then the report.
+CHEAPEST = "--quick --parts ca_step --grids 4 --grid-batches 1 --providers reference".split()
+
+
+def _tracked_results() -> tuple[str, dict[str, bytes]]:
+    """``git status --porcelain`` of the tracked results and their bytes."""
+    import subprocess
+
+    from bench.__main__ import RECORD_OUT
+
+    root = RECORD_OUT.parents[1]
+    paths = [RECORD_OUT, root / "README.md"]
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "--", *map(str, paths)], cwd=root, capture_output=True, text=True, check=True
+    ).stdout
+    files = sorted(p for p in RECORD_OUT.rglob("*") if p.is_file()) + [root / "README.md"]
+    return status, {str(p): p.read_bytes() for p in files}
+
+
+def test_run_writes_under_out_and_leaves_tracked_results_alone(tmp_path, monkeypatch, capsys):
+    before = _tracked_results()
+    monkeypatch.chdir(tmp_path)
+    # No --out: ./lnca-bench in the current directory.
+    assert main(["bench", *CHEAPEST]) == 0
+    default = tmp_path / "lnca-bench"
+    assert (default / "results.csv").is_file() and any(default.glob("*/tables.md"))
+    # --out: exactly there, and nothing more in the current directory.
+    chosen = tmp_path / "elsewhere" / "bench"
+    assert main(["bench", *CHEAPEST, "--no-report", "--out", str(chosen)]) == 0
+    assert (chosen / "results.csv").is_file() and f"appended to {chosen / 'results.csv'}" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "lnca-bench"]
+    assert _tracked_results() == before
+
+
+def test_record_is_the_only_way_to_the_tracked_results(tmp_path):
+    from bench.__main__ import DEFAULT_OUT, RECORD_OUT, build_parser, results_folder
+
+    assert results_folder(build_parser().parse_args(["--record"])) == RECORD_OUT
+    assert RECORD_OUT.name == "results" and RECORD_OUT.parent.name == "bench"
+    assert results_folder(build_parser().parse_args([])) == DEFAULT_OUT and not DEFAULT_OUT.is_absolute()
+    assert results_folder(build_parser().parse_args(["--out", str(tmp_path)])) == tmp_path
+    with pytest.raises(SystemExit) as exc:  # both: argparse refuses, exit 2
+        build_parser().parse_args(["--record", "--out", str(tmp_path)])
+    assert exc.value.code == 2

@@ -18,7 +18,11 @@ def test_demo_restores_held_out_tiles(tmp_path, capsys):
 
     for entry in SHIPPED:  # every shipped model is shown, for its task
         assert f"{entry.name}" in out
-    assert (tmp_path / "denoise.png").is_file() and (tmp_path / "deblur.png").is_file()
+    from lnca_fast.cli.demo import DEMO_CORRUPTIONS
+
+    for task, names in DEMO_CORRUPTIONS.items():
+        for name in names:
+            assert f"  {name}:" in out and (tmp_path / f"{task}-{name}.png").is_file()
 
 
 def test_demo_rejects_bad_options(capsys):

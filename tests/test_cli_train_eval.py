@@ -38,6 +38,44 @@ def test_train_errors_leave_no_files(tmp_path, capsys):
         assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--device", "cuda"], "--device cuda: no CUDA device is available"),
+        (["--set", "lr=abc"], "lr expects a number or null, got 'abc'"),  # used to start training, then fail
+        (["--set", "train_tiles=5"], "train_tiles expects a JSON list of integers"),
+        (["--set", "augment=1"], "augment expects true/false"),
+        (["--set", "epochs=2.5"], "epochs expects an integer"),
+        (["--data", "nope"], "existing folder"),
+        (["--seed", "x"], None),  # argparse: usage line + error, exit 2
+    ],
+)
+def test_train_bad_arguments_one_line_exit_2_no_files(tmp_path, capsys, monkeypatch, extra, message):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "run"
+    argv = ["train", "--model", "tiny-latent-nafca", "--task", "denoise", "--out", str(out), *TINY, *extra]
+    if message is None:
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2 and "Traceback" not in capsys.readouterr().err
+    else:
+        err = _error(capsys, argv)
+        assert err.startswith("lnca train: error: ") and message in err, err
+        assert main(argv) == 2
+    assert not any(tmp_path.iterdir())  # no run folder, no default runs/ either
+
+
+def test_unknown_set_field_lists_the_valid_ones(tmp_path, capsys):
+    from lnca_fast.training.recipe import Recipe
+
+    argv = ["train", "--model", "latent-nafca", "--task", "denoise", "--set", "colour=blue", "--out", str(tmp_path / "r")]
+    err = _error(capsys, argv)
+    assert "unknown recipe field 'colour'" in err
+    listed = err.split("valid fields: ", 1)[1].split(", ")
+    assert listed == list(Recipe.__dataclass_fields__)
+
+
 def test_train_then_eval(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--model", "tiny-latent-nafca", "--task", "denoise", "--out", str(out), *TINY]) == 0

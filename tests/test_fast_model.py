@@ -65,3 +65,14 @@ def test_same_constructor_state_dict_and_outputs(name):
         a = ref(x, 3, update_rate=0.5, generator=torch.Generator().manual_seed(4))
         b = fast(x, 3, update_rate=0.5, generator=torch.Generator().manual_seed(4))
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["nafnet", "restormer", "tiny-nafnet", "tiny-restormer"])
+def test_fast_is_refused_for_models_without_a_fast_variant(name):
+    from lnca_fast.factory import fast_model_names
+
+    with pytest.raises(ValueError, match="has no fast variant") as exc:
+        create_model(name, fast=True)
+    assert "latent-nafca" in str(exc.value) and "vitca" in str(exc.value)
+    assert not any(base in fast_model_names() for base in ("nafnet", "restormer", "tiny-nafnet", "tiny-restormer"))
+    assert type(create_model(name)).__name__ in ("NAFNet", "Restormer")  # the reference is still there

@@ -1,9 +1,9 @@
 """``lnca demo``: the main job, offline, in seconds on a CPU. Every shipped model of a task (the
-paper's LatentNAFCA and the improved ``-plus`` LatentNAFCA / LatentViTCA, trained with ``lnca
-train`` on the embedded scikit-image photos; ``lnca_fast/shipped.py``) restores the held-out test
-photos' tiles (never seen in training: the split is by photo) for denoising and deblurring, next
-to the corrupted input and a classical restorer; SSIM and PSNR are printed and, with ``--out``,
-before/after PNGs written."""
+blind defaults, the paper's LatentNAFCA and the ``-plus`` models trained on the paper's corruption;
+``lnca_fast/shipped.py``) restores the held-out test photos' tiles (never seen in training: the
+split is by photo) under three corruptions per task (``DEMO_CORRUPTIONS``: the paper's, a common
+real one, none), next to the corrupted input and a classical restorer; SSIM and PSNR are printed
+and, with ``--out``, before/after PNGs written."""
 
 from __future__ import annotations
 
@@ -31,11 +31,17 @@ def _label(entry) -> str:
     return f"{entry.name}{' (default)' if entry.name == DEFAULTS.get(entry.task) else ''}"
 
 
+# What the demo shows per task: the paper's corruption, the most common real one, and a clean
+# photo (a blind restorer must leave it alone). Named draws of lnca_fast/data/families.py.
+DEMO_CORRUPTIONS = {"denoise": ("sparse-p0.5", "awgn25", "clean"), "deblur": ("motion7", "defocus3", "clean")}
+
+
 def _run(args) -> int:
     import json
 
     from ..checkpoint import load_model, read_weights
-    from ..data.batches import eval_set
+    from ..data.batches import eval_set, generator
+    from ..data.families import named_corrupt
     from ..data.load import load_splits
     from ..evaluation.classical import RESTORERS
     from ..evaluation.classical import restore as classical_restore
@@ -52,46 +58,41 @@ def _run(args) -> int:
             if not entry.path.is_file():
                 raise CLIError(f"missing shipped weights {entry.path} (reinstall the package, or train: lnca train)")
     started = time.perf_counter()
-    data = None
     for task in tasks:
         models = []
         for entry in entries(task):
             info = json.loads(read_weights(entry.path)[1].get("extra", "{}"))
-            recipe = Recipe.from_dict(info["recipe"])
+            recipe = Recipe.from_dict(info["recipe"]).replace(self_ensemble=1)
             if args.steps is not None:
                 recipe = recipe.replace(eval_steps=args.steps)
-            models.append((entry, info, recipe))
-        _, info, recipe = next(m for m in models if m[0].name == DEFAULTS[task])
-        if data is None:
-            data = load_splits(recipe.data, recipe.dataset, seed=recipe.split_seed, tile=recipe.tile, size=recipe.size)
-            tiles = data.clean["test"].shape[0]
-            print(f"held-out photos: {', '.join(data.sources['test'])} ({tiles} tiles of 32x32, never trained on)")
-        test = eval_set(data, "test", task, seed=recipe.split_seed, border=recipe.blur_border, limit=args.images or None)
+            models.append((entry, info, recipe, load_model(entry.path)))
+        _, info, recipe, _ = next(m for m in models if m[0].name == DEFAULTS[task])
+        # The default model's tiles (the blind models: 64 px crops of the test photos at native scale).
+        data = load_splits(recipe.data, recipe.dataset, seed=recipe.split_seed, tile=recipe.tile, size=recipe.size)
+        clean = eval_set(data, "test", task, seed=recipe.split_seed, limit=args.images or None).clean
+        print(f"\n{task}: held-out photos {', '.join(data.sources['test'])} ({len(clean)} tiles of "
+              f"{recipe.size}x{recipe.size}, never trained on); single pass, each model at its own NCA steps")
         classical_name, param = info["classical"]
         classical = next(r for r in RESTORERS if r.name == classical_name)
-        baseline = classical_restore(classical, test.corrupted, param, test.kernels)
-        level = "sparse noise p=0.5, sigma 0.2" if task == "denoise" else "motion blur k=7, random angle"
-        print(f"\n{task} ({level}), {len(test)} tiles, {recipe.eval_steps} NCA steps:")
-        rows = [("corrupted input", test.corrupted), (f"{classical_name} [{param}]", baseline)]
-        columns = {"clean": test.clean, "corrupted": test.corrupted, classical_name: baseline}
-        timings = []
-        for entry, _, recipe in models:
-            model = load_model(entry.path)
-            tic = time.perf_counter()
-            plain = restore(model, test.corrupted, recipe.replace(self_ensemble=1), batch=256)
-            timings.append(f"{entry.name} {time.perf_counter() - tic:.2f} s")
-            rows.append((f"{_label(entry)}, single pass", plain))
-            if recipe.self_ensemble > 1:  # the recipe evaluates with test-time augmentation: show both
-                rows.append((f"{_label(entry)}, self-ensemble x{recipe.self_ensemble}",
-                             restore(model, test.corrupted, recipe, batch=256)))
-            columns[entry.name] = plain
-        for name, images in rows:
-            print(f"  {name:<48} SSIM {ssim(images, test.clean).mean():.4f}   PSNR {psnr(images, test.clean).mean():6.2f} dB")
-        print(f"  (single pass, {len(test)} tiles: {'; '.join(timings)})")
-        if args.out is not None:
-            from ..evaluation.plots import save_grid
+        for index, corruption in enumerate(DEMO_CORRUPTIONS[task]):
+            corrupted, kernels = named_corrupt(clean, task, corruption, generator=generator(recipe.split_seed, 23, index))
+            rows = [("corrupted input", corrupted)]
+            if not classical.non_blind or kernels is not None:
+                rows.append((f"{classical_name} [{param}]", classical_restore(classical, corrupted, param, kernels)))
+            timings = []
+            for entry, _, model_recipe, model in models:
+                tic = time.perf_counter()
+                rows.append((f"{_label(entry)}, single pass", restore(model, corrupted, model_recipe, batch=64)))
+                timings.append(f"{entry.name} {time.perf_counter() - tic:.2f} s")
+            print(f"  {corruption}:")
+            for name, images in rows:
+                print(f"    {name:<46} SSIM {ssim(images, clean).mean():.4f}   PSNR {psnr(images, clean).mean():6.2f} dB")
+            print(f"    ({'; '.join(timings)})")
+            if args.out is not None:
+                from ..evaluation.plots import save_grid
 
-            save_grid(args.out / f"{task}.png", columns, count=min(6, len(test)))
-            print(f"  wrote {args.out / f'{task}.png'}")
+                columns = {"clean": clean, **{name.split(",")[0]: images for name, images in rows}}
+                save_grid(args.out / f"{task}-{corruption}.png", columns, count=min(6, len(clean)))
+                print(f"    wrote {args.out / f'{task}-{corruption}.png'}")
     print(f"\ndone in {time.perf_counter() - started:.1f} s")
     return 0

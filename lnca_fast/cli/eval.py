@@ -16,6 +16,8 @@ def register(sub) -> None:
     parser.add_argument("--out", type=Path, help="report folder (default: <first DIR>/eval)")
     parser.add_argument("--limit", type=int, help="score only the first N validation/test images (a quick look; no photos)")
     parser.add_argument("--no-photos", action="store_true", help="skip the whole-photo section (embedded data)")
+    parser.add_argument("--shipped", action="append", default=[], metavar="NAME",
+                        help="blind runs: also score this shipped model of the task in the family tables (repeatable)")
     parser.set_defaults(run=_run)
 
 
@@ -29,7 +31,7 @@ def _run(args) -> int:
     out = args.out or args.checkpoint[0] / "eval"
     if args.limit is not None and args.limit < 1:
         raise CLIError("--limit must be >= 1")
-    rows = evaluate_runs(args.checkpoint, out, limit=args.limit, photos=not args.no_photos)
+    rows = evaluate_runs(args.checkpoint, out, limit=args.limit, photos=not args.no_photos, shipped=tuple(args.shipped))
     width = max(len(r["method"]) for r in rows)
     for r in rows:
         print(f"{r['method']:<{width}}  SSIM {r['ssim']:.4f}  PSNR {r['psnr']:6.2f}  rel. SSIM {r['rel_ssim_%']:+6.1f} %")

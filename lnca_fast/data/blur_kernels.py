@@ -66,6 +66,10 @@ def shake(extent: float, *, generator: torch.Generator | None = None, canvas: in
         path[i] = path[i - 1] + velocity
     span = (path.max(dim=0).values - path.min(dim=0).values).max().clamp_min(1e-9)
     path = path * ((extent - 1) / span)
+    # Centred on its centre of mass (as _splat will), a lopsided path may reach past the canvas:
+    # shrink it until it fits, so no part of the stroke is clipped onto the border.
+    reach = (path - path.mean(dim=0, keepdim=True)).abs().max()
+    path = path * min(1.0, (canvas - 1) / 2 / float(reach))
     # Resample the polyline densely so the splat is a continuous stroke.
     seg = (path[1:] - path[:-1]).norm(dim=1)
     per = (seg * _SAMPLES_PER_PIXEL).ceil().long().clamp_min(1)

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from ..atomic import atomic_path, write_text_atomic
-from ..checkpoint import load_model
+from ..checkpoint import load_model, read_weights
 from ..data.batches import eval_set
 from ..data.load import load_splits
 from ..metrics import psnr, relative_gain, ssim
@@ -70,11 +70,13 @@ def _row(method: str, kind: str, restored: torch.Tensor, clean: torch.Tensor, ba
 
 def evaluate_runs(
     run_dirs: list[str | Path], out: str | Path, *, echo=print, grid_images: int = 6, limit: int | None = None,
-    photos: bool = True, latency_: bool = True,
+    photos: bool = True, latency_: bool = True, shipped: tuple[str, ...] = (),
 ) -> list[dict]:
     """Score every run (and the input and classical restorers) on the test split and, for the
-    embedded dataset, on the whole test photos at native size (``photos.py``); ``limit`` scores
-    only the first N validation and test images (a quick look, not a result; no photos)."""
+    embedded dataset, on the whole test photos at native size (``photos.py``; blind runs: every
+    named corruption of the task's family, ``family_photos.py``, with the ``shipped`` models by
+    name beside them); ``limit`` scores only the first N validation and test images (a quick
+    look, not a result; no photos)."""
     runs = [(Path(d), *load_run(Path(d))) for d in run_dirs]
     recipes = [r for _, r, _ in runs]
     _same_split(recipes)
@@ -135,8 +137,10 @@ def evaluate_runs(
     out = Path(out)
     markdown = markdown_table(rows, first, len(test))
     if photos and first.data == "embedded" and limit is None:
-        photo_rows = _photos(runs, first, data.sources, out, echo)
-        markdown += "\n" + photo_rows
+        if first.corruption == "blind":
+            markdown += "\n" + _families(runs, first, out, echo, shipped=shipped)
+        else:
+            markdown += "\n" + _photos(runs, first, data.sources, out, echo)
     points = [dict(label=f"{r['method']} ({r['run']})", params=int(r["params"].replace(",", "")), ssim=r["ssim"],
                    psnr=r["psnr"], ms_per_image=r["ms_per_image"]) for r in rows if "ms_per_image" in r]
     if len(points) >= 2:
@@ -161,6 +165,43 @@ def _photos(runs, first: Recipe, sources: dict[str, list[str]], out: Path, echo)
     _write_csv(out / "photos.csv", rows)
     save_photo_crops(out / "photos.png", images)
     return photos_markdown(rows, test, first.task)
+
+
+def _photo_restorer(model, steps: int):
+    """Whole-photo restore as ``lnca restore`` runs it (tiled above 512 px, 64 px overlap)."""
+    from ..restoration.engine import Restorer
+
+    engine = Restorer(model, steps=steps)
+
+    def restore_photo(x: torch.Tensor) -> torch.Tensor:
+        colour = x[0].permute(1, 2, 0).numpy()
+        return torch.from_numpy(engine.restore_image(colour, tile=512, overlap=64)).permute(2, 0, 1)[None]
+
+    return restore_photo
+
+
+def _families(runs, first: Recipe, out: Path, echo, *, shipped: tuple[str, ...] = ()) -> str:
+    """Blind runs: ``families.csv`` / ``families.md`` (every named corruption of the task on the
+    whole test photos), with each run also at 0 NCA steps (what the NCA contributes)."""
+    from .. import shipped as registry
+    from .family_photos import bars_markdown, evaluate_families, families_markdown
+
+    learned = []
+    for folder, recipe, model in runs:
+        learned.append((f"{recipe.model} ({folder.name})", _photo_restorer(model, recipe.eval_steps)))
+        learned.append((f"{recipe.model} ({folder.name}), NCA off: 0 steps", _photo_restorer(model, 0)))
+    for name in shipped:
+        entry = registry.lookup(first.task, name)
+        model = load_model(registry.weights_path(entry), fast=True)
+        steps = json.loads(read_weights(entry.path)[1].get("recipe", "{}")).get("eval_steps", model.config.steps)
+        learned.append((f"shipped {name}", _photo_restorer(model, int(steps))))
+    rows = evaluate_families(learned, first.task, split_seed=first.split_seed, echo=echo)
+    _write_csv(out / "families.csv", rows)
+    text = families_markdown(rows, first.task)
+    for folder, recipe, _ in runs:
+        text += "\n" + bars_markdown(rows, first.task, f"{recipe.model} ({folder.name})")
+    write_text_atomic(out / "families.md", text)
+    return text
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:

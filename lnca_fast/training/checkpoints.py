@@ -25,6 +25,7 @@ from ..atomic import atomic_path, write_text_atomic
 
 PROGRESS = "progress.json"
 RECIPE = "recipe.json"
+_PROGRESS_KEYS = ("phase_index", "epoch", "state_file")  # what a resumed run reads
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
@@ -81,9 +82,13 @@ def read_progress(folder: Path) -> dict | None:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
+        progress = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path} is not valid JSON ({exc}); the run folder is damaged") from None
+    missing = [k for k in _PROGRESS_KEYS if not isinstance(progress, dict) or k not in progress]
+    if missing:  # else a KeyError deep in the resumed run
+        raise ValueError(f"{path} lacks {', '.join(missing)}; the run folder is damaged")
+    return progress
 
 
 def load_state(folder: Path, progress: dict) -> dict[str, torch.Tensor]:

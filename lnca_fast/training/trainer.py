@@ -41,6 +41,20 @@ def phases_of(recipe: Recipe) -> list[tuple[str, int]]:
     return [("nca" if recipe.nca else "supervised", recipe.epochs)]
 
 
+def resume_point(recipe: Recipe, progress: dict) -> tuple[str, int, int] | None:
+    """Where ``Trainer.run`` continues a run whose last checkpoint is ``progress``: (phase, the
+    0-based epoch it starts, the phase's epochs), or None when every epoch is done and only the
+    final test remains. Mirrors the skipping in ``run``."""
+    done_index, done_epoch = progress["phase_index"], progress["epoch"]
+    for index, (phase, epochs) in enumerate(phases_of(recipe)):
+        if index < done_index:
+            continue
+        start = done_epoch + 1 if index == done_index else 0
+        if epochs > 0 and start < epochs:
+            return phase, start, epochs
+    return None
+
+
 class Trainer:
     def __init__(
         self,

@@ -1,0 +1,89 @@
+"""The blind presets' residual fusion head (reference/autoencoder.py ``ResidualFusion``): an
+untrained model is exactly the identity, the head sees the NCA's result, the AE-phase switch still
+returns the latent path alone, and the fast model is a drop-in for it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from lnca_fast.reference.autoencoder import ResidualFusion
+from lnca_fast.reference.config import AEConfig
+from tolerances import BLIND_FAST_ATOL
+
+from lnca_fast import create_model
+
+BLIND_PARAMS = {"latent-nafca-blind": 153_670}
+
+
+def test_parameter_count_is_pinned_and_within_the_cap():
+    for name, count in BLIND_PARAMS.items():
+        got = sum(p.numel() for p in create_model(name).parameters())
+        assert got == count and got <= 250_000
+
+
+@pytest.mark.parametrize("size", [(1, 1), (5, 7), (32, 32), (37, 50)])
+def test_untrained_model_is_exactly_the_identity(size):
+    torch.manual_seed(0)
+    model = create_model("tiny-latent-nafca-blind").eval()
+    x = torch.rand(2, 3, *size)
+    assert torch.equal(model(x, steps=3), x)
+
+
+def _trained_like(model):
+    """Random weights in the head's zero-initialised output conv: a model that is not the identity."""
+    torch.manual_seed(1)
+    with torch.no_grad():
+        model.decoder.fusion.out.weight.normal_(0, 0.1)
+    return model
+
+
+def test_the_nca_steps_reach_the_output():
+    model = _trained_like(create_model("tiny-latent-nafca-blind")).eval()
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        assert not torch.equal(model(x, steps=0), model(x, steps=4))
+
+
+def test_gradients_reach_the_nca_and_the_encoder():
+    model = _trained_like(create_model("tiny-latent-nafca-blind")).train()
+    model.nca.conv_out.weight.data.normal_(0, 0.1)  # a non-zero update, so the NCA's output depends on its input
+    x = torch.rand(2, 3, 16, 16)
+    model(x, steps=2).square().mean().backward()
+    assert float(model.nca.conv_out.weight.grad.abs().sum()) > 0
+    assert float(model.encoder.conv_layer_2.conv.weight.grad.abs().sum()) > 0
+
+
+def test_fusion_switch_returns_the_latent_path_estimate():
+    model = _trained_like(create_model("tiny-latent-nafca-blind")).eval()
+    x = torch.rand(1, 3, 16, 16)
+    model.decoder.fusion_active = False
+    with torch.no_grad():
+        r = model(x, steps=2)
+    model.decoder.fusion_active = True
+    with torch.no_grad():
+        assert not torch.equal(model(x, steps=2), r)
+
+
+def test_residual_head_output_is_clamped():
+    head = ResidualFusion(features=4, image_channels=3, width=5, depth=2)
+    with torch.no_grad():
+        head.out.bias.fill_(3.0)
+    y = head(torch.rand(1, 4, 4, 4), torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8))
+    assert torch.equal(y, torch.ones_like(y))
+
+
+def test_fast_model_is_a_drop_in():
+    reference = _trained_like(create_model("tiny-latent-nafca-blind")).eval()
+    fast = create_model("tiny-latent-nafca-blind", fast=True).eval()
+    fast.load_state_dict(reference.state_dict())
+    fast.set_backend("torch")
+    x = torch.rand(2, 3, 20, 12)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x, steps=3), reference(x, steps=3), rtol=0, atol=BLIND_FAST_ATOL)
+
+
+def test_residual_head_needs_the_fusion_features():
+    with pytest.raises(ValueError, match="fusion_channels"):
+        AEConfig(detail_channels=8)
+    with pytest.raises(ValueError, match="detail_depth"):
+        AEConfig(fusion_channels=4, detail_channels=8, detail_depth=0)
