@@ -3,7 +3,9 @@
 
 ``read_stored`` / ``write_stored`` (for ``lnca restore``) keep what ``load_image`` drops: a file's
 mode, bit depth, alpha, palette, colour key, format and metadata (ICC profile, dpi, EXIF, JPEG
-quantization), so a restored image is written back as the same kind of file."""
+quantization), so a restored image is written back as the same kind of file. Their in-memory
+halves (``stored_from_samples``, ``stored_from_pillow``, ``encode_colour``, ``pillow_from_samples``)
+are what ``lnca_fast.restore`` uses on arrays and Pillow images, so both keep modes the same way."""
 
 from __future__ import annotations
 
@@ -105,9 +107,9 @@ class StoredImage:
 
     colour: np.ndarray  # float32 [H, W, 3] in [0, 1]: the stored colour (gray repeated to 3 channels)
     mode: str  # one of STORED_MODES: the file's channel layout
-    bits: int  # bits per sample: 1 (mode "1"), 8 or 16
+    bits: int  # bits per sample: 1 (mode "1"), 8 or 16; 32: float samples in [0, 1] (in-memory arrays only, never a file)
     format: str  # the file's format as Pillow names it: PNG, JPEG, TIFF, BMP, WEBP, GIF, ...
-    alpha: np.ndarray | None = None  # LA / RGBA: [H, W] uint8 or uint16 as stored, written back untouched
+    alpha: np.ndarray | None = None  # LA / RGBA: [H, W] as stored (uint8, uint16; float for arrays), written back untouched
     index: np.ndarray | None = None  # P: [H, W] palette indices
     palette: np.ndarray | None = None  # P: uint8 [n, 4] RGBA entries (alpha from the tRNS table, else 255)
     key: np.ndarray | None = None  # colour-key transparency of an L / RGB file (tRNS): [C] in stored units
@@ -142,9 +144,12 @@ def _keyed(pixels: np.ndarray, key) -> tuple[np.ndarray | None, np.ndarray | Non
     return key, np.all(plane == key, axis=-1)
 
 
-def _from_arrays(pixels: np.ndarray, mode: str, bits: int, fmt: str, codec: str, options: dict, key=None) -> StoredImage:
-    """StoredImage for gray / gray+alpha / RGB / RGBA samples ``[H, W(, C)]``."""
-    top = 65535.0 if bits == 16 else 255.0
+def stored_from_samples(
+    pixels: np.ndarray, mode: str, bits: int, fmt: str = "PNG", codec: str = "pillow", options: dict | None = None, key=None
+) -> StoredImage:
+    """StoredImage for gray / gray+alpha / RGB / RGBA samples ``[H, W(, C)]``: integers of ``bits``
+    bits (8, 16), or floats in [0, 1] with ``bits=32``."""
+    top = {16: 65535.0, 32: 1.0}.get(bits, 255.0)
     alpha = None
     if mode in ("LA", "RGBA"):
         pixels, alpha = pixels[..., :-1], pixels[..., -1].copy()
@@ -152,7 +157,7 @@ def _from_arrays(pixels: np.ndarray, mode: str, bits: int, fmt: str, codec: str,
             pixels = pixels[..., 0]
     key, keyed = _keyed(pixels, key)
     colour = _scaled_colour(pixels, top)
-    return StoredImage(colour, mode, bits, fmt, alpha=alpha, key=key, keyed=keyed, codec=codec, options=options)
+    return StoredImage(colour, mode, bits, fmt, alpha=alpha, key=key, keyed=keyed, codec=codec, options=options or {})
 
 
 def _pillow_options(im, fmt: str) -> dict:
@@ -175,35 +180,44 @@ def _from_pillow(path: Path) -> StoredImage:
     from PIL import Image
 
     with Image.open(path) as im:
-        frames = getattr(im, "n_frames", 1)
-        if frames > 1:
-            raise ValueError(f"{path} holds {frames} frames; only single images are supported")
-        im.load()  # decodes everything: truncated or corrupt data fails here
-        fmt, mode = im.format or "PNG", im.mode
-        options = _pillow_options(im, fmt)
-        key = im.info.get("transparency")
-        if mode == "P":
-            index = np.array(im)
-            rgb = np.array(im.getpalette("RGB"), dtype=np.uint8).reshape(-1, 3)
-            alpha = np.full(len(rgb), 255, np.uint8)
-            if isinstance(key, int) and key < len(rgb):
-                alpha[key] = 0
-            elif isinstance(key, bytes):
-                alpha[: len(key)] = np.frombuffer(key, np.uint8)[: len(rgb)]
-            palette = np.concatenate([rgb, alpha[:, None]], axis=1)
-            colour = _scaled_colour(rgb[np.minimum(index, len(rgb) - 1)], 255.0)
-            return StoredImage(colour, "P", 8, fmt, index=index, palette=palette, options=options)
-        if mode == "1":
-            return StoredImage(_scaled_colour(np.array(im).astype(np.uint8), 1.0), "1", 1, fmt, options=options)
-        if mode in ("L", "LA", "RGB", "RGBA"):
-            return _from_arrays(np.array(im), mode, 8, fmt, "pillow", options, key)
-        if mode in _GRAY16 or (mode == "I" and fmt == "PNG"):  # older Pillow opens 16-bit gray PNGs as "I"
-            pixels = np.array(im).astype(np.int64)
-            if pixels.min(initial=0) < 0 or pixels.max(initial=0) > 65535:
-                raise ValueError(f"{path}: 32-bit integer samples are not supported")
-            return _from_arrays(pixels.astype(np.uint16), "L", 16, fmt, "pillow", options, key)
+        return stored_from_pillow(im, str(path))
+
+
+def stored_from_pillow(im, source: str) -> StoredImage:
+    """A Pillow image (opened from a file or made in memory) as a StoredImage; ``source`` names it in
+    errors. Decodes it completely: truncated or corrupt data fails here."""
+    frames = getattr(im, "n_frames", 1)
+    if frames > 1:
+        raise ValueError(f"{source} holds {frames} frames; only single images are supported")
+    im.load()
+    fmt, mode = im.format or "PNG", im.mode
+    options = _pillow_options(im, fmt)
+    key = im.info.get("transparency")
+    if mode == "P":
+        index = np.array(im)
+        rgb = np.array(im.getpalette("RGB"), dtype=np.uint8).reshape(-1, 3)
+        alpha = np.full(len(rgb), 255, np.uint8)
+        if im.palette is not None and im.palette.mode == "RGBA":  # in-memory palettes may carry alpha themselves
+            alpha = np.array(im.getpalette("RGBA"), dtype=np.uint8).reshape(-1, 4)[:, 3]
+        if isinstance(key, int) and key < len(rgb):
+            alpha[key] = 0
+        elif isinstance(key, bytes):
+            alpha[: len(key)] = np.frombuffer(key, np.uint8)[: len(rgb)]
+        palette = np.concatenate([rgb, alpha[:, None]], axis=1)
+        colour = _scaled_colour(rgb[np.minimum(index, len(rgb) - 1)], 255.0)
+        return StoredImage(colour, "P", 8, fmt, index=index, palette=palette, options=options)
+    if mode == "1":
+        return StoredImage(_scaled_colour(np.array(im).astype(np.uint8), 1.0), "1", 1, fmt, options=options)
+    if mode in ("L", "LA", "RGB", "RGBA"):
+        return stored_from_samples(np.array(im), mode, 8, fmt, "pillow", options, key)
+    if mode in _GRAY16 or (mode == "I" and fmt == "PNG"):  # older Pillow opens 16-bit gray PNGs as "I"
+        pixels = np.array(im).astype(np.int64)
+        if pixels.min(initial=0) < 0 or pixels.max(initial=0) > 65535:
+            raise ValueError(f"{source}: 32-bit integer samples are not supported")
+        return stored_from_samples(pixels.astype(np.uint16), "L", 16, fmt, "pillow", options, key)
+    held = f"{mode} ({im.format})" if im.format else mode
     raise ValueError(
-        f"{path}: unsupported image mode {mode} ({fmt}); expected 1-bit, gray, gray+alpha, RGB, RGBA or palette, 8 or 16 bits"
+        f"{source}: unsupported image mode {held}; expected 1-bit, gray, gray+alpha, RGB, RGBA or palette, 8 or 16 bits"
     )
 
 
@@ -228,7 +242,7 @@ def read_stored(path: str | os.PathLike) -> StoredImage:
             pixels, info = png16.read_png16(path)
             mode = {2: "LA", 3: "RGB", 4: "RGBA"}[pixels.shape[-1]]
             options = {k: info[k] for k in ("icc_profile", "dpi") if info.get(k)}
-            return _from_arrays(pixels, mode, 16, "PNG", "png16", options, info.get("transparency"))
+            return stored_from_samples(pixels, mode, 16, "PNG", "png16", options, info.get("transparency"))
         if tiff.is_tiff(path):
             got, tiff_error = None, None
             try:
@@ -239,7 +253,7 @@ def read_stored(path: str | os.PathLike) -> StoredImage:
                 tiff_error = exc
             if got is not None:
                 pixels, mode, options = got
-                return _from_arrays(pixels, mode, 16 if pixels.dtype == np.uint16 else 8, "TIFF", "tifffile", options)
+                return stored_from_samples(pixels, mode, 16 if pixels.dtype == np.uint16 else 8, "TIFF", "tifffile", options)
             try:
                 return _from_pillow(path)
             except unreadable as exc:
@@ -260,7 +274,7 @@ def encode_colour(stored: StoredImage, colour: np.ndarray) -> np.ndarray:
     """Restored ``colour float [H, W, 3]`` as samples in ``stored``'s mode and bit depth: gray is the
     channel mean, alpha is the stored alpha, palette images index their own palette (same alpha per
     pixel), a colour key stays exactly where it was (a restored pixel that lands on the key is moved
-    one level off it)."""
+    one level off it); float samples (``bits`` 32) are not rounded."""
     from .restoration.palette import to_palette
 
     if colour.shape != stored.colour.shape:
@@ -270,26 +284,50 @@ def encode_colour(stored: StoredImage, colour: np.ndarray) -> np.ndarray:
         return to_palette(np.rint(c * 255.0).astype(np.uint8), stored.index, stored.palette)
     if stored.mode == "1":
         return c.mean(axis=-1) >= 0.5
-    top, dtype = (65535.0, np.uint16) if stored.bits == 16 else (255.0, np.uint8)
     plane = c.mean(axis=-1, keepdims=True) if stored.mode in ("L", "LA") else c  # [H, W, 1 or 3]
-    samples = np.rint(plane * np.float32(top)).astype(np.int64)
-    if stored.key is not None:
-        key = stored.key[None, None, :]
-        samples = np.where(stored.keyed[..., None], key, samples)
-        lands = np.all(samples == key, axis=-1) & ~stored.keyed  # [H, W] opaque pixels that became transparent
-        samples[..., 0][lands] += 1 if stored.key[0] < top else -1
+    if stored.bits == 32:  # float samples: nothing to round; a float64 alpha keeps every bit
+        dtype = np.float32 if stored.alpha is None else np.promote_types(np.float32, stored.alpha.dtype)
+        samples = plane
+    else:
+        top, dtype = (65535.0, np.uint16) if stored.bits == 16 else (255.0, np.uint8)
+        samples = np.rint(plane * np.float32(top)).astype(np.int64)
+        if stored.key is not None:
+            key = stored.key[None, None, :]
+            samples = np.where(stored.keyed[..., None], key, samples)
+            lands = np.all(samples == key, axis=-1) & ~stored.keyed  # [H, W] opaque pixels that became transparent
+            samples[..., 0][lands] += 1 if stored.key[0] < top else -1
     samples = samples.astype(dtype)
     if stored.alpha is not None:
         samples = np.concatenate([samples, stored.alpha[..., None].astype(dtype)], axis=-1)
     return samples[..., 0] if samples.shape[-1] == 1 else samples
 
 
+# The array layout of each 16-bit gray Pillow mode (a StoredImage holds them all as mode "L", 16 bits).
+_GRAY16_LAYOUT = {"I;16": "<u2", "I;16L": "<u2", "I;16B": ">u2", "I;16N": "=u2", "I": "=i4"}
+
+
+def pillow_from_samples(stored: StoredImage, samples: np.ndarray, mode: str | None = None):
+    """``encode_colour``'s samples as a Pillow image in ``stored``'s mode (palette images with their
+    palette's colours); 16-bit gray in ``mode`` (default ``I;16``), the only 16-bit layout Pillow holds."""
+    from PIL import Image
+
+    if stored.bits == 16:
+        mode = mode or "I;16"
+        if stored.mode != "L" or mode not in _GRAY16_LAYOUT:
+            raise ValueError(f"Pillow holds 16-bit samples only as gray ({', '.join(_GRAY16_LAYOUT)}), not {stored.describe()}")
+        h, w = samples.shape
+        return Image.frombytes(mode, (w, h), samples.astype(_GRAY16_LAYOUT[mode]).tobytes())
+    if stored.mode == "P":
+        im = Image.fromarray(samples, "P")
+        im.putpalette(stored.palette[:, :3].ravel().tolist())
+        return im
+    return Image.fromarray(samples, stored.mode if stored.mode != "1" else None)
+
+
 def write_stored(path: str | os.PathLike, stored: StoredImage, colour: np.ndarray, fmt: str | None = None) -> None:
     """Write restored ``colour [H, W, 3]`` to ``path`` in ``stored``'s mode and bit depth, in ``fmt``
     (default ``output_format(stored)``) whatever the suffix. Not atomic: write to a staged path
     (``atomic.staged_files``) or wrap in ``atomic_path``."""
-    from PIL import Image
-
     from .restoration import png16, tiff
 
     fmt = fmt or output_format(stored)
@@ -307,11 +345,7 @@ def write_stored(path: str | os.PathLike, stored: StoredImage, colour: np.ndarra
         png16.write_png16(path, samples, icc_profile=opts.get("icc_profile"), dpi=opts.get("dpi"),
                           transparency=key[0] if key and len(key) == 1 else key)
         return
-    if stored.mode == "P":
-        im = Image.fromarray(samples, "P")
-        im.putpalette(stored.palette[:, :3].ravel().tolist())
-    else:
-        im = Image.fromarray(samples, stored.mode if stored.mode != "1" else None)
+    im = pillow_from_samples(stored, samples)
     kwargs = {k: opts[k] for k in ("icc_profile", "dpi") if k in opts}
     if fmt in ("PNG", "JPEG", "WEBP") and "exif" in opts:
         kwargs["exif"] = opts["exif"]

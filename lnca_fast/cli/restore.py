@@ -16,17 +16,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
-DEFAULT_TILE = 512
-# 64 px of overlap (16 px at each tile edge never used, a 32 px sin^2 handover between) keep the
-# tiled shipped models within 3e-5 (0.008 of an 8-bit level) of the untiled result at 16 NCA
-# steps and 3.1e-4 at 64 steps (measured, tests/test_cli_restore.py and the issue report).
-DEFAULT_OVERLAP = 64
-TILE_PIXELS_PER_CALL = 512 * 512  # pixels per model call: one default tile (smaller tiles are batched up to it); bounds memory
+from ..restoration.tiling import DEFAULT_OVERLAP, DEFAULT_TILE
 
 
 def register(sub) -> None:
@@ -68,65 +62,27 @@ def register(sub) -> None:
 
 
 def _check_numbers(args) -> None:
+    from ..restoration.engine import check_tiling
     from . import CLIError
 
     if args.steps is not None and args.steps < 0:
         raise CLIError(f"--steps must be >= 0, got {args.steps}")
-    if args.overlap < 0:
-        raise CLIError(f"--overlap must be >= 0, got {args.overlap}")
-    smallest = max(32, 2 * args.overlap)
-    if args.tile != 0 and args.tile < smallest:
-        raise CLIError(f"--tile must be 0 (never tile) or >= max(32, 2 x --overlap) = {smallest}, got {args.tile}")
-
-
-def _device(choice: str) -> str:
-    import torch
-
-    from . import CLIError
-
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise CLIError("--device cuda: no CUDA device is available (torch.cuda.is_available() is False)")
-    return "cuda" if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()) else "cpu"
+    check_tiling(args.tile, args.overlap, prefix="--")
 
 
 def _load(args, device: str):
-    """(model, steps, update_rate, description) for the chosen weights, checked against --task."""
-    from ..checkpoint import load_model, read_weights
-    from ..shipped import default_for, lookup, weights_path
-    from . import CLIError
+    """(model, steps, update_rate, description, notes) for the chosen weights, checked against --task."""
+    from ..restoration.loading import check_task, load_on, read_recipe, steps_for, weights_file
 
-    if args.weights is not None:
-        path, label = args.weights, str(args.weights)
-    else:
-        entry = lookup(args.task, args.model) if args.model else default_for(args.task)
-        path, label = weights_path(entry), f"shipped {entry.name}"
-    _, metadata = read_weights(path)
-    try:
-        extra = json.loads(metadata.get("extra") or "{}")
-    except json.JSONDecodeError as exc:
-        raise CLIError(f"{path}: unreadable metadata ({exc})") from None
-    recipe = extra.get("recipe") if isinstance(extra, dict) else None
-    recipe = recipe if isinstance(recipe, dict) else {}
-    trained_for = recipe.get("task")
-    notes = []
-    if trained_for is None:
-        notes.append(f"{path} records no task; using it for {args.task}")
-    elif trained_for != args.task and not args.force:
-        raise CLIError(f"{path} was trained to {trained_for}, not {args.task} (pass --force to use it anyway)")
-    model = load_model(path, fast=args.impl == "fast")
-    if hasattr(model, "set_backend"):  # CPU: the torch fast path, never Triton's interpreter
-        model.set_backend("torch" if device == "cpu" else "auto")
-    model = model.to(device).eval()
-    nca = hasattr(model, "rollout")
-    if args.steps is not None and not nca:
-        raise CLIError(f"--steps applies to NCA models; {path} holds a {type(model).__name__}, which has no steps")
-    steps = args.steps if args.steps is not None else recipe.get("eval_steps", getattr(model.config, "steps", None))
-    if nca and "eval_steps" not in recipe and args.steps is None:
-        notes.append(f"{path} records no recipe; using the model's default {steps} NCA steps")
-    what = f"{label} ({trained_for or 'task not recorded'}), {type(model).__name__}"
-    if nca:
+    path, label = weights_file(args.task, name=args.model, path=args.weights)
+    recipe = read_recipe(path)
+    notes = check_task(path, recipe, args.task, force=args.force, override="--force")
+    model = load_on(path, device, impl=args.impl)
+    steps, more = steps_for(model, recipe, path, args.steps, option="--steps")
+    what = f"{label} ({recipe.get('task') or 'task not recorded'}), {type(model).__name__}"
+    if hasattr(model, "rollout"):
         what += f", {steps} NCA steps"
-    return model, (steps if nca else 0), recipe.get("update_rate"), what, notes
+    return model, steps, recipe.get("update_rate"), what, notes + more
 
 
 def _plan(args, files: list[Path]):
@@ -156,11 +112,12 @@ def _run(args) -> int:
     from ..images import read_stored, write_stored
     from ..restoration.engine import Restorer
     from ..restoration.inputs import check_targets, collect
+    from ..restoration.loading import pick_device
     from . import CLIError
 
     started = time.perf_counter()
     _check_numbers(args)
-    device = _device(args.device)
+    device = pick_device(args.device, said=f"--device {args.device}")
     model, steps, rate, what, notes = _load(args, device)
     files, skipped = collect(args.inputs)
     planned = _plan(args, files)
@@ -182,10 +139,8 @@ def _run(args) -> int:
                 tic = time.perf_counter()
                 bar.set_description(target.source.name)
                 stored = read_stored(target.source)
-                batch = 1 if plan is None else max(1, TILE_PIXELS_PER_CALL // (plan.tile[0] * plan.tile[1]))
                 try:
-                    restored = restorer.restore_image(stored.colour, tile=args.tile, overlap=args.overlap, batch=batch,
-                                                      progress=bar.update)
+                    restored = restorer.restore_image(stored.colour, tile=args.tile, overlap=args.overlap, progress=bar.update)
                 except FloatingPointError as exc:
                     raise CLIError(f"{target.source}: {exc}; nothing was written") from None
                 except (torch.cuda.OutOfMemoryError, MemoryError):

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .tiling import TilePlan, restore_tiled
+from .tiling import TILE_PIXELS_PER_CALL, TilePlan, restore_tiled
 
 # Sides below this are padded up to it (and cropped back): the shipped models were trained on
 # 32 px tiles (8x8 latent cells); a 1-px image would otherwise run the NCA on a single cell.
@@ -19,6 +19,18 @@ MIN_SIDE = 32
 # lnca_fast.training.evaluate (its negative copies are left out: they assume the training
 # corruptions, which commute with 1 - x).
 SYMMETRIES = {1: [(0, False)], 8: [(k, f) for f in (False, True) for k in range(4)]}
+
+
+def check_tiling(tile: int, overlap: int, *, prefix: str = "") -> None:
+    """ValueError unless ``tile`` is 0 (never tile) or fits two overlaps and the smallest side;
+    ``prefix`` spells the option names as the caller's user types them (``--`` for the CLI)."""
+    if overlap < 0:
+        raise ValueError(f"{prefix}overlap must be >= 0, got {overlap}")
+    smallest = max(MIN_SIDE, 2 * overlap)
+    if tile != 0 and tile < smallest:
+        raise ValueError(
+            f"{prefix}tile must be 0 (never tile) or >= max({MIN_SIDE}, 2 x {prefix}overlap) = {smallest}, got {tile}"
+        )
 
 
 def spatial_multiple(model: nn.Module) -> int:
@@ -87,13 +99,22 @@ class Restorer:
         return TilePlan(height, width, tile=tile, overlap=overlap, align=self.align)
 
     def restore_image(
-        self, colour: np.ndarray, *, tile: int, overlap: int, batch: int = 1, progress: Callable[[int], None] | None = None
+        self,
+        colour: np.ndarray,
+        *,
+        tile: int,
+        overlap: int,
+        batch: int | None = None,
+        progress: Callable[[int], None] | None = None,
     ) -> np.ndarray:
-        """Restore ``colour float32 [H, W, 3]`` (tiled when larger than ``tile``; 0 = never) ->
-        float32 ``[H, W, 3]`` in [0, 1]. Raises FloatingPointError if the model produced NaN or inf."""
+        """Restore ``colour float32 [H, W, 3]`` (tiled when larger than ``tile``; 0 = never; ``batch``
+        tiles per model call, default as many as fit in TILE_PIXELS_PER_CALL) -> float32
+        ``[H, W, 3]`` in [0, 1]. Raises FloatingPointError if the model produced NaN or inf."""
         h, w = colour.shape[:2]
         x = pad_up(torch.from_numpy(np.ascontiguousarray(colour)).permute(2, 0, 1), MIN_SIDE)  # [3, H', W']
         plan = self.plan(h, w, tile=tile, overlap=overlap)
+        if plan is not None and batch is None:
+            batch = max(1, TILE_PIXELS_PER_CALL // (plan.tile[0] * plan.tile[1]))
         if plan is None:
             y = self(x[None])[0]
             if progress is not None:
