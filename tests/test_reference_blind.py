@@ -12,7 +12,7 @@ from tolerances import BLIND_FAST_ATOL
 
 from lnca_fast import create_model
 
-BLIND_PARAMS = {"latent-nafca-blind": 153_670}
+BLIND_PARAMS = {"latent-nafca-blind": 160_599}
 
 
 def test_parameter_count_is_pinned_and_within_the_cap():
@@ -72,6 +72,29 @@ def test_residual_head_output_is_clamped():
     assert torch.equal(y, torch.ones_like(y))
 
 
+def test_strength_from_the_nca_state_scales_the_correction():
+    torch.manual_seed(2)
+    head = ResidualFusion(features=4, image_channels=3, width=5, depth=3, condition=6)
+    h, x, r = torch.rand(1, 4, 6, 6), torch.rand(1, 3, 12, 12) * 0.5 + 0.25, torch.rand(1, 3, 12, 12)
+    c = torch.randn(1, 6, 3, 3)
+    with torch.no_grad():
+        head.out.weight.normal_(0, 0.05)
+        full = head(h, x, r, c) - x  # s = 0.5 everywhere (zero-initialised strength conv)
+        head.strength.bias.fill_(-40.0)  # s ~ 4e-18: the region is declared clean
+        assert float((head(h, x, r, c) - x).abs().max()) < 1e-7 < float(full.abs().max())
+        head.strength.bias.fill_(0.0)
+        head.strength.weight[0, 0] = 1.0  # s now varies with the state: a different correction
+        assert not torch.allclose(head(h, x, r, c) - x, full)
+
+
+def test_residual_head_refuses_a_missing_or_wrong_condition():
+    head = ResidualFusion(features=4, image_channels=3, width=5, depth=2, condition=6)
+    h, x = torch.rand(1, 4, 4, 4), torch.rand(1, 3, 8, 8)
+    for c in (None, torch.rand(1, 5, 2, 2)):
+        with pytest.raises(ValueError, match="hidden channels"):
+            head(h, x, x, c)
+
+
 def test_fast_model_is_a_drop_in():
     reference = _trained_like(create_model("tiny-latent-nafca-blind")).eval()
     fast = create_model("tiny-latent-nafca-blind", fast=True).eval()
@@ -87,3 +110,10 @@ def test_residual_head_needs_the_fusion_features():
         AEConfig(detail_channels=8)
     with pytest.raises(ValueError, match="detail_depth"):
         AEConfig(fusion_channels=4, detail_channels=8, detail_depth=0)
+    with pytest.raises(ValueError, match="condition_channels"):
+        AEConfig(condition_channels=4)
+    from lnca_fast.reference.config import LNCAConfig, NAFCAConfig
+
+    ae = AEConfig(fusion_channels=4, detail_channels=8, condition_channels=5)
+    with pytest.raises(ValueError, match="nca.hidden"):
+        LNCAConfig(ae=ae, nca=NAFCAConfig(hidden=6))
