@@ -5,7 +5,9 @@
   Very short calls (one CA step on a GPU) are repeated ``inner`` times per sample so that launch
   jitter does not dominate; the sample is the per-call average.
 - Peak memory: on CUDA the caching allocator's ``max_memory_allocated`` after
-  ``reset_peak_memory_stats`` (tensor bytes, the same quantity on every GPU). On CPU two numbers:
+  ``reset_peak_memory_stats`` (tensor bytes, the same quantity on every GPU), plus the free bytes
+  of CUDA-graph private pools (``graph_pool_bytes``: a replayed rollout's intermediates live there,
+  unseen by ``max_memory_allocated``). On CPU two numbers:
   the peak of live tensor bytes counted by ``TensorMemoryTracker`` (a ``TorchDispatchMode`` that
   sees every tensor an ATen op returns, forward and backward, plus the tensors alive before the
   call), and the process peak RSS (``VmHWM``, reset through ``/proc/self/clear_refs``), which
@@ -209,6 +211,17 @@ class PeakMemory:
     rss_bytes: int | None  # CPU only: process VmHWM over the call (None on CUDA or without /proc)
     rss_start_bytes: int | None  # CPU only: process RSS when the call started
     method: str  # how tensor_bytes was measured
+    graph_pool_bytes: int = 0  # CUDA: free bytes of CUDA-graph private pools, included in tensor_bytes
+
+
+def graph_pool_bytes(segments: Iterable[dict]) -> int:
+    """Bytes held by CUDA graphs' private memory pools that ``max_memory_allocated`` does not count:
+    the free part of every allocator segment outside the default pool (``segment_pool_id`` (0, 0)).
+    A capture frees the graph's intermediates back into its pool, so the allocator reports them as
+    free, yet every replay writes there and nothing else can use that memory while the graph lives.
+    Measured after the graph was captured (a capture inside the measured call also puts its
+    transient allocations in the peak: an upper bound)."""
+    return sum(s["total_size"] - s["allocated_size"] for s in segments if tuple(s["segment_pool_id"]) != (0, 0))
 
 
 def peak_memory(fn: Callable[[], object], device: torch.device, preexisting: Iterable[torch.Tensor] = ()) -> PeakMemory:
@@ -218,7 +231,10 @@ def peak_memory(fn: Callable[[], object], device: torch.device, preexisting: Ite
         torch.cuda.reset_peak_memory_stats(device)
         fn()
         synchronize(device)
-        return PeakMemory(torch.cuda.max_memory_allocated(device), None, None, "cuda max_memory_allocated")
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        pools = graph_pool_bytes(s for s in torch.cuda.memory_snapshot() if s["device"] == index)
+        method = "cuda max_memory_allocated + free bytes of CUDA-graph pools"
+        return PeakMemory(torch.cuda.max_memory_allocated(device) + pools, None, None, method, pools)
     rss_ok = reset_peak_rss()
     start = current_rss_bytes()
     with TensorMemoryTracker(preexisting) as tracker:

@@ -185,7 +185,8 @@ class _Measurement:
                 fn()
 
         peak = peak_memory(batches, self.device, [*model.parameters(), *model.buffers(), x])
-        self._memory_rows("infer_memory", peak, f"peak over {self.cfg.infer_batches} batch(es); {peak.method}")
+        pools = f" ({peak.graph_pool_bytes / MB:.1f} MB of them)" if peak.graph_pool_bytes else ""
+        self._memory_rows("infer_memory", peak, f"peak over {self.cfg.infer_batches} batch(es); {peak.method}{pools}")
 
     def _memory_rows(self, metric, peak: PeakMemory, note: str, mode: str = "") -> None:
         w, c, e = self.writer, self.common, self.extra

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 
+import devices
 import torch
 
 # Must happen before anything imports triton: on a machine without CUDA the kernels run on CPU
 # tensors through the interpreter.
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+devices.use_interpreter_if_no_gpu()
 
 import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402

@@ -73,6 +73,78 @@ def test_peak_memory_cpu_reports_tensor_bytes_and_rss():
     assert peak.rss_bytes is None or peak.rss_bytes >= peak.tensor_bytes
 
 
+
+class _FakeCudaAllocator:
+    """What ``peak_memory`` reads from torch.cuda's caching allocator, driven as an inference with a
+    captured rollout drives it: tensors in the default pool (id (0, 0)) count in the peak; the
+    graph's intermediates were freed into its private pool at capture (reserved, not allocated),
+    and a replay allocates nothing there. Segments are ``memory_snapshot`` dicts."""
+
+    def __init__(self, segments):
+        self.segments = segments
+        self.allocated = sum(s["allocated_size"] for s in segments if s["device"] == 0)
+        self.peak = self.allocated
+        self.events = []
+
+    def install(self, monkeypatch):
+        monkeypatch.setattr(harness, "synchronize", lambda device: None)
+        monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+        monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", self.reset)
+        monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: self.record("peak", self.peak))
+        monkeypatch.setattr(torch.cuda, "memory_snapshot", lambda *a, **k: self.record("snapshot", self.segments))
+
+    def record(self, event, value):
+        self.events.append(event)
+        return value
+
+    def reset(self, device=None):
+        self.events.append("reset")
+        self.peak = self.allocated
+
+    def replay_and_clone(self, out_bytes):
+        """A replay (no allocation) and the copy handed to the caller, freed after use."""
+        self.events.append("fn")
+        self.peak = max(self.peak, self.allocated + out_bytes)
+
+
+def _segment(pool, total, allocated, device=0):
+    return dict(device=device, segment_pool_id=pool, total_size=total, allocated_size=allocated)
+
+
+def test_cuda_inference_peak_counts_graph_pools(monkeypatch):
+    """CUDA cannot run here: a fake allocator checks the accounting. The peak is
+    ``max_memory_allocated`` plus the free bytes of this device's graph pools, read after the
+    call; the default pool's cached free bytes and another device's pools are not counted."""
+    mb = harness.MB
+    segments = [
+        _segment((0, 0), 64 * mb, 40 * mb),  # weights and input; 24 MB cached free, reusable by anyone
+        _segment((1, 3), 20 * mb, 2 * mb),  # graph pool: the static output live, the intermediates free
+        _segment((1, 3), 4 * mb, 0),
+        _segment((1, 5), 8 * mb, 8 * mb),  # another graph's pool, full: all of it already allocated
+        _segment((1, 9), 100 * mb, 0, device=1),
+    ]
+    allocator = _FakeCudaAllocator(segments)
+    allocator.install(monkeypatch)
+    peak = harness.peak_memory(lambda: allocator.replay_and_clone(2 * mb), torch.device("cuda"))
+    assert allocator.events[:2] == ["reset", "fn"] and sorted(allocator.events[2:]) == ["peak", "snapshot"]
+    assert peak.graph_pool_bytes == 22 * mb
+    # 50 MB live (the pools' allocated tensors included) + the 2 MB copy, + 22 MB free in this device's pools.
+    assert peak.tensor_bytes == (50 + 2 + 22) * mb
+    assert "graph" in peak.method and peak.rss_bytes is None
+
+    other = _FakeCudaAllocator([_segment((0, 0), 64 * mb, 40 * mb), _segment((1, 9), 100 * mb, 10 * mb, device=1)])
+    other.install(monkeypatch)
+    assert harness.peak_memory(lambda: other.replay_and_clone(0), torch.device("cuda:0")).tensor_bytes == 40 * mb
+    assert harness.peak_memory(lambda: None, torch.device("cuda:1")).graph_pool_bytes == 90 * mb
+
+
+def test_graph_pool_bytes_counts_only_private_pools():
+    mb = harness.MB
+    assert harness.graph_pool_bytes([]) == 0
+    assert harness.graph_pool_bytes([_segment((0, 0), 8 * mb, 0), _segment([0, 0], 8 * mb, 1 * mb)]) == 0
+    assert harness.graph_pool_bytes([_segment((2, 1), 8 * mb, 3 * mb), _segment([0, 7], 2 * mb, 0)]) == 7 * mb
+
+
 def test_budget_cap_and_deadline():
     budget = harness.Budget(total_s=100, per_config_s=50, shares={"a": 1, "b": 3})
     budget.start_part("a")  # part a ends at 1/4 of the total

@@ -18,6 +18,7 @@ import copy
 import warnings
 from unittest import mock
 
+import devices
 import pytest
 import tolerances as tol
 import torch
@@ -28,7 +29,7 @@ from lnca_fast.fast import rollout_graph
 from lnca_fast.fast.cell import FastCell
 from lnca_fast.fast.rollout_graph import StepMasks, eager_reason
 
-INTERPRETER = not torch.cuda.is_available()
+INTERPRETER = devices.interpreted()
 needs_interpreter = pytest.mark.skipif(not INTERPRETER, reason="the fake capture runs the kernels on CPU tensors")
 
 

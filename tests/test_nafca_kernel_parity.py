@@ -16,8 +16,7 @@ chunk, the backward's spread over 4 programs), ``cells_per_program`` cuts ranges
 
 from __future__ import annotations
 
-import os
-
+import devices
 import pytest
 import tolerances as tol
 import torch
@@ -27,8 +26,8 @@ from hypothesis import strategies as st
 from nafca_cases import CELLS, PAPER, assert_within, rollout_errors
 
 pytest.importorskip("triton")
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-if DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+DEVICE = devices.triton_device()
+if not devices.triton_runnable():
     pytest.skip("Triton kernels need CUDA or TRITON_INTERPRET=1", allow_module_level=True)
 
 from lnca_fast.fast import nafca_ops  # noqa: E402
@@ -86,7 +85,7 @@ def run_pair(cell: str, b: int, h: int, w: int, steps: int, rate: float, dropout
         return step
 
     fast, ref32 = rollout_errors(cfg, seed, (b, h, w), steps, rate, dropout, dtype, DEVICE, make_step, grad)
-    assert_within(fast, ref32, tol.nafca_kernel_limits(dtype if prec != "tf32" or DEVICE == "cpu" else "tf32"))
+    assert_within(fast, ref32, tol.nafca_kernel_limits(devices.dot_precision(dtype, DEVICE, prec)))
 
 
 @st.composite

@@ -14,13 +14,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..atomic import write_text_atomic
 from ..data import blur_kernels
 from ..data.batches import generator
 from ..data.families import NAMED, named_corrupt
@@ -96,6 +100,15 @@ def _row(corruption: str, method: str, kind: str, outs: list[torch.Tensor], shot
     return {**row, **extra}
 
 
+def _fingerprint(shots: list[Shot], tune_shots: list[Shot]) -> str:
+    """A digest of the exact inputs a peer row depends on (photos, corruption draws)."""
+    digest = hashlib.sha1()
+    for shot in (*shots, *tune_shots):
+        digest.update(shot.photo.encode())
+        digest.update(shot.corrupted.numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def evaluate_families(
     models: list[tuple[str, Callable[[torch.Tensor], torch.Tensor]]],
     task: str,
@@ -103,10 +116,15 @@ def evaluate_families(
     corruptions: list[str] | None = None,
     with_peers: bool = True,
     split_seed: int = 0,
+    cache: Path | None = None,
     echo=print,
 ) -> list[dict]:
     """One row per (corruption, method): the input, the task's peers and each ``(name, restore)``
-    where ``restore(corrupted [1, 3, H, W]) -> [1, 3, H, W]`` restores one whole photo."""
+    where ``restore(corrupted [1, 3, H, W]) -> [1, 3, H, W]`` restores one whole photo.
+
+    ``cache``: a JSON file of peer rows keyed by peer, corruption and a digest of the exact inputs
+    (BM3D alone takes minutes per corruption here): a row is reused only for identical inputs."""
+    store = json.loads(cache.read_text()) if cache is not None and cache.is_file() else {}
     names = corruptions or list(NAMED[task])
     test, val = load_photos("test", split_seed=split_seed), load_photos("val", split_seed=split_seed)
     rows = []
@@ -120,12 +138,17 @@ def evaluate_families(
             if lacking:
                 rows.append({"corruption": corruption, "method": peer.name, "kind": "missing", "needs": lacking})
                 continue
-            param = _tune(peer, tune_shots, corruption)
-            started = time.process_time()
-            outs = [_apply_peer(peer, s, param, corruption) for s in shots]
-            cpu = time.process_time() - started
-            kind = "non-blind" if peer.non_blind else "classical"
-            rows.append(_row(corruption, peer.name, kind, outs, shots, base, cpu, params=str(param)))
+            key = f"{task}|{corruption}|{peer.name}|{peer.grid}|{_fingerprint(shots, tune_shots)}"
+            if key not in store:
+                param = _tune(peer, tune_shots, corruption)
+                started = time.process_time()
+                outs = [_apply_peer(peer, s, param, corruption) for s in shots]
+                cpu = time.process_time() - started
+                kind = "non-blind" if peer.non_blind else "classical"
+                store[key] = _row(corruption, peer.name, kind, outs, shots, base, cpu, params=str(param))
+                if cache is not None:
+                    write_text_atomic(cache, json.dumps(store, indent=1))
+            rows.append(store[key])
         for name, restore in models:
             started = time.process_time()
             with torch.no_grad():

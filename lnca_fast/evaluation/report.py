@@ -195,7 +195,9 @@ def _families(runs, first: Recipe, out: Path, echo, *, shipped: tuple[str, ...] 
         model = load_model(registry.weights_path(entry), fast=True)
         steps = json.loads(read_weights(entry.path)[1].get("recipe", "{}")).get("eval_steps", model.config.steps)
         learned.append((f"shipped {name}", _photo_restorer(model, int(steps))))
-    rows = evaluate_families(learned, first.task, split_seed=first.split_seed, echo=echo)
+    out.mkdir(parents=True, exist_ok=True)
+    cache = out / "peers-cache.json"  # peer rows (BM3D: minutes per corruption) reused for identical inputs
+    rows = evaluate_families(learned, first.task, split_seed=first.split_seed, cache=cache, echo=echo)
     _write_csv(out / "families.csv", rows)
     text = families_markdown(rows, first.task)
     for folder, recipe, _ in runs:

@@ -18,7 +18,7 @@ kept per step is its input state):
   bias gradient as GEMMs over the cells, one fp32 partial row per cell split), then the torch sum
   of those rows.
 
-Launch geometry, plans and their NOTEs (the design numbers): ``vitca_launch``.
+Launch geometry and plans: ``vitca_launch``; the design figures: docs/design/ (README.md indexes them).
 """
 
 from __future__ import annotations
@@ -32,10 +32,8 @@ from .aot import AOTSpec
 from .fold_vitca import FoldedViTCA
 from .vitca_launch import (
     _DTYPES,
-    _HALF_PRECISION,
-    INPUT_PRECISIONS,
+    INPUT_PRECISION,
     Geometry,
-    exchange_dtype,
     geometry,
     role_bytes_per_cell,
     role_flops_per_cell,
@@ -87,7 +85,20 @@ def padded_pe(cfg: ViTCAConfig, layout: PackLayout, height: int, width: int, dev
     return F.pad(pe.reshape(height * width, cfg.embed), (0, layout.ep - cfg.embed, 0, 1)).contiguous()
 
 
-def _check_inputs(state, update_mask, packed, pe, layout: PackLayout):
+def max_cells(layout: PackLayout, kind: str) -> int:
+    """The most cells one step of ``kind`` ("fwd" or "bwd") can take: the kernels' offsets are 32-bit,
+    ``cell * width + column`` into the widest per-cell buffer that kind's launches touch. The forward
+    touches the state, the PE table and the K | V buffer; only the backward has the per-cell rows
+    (``row_width``, ~7x wider), so inference on a large image must not be held to the backward's limit."""
+    if kind not in ("fwd", "bwd"):
+        raise ValueError(f"kind must be 'fwd' or 'bwd', got {kind!r}")
+    width = max(layout.channels, layout.ep, layout.kv_width)
+    if kind == "bwd":
+        width = max(width, layout.row_width)
+    return (2**31 - 1) // width
+
+
+def _check_inputs(state, update_mask, packed, pe, layout: PackLayout, kind: str):
     if state.dim() != 4 or state.shape[-1] != layout.channels:
         raise ValueError(f"expected a channels-last state [B, H, W, {layout.channels}], got {tuple(state.shape)}")
     if min(state.shape) == 0:
@@ -106,8 +117,9 @@ def _check_inputs(state, update_mask, packed, pe, layout: PackLayout):
         )
     if update_mask is not None and tuple(update_mask.shape) != (b, h, w, 1):
         raise ValueError(f"expected an update mask of shape {(b, h, w, 1)}, got {tuple(update_mask.shape)}")
-    if max(state.numel(), b * h * w * layout.row_width) >= 2**31:
-        raise ValueError(f"state {tuple(state.shape)} too large for 32-bit kernel indexing")
+    if b * h * w > max_cells(layout, kind):
+        raise ValueError(f"state {tuple(state.shape)} too large for 32-bit kernel indexing: {b * h * w} cells > "
+                         f"{max_cells(layout, kind)}, the most the {kind} launches can index")
 
 
 def _aligned(t: torch.Tensor) -> torch.Tensor:
@@ -142,7 +154,7 @@ def _kv_forward(state, packed, pe, layout: PackLayout, eps: float, geom) -> torc
     from ..kernels.vitca_kv import _vitca_kv_fwd_kernel
 
     b, h, w, _ = state.shape
-    kv = torch.empty(b * h * w, layout.kv_width, device=state.device, dtype=exchange_dtype(state.dtype))
+    kv = torch.empty(b * h * w, layout.kv_width, device=state.device, dtype=state.dtype)
     _launch(_vitca_kv_fwd_kernel, geom("kv"), layout, state, packed, pe, kv, h, w, layout.channels, b * h * w, eps)
     return kv
 
@@ -162,7 +174,7 @@ def vitca_step_fwd(state, update_mask, packed, pe, layout: PackLayout, eps: floa
     """Launch the fused forward (two launches, ``ROLES["fwd"]``): the new state ``[B, H, W, C]``."""
     from ..kernels.vitca_fwd import _vitca_step_fwd_kernel
 
-    _check_inputs(state, update_mask, packed, pe, layout)
+    _check_inputs(state, update_mask, packed, pe, layout, "fwd")
     state, packed, pe = _aligned(state), _aligned(packed), _aligned(pe)
     geom = _geometries(state, layout, cells_per_program, input_precision, blocks)
     b, h, w, _ = state.shape
@@ -182,14 +194,14 @@ def vitca_step_bwd(state, update_mask, packed, pe, grad_out, layout: PackLayout,
     from ..kernels.vitca_kv import _vitca_kv_bwd_kernel
     from ..kernels.vitca_wgrad import _vitca_wgrad_kernel
 
-    _check_inputs(state, update_mask, packed, pe, layout)
+    _check_inputs(state, update_mask, packed, pe, layout, "bwd")
     state, packed, pe, grad_out = _aligned(state), _aligned(packed), _aligned(pe), _aligned(grad_out.to(state.dtype))
     geom = _geometries(state, layout, cells_per_program, input_precision, blocks)
     b, h, w, _ = state.shape
     cells = b * h * w
     kv = _kv_forward(state, packed, pe, layout, eps, geom)
     mask, stride_m = _mask_arg(update_mask, state)
-    rows = torch.empty(cells, layout.row_width, device=state.device, dtype=exchange_dtype(state.dtype))
+    rows = torch.empty(cells, layout.row_width, device=state.device, dtype=state.dtype)
     _launch(_vitca_step_bwd_kernel, geom("bwd"), layout,
             state, mask, packed, pe, grad_out, kv, rows, h, w, layout.channels, cells, stride_m, eps)  # fmt: skip
     grad_state = torch.empty_like(state)
@@ -234,7 +246,6 @@ _POINTERS = {
     "kv_bwd": ("s_ptr", "w_ptr", "pe_ptr", "g_ptr", "ex_ptr", "ds_ptr"),
     "wgrad": ("s_ptr", "m_ptr", "g_ptr", "ex_ptr", "part_ptr"),
 }
-_EXCHANGE_POINTERS = ("kv_ptr", "ex_ptr")
 _FP32_POINTERS = ("pe_ptr", "part_ptr")
 _INTS = {
     "kv": ("H", "W", "C", "n_cells"), "fwd": ("H", "W", "C", "n_cells", "stride_m"),
@@ -246,7 +257,7 @@ _SCALARS = {"kv": ("eps",), "fwd": ("eps",), "bwd": ("eps",), "kv_bwd": ("eps",)
 
 def launch_variants():
     """``(state dtype, input_precision)`` pairs the launchers compile distinct kernels for."""
-    return [(torch.float32, p) for p in INPUT_PRECISIONS] + [(torch.float16, _HALF_PRECISION), (torch.bfloat16, _HALF_PRECISION)]
+    return [(dtype, INPUT_PRECISION) for dtype in _DTYPES]  # fp16 / bf16 dots ignore the precision
 
 
 def aot_specs() -> list[AOTSpec]:
@@ -264,15 +275,13 @@ def aot_specs() -> list[AOTSpec]:
     for presets, (cfg, layout) in spec_layouts().items():
         for dtype, precision in launch_variants():
             tname, itemsize = _DTYPES[dtype], torch.finfo(dtype).bits // 8
-            xname = _DTYPES[exchange_dtype(dtype)]
             for role, fn in fns.items():
                 geom = geometry(role, 1, layout, dtype, "cuda", sms=1, input_precision=precision)  # the GPU table
-                signature = {p: "*fp32" if p in _FP32_POINTERS else "*" + (xname if p in _EXCHANGE_POINTERS else tname)
-                             for p in _POINTERS[role]}  # fmt: skip
+                signature = {p: "*fp32" if p in _FP32_POINTERS else "*" + tname for p in _POINTERS[role]}
                 signature.update({a: "i32" for a in _INTS[role]}, **{a: "fp32" for a in _SCALARS[role]})
                 constexprs = dict(layout.constexprs(), BLOCK_M=geom.block_m, BN=geom.bn, IP=geom.input_precision)
                 signature.update({k: "constexpr" for k in constexprs})
-                nbytes = role_bytes_per_cell(role, layout, itemsize, torch.finfo(exchange_dtype(dtype)).bits // 8, True)
+                nbytes = role_bytes_per_cell(role, layout, itemsize, True)
                 aligned = {(fn.arg_names.index(p),): [["tt.divisibility", 16]] for p in _POINTERS[role]}
                 specs.append(AOTSpec(
                     name=fn.__name__, fn=fn, signature=signature, constexprs=constexprs, num_warps=geom.num_warps,
