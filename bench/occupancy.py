@@ -2,50 +2,21 @@
 CTAs per SM, waves, and a stated roofline model's *predicted* time per launch and per step. No
 GPU is involved: every number here is computed from the cubins' resource usage
 (``bench/kernel_report.py``) and the ops modules' ``launch_plan`` (``lnca_fast/fast/aot.py``).
-They are predictions, not measurements.
+They are predictions, not measurements. The rules and assumptions, in full:
+docs/design/occupancy-model.md.
 
-Occupancy rule (CTAs per SM; the CUDA toolkit's ``cuda_occupancy.h``,
-``cudaOccMaxActiveBlocksPerMultiprocessor``, with the per-architecture limits of the CUDA C++
-Programming Guide's "Compute Capabilities" table; ``LIMITS`` below), for a kernel of ``w`` warps,
-``r`` registers per thread and ``s`` bytes of shared memory per CTA:
-- registers are allocated per warp: ``ceil(32 r / 256) * 256`` registers per warp (allocation unit
-  256); an SM's 65536 registers sit in 4 sub-partitions of 16384, each holding
-  ``floor(16384 / per-warp)`` warps, so ``by_regs = floor(4 * floor(16384 / per-warp) / w)``;
-  0 when ``r > 255`` or ``per-warp * ceil(w / 4) * 4 > 65536`` (the hardware's per-CTA check);
-- shared memory: ``ceil((s + 1024) / 128) * 128`` bytes per CTA (the driver reserves 1 KB per CTA
-  on sm_80+; allocation unit 128 B), ``by_smem = floor(smem per SM / that)`` with the whole
-  carveout (the driver's default preference: 164 KB sm_80, 228 KB sm_90); 0 when ``s`` exceeds
-  the per-block opt-in maximum (163 KB / 227 KB);
-- warps: ``by_warps = floor(64 / w)`` (0 when ``32 w > 1024`` threads); CTA cap: 32.
-CTAs/SM = the smallest of the four; the limiter is every one that equals it.
-
-Prediction model (per launch of ``P`` programs whose compiled variant allows ``k`` CTAs/SM):
-- ``slots = 132 k`` programs run at once; ``waves = P / slots``; the slot fill
-  ``u = waves / ceil(waves)`` is the fraction of the CTA slots of the launch's ``ceil(waves)``
-  waves that hold a program (``u = P / slots`` below one wave). "last-wave SMs" is the number of
-  SMs that get a program in the last (or only) wave, ``min(132, P - (ceil(waves) - 1) slots)``.
-- Assumption: an SM reaches its peak only with all ``k`` co-resident CTAs (each runs at ``1/k`` of
-  the SM; the others hide its latency), so a partial wave takes as long as a full one and the
-  launch runs at ``u`` of the machine for both arithmetic and memory:
-  ``t_kernel = max(flops / peak, hbm_bytes / 4.8 TB/s) / u``, with the launch's own FLOPs and
-  bytes (``Launch.flops`` / ``Launch.hbm_bytes``: halo recompute and exchange traffic included).
-- ``peak``: dense H200 datasheet numbers (``bench/roofline.gpu_peak("H200")``) for the dot the
-  compiled variant runs: fp16/bf16 989.4 TFLOP/s, fp32 with ``tf32`` dots 494.7, ``tf32x3`` a
-  third of that, ``ieee`` fp32 dots 67 (CUDA-core FMA). The dot precision is read from the
-  compiled spec's constexprs.
-- ``t_launch = t_kernel + overhead``: 3 us per launch without CUDA graphs, 1 us inside a captured
-  graph (assumptions, ``kernels-and-anchors.md`` §6.3 "[rough]"), added serially: an upper bound
-  when the CPU enqueues ahead of the GPU. ``t_step = sum of t_launch`` (launches run in stream order).
-- Launches of torch ops (``kernel`` starting with ``torch`` or a note saying ``(torch)``, and no
-  AOT spec of that name and configuration) are assumed to fill the GPU (``u = 1``) and are not
-  fill-checked.
-Ideal step: the model's FLOPs (``lnca_fast/fast/work.py``; backward = 2 x forward) at the dense
-peak of the dtype (TF32 for fp32) and the minimum bytes (``work.step_bytes_per_cell`` forward,
-``work.step_backward_bytes_per_cell`` backward, plus the weights read once, and for the backward
-the fp32 weight gradient written once) at 4.8 TB/s; ``max`` of the two, no launch overhead.
-
-Fill check: a launch with ``P < slots`` (under one full wave) fails the report unless its
-workload says why it cannot fill (``Workload.cannot_fill``).
+- ``occupancy``: CTAs per SM from registers, shared memory, warps and the CTA cap, by the CUDA
+  toolkit's ``cuda_occupancy.h`` rule with the per-architecture limits of ``LIMITS`` (the CUDA C++
+  Programming Guide's "Compute Capabilities" table); the limiter is every resource at the minimum.
+- Per launch of ``P`` programs at ``k`` CTAs/SM: ``slots = 132 k``, slot fill ``u = waves /
+  ceil(waves)``, and ``t_kernel = max(flops / peak, hbm_bytes / 4.8 TB/s) / u`` (an SM reaches its
+  peak only with all ``k`` CTAs resident), ``peak`` the dense H200 figure of the dot the variant
+  runs (``peak_tflops``). ``t_launch = t_kernel + LAUNCH_OVERHEAD_US`` (assumed, eager or graph),
+  ``t_step`` their sum. Launches of torch ops are assumed to fill the GPU.
+- Ideal step: the model's FLOPs (``lnca_fast/fast/work.py``) at the dtype's dense peak and the
+  minimum bytes at 4.8 TB/s, ``max`` of the two, no launch overhead.
+- Fill check: a launch under one full wave fails the report unless its workload says why it
+  cannot fill (``Workload.cannot_fill``).
 """
 
 from __future__ import annotations
@@ -58,7 +29,7 @@ import torch
 from .roofline import Peak, gpu_peak
 
 SMS = 132  # H200 streaming multiprocessors
-LAUNCH_OVERHEAD_US = {"eager": 3.0, "graph": 1.0}  # assumptions: see the module docstring
+LAUNCH_OVERHEAD_US = {"eager": 3.0, "graph": 1.0}  # assumptions: docs/design/occupancy-model.md
 DOT_PRECISIONS = ("ieee", "tf32", "tf32x3")
 
 
@@ -112,7 +83,7 @@ class Occupancy:
 
 def occupancy(regs: int, smem: int, num_warps: int, target: int) -> Occupancy:
     """CTAs per SM for a kernel of ``num_warps`` warps, ``regs`` registers per thread and ``smem``
-    bytes of shared memory per CTA on ``sm_<target>`` (rule: the module docstring)."""
+    bytes of shared memory per CTA on ``sm_<target>`` (rule: docs/design/occupancy-model.md)."""
     if target not in LIMITS:
         raise ValueError(f"no SM limits for sm_{target}; known: {', '.join(f'sm_{t}' for t in LIMITS)}")
     if regs < 0 or smem < 0 or num_warps < 1:

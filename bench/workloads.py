@@ -4,7 +4,7 @@ Inference: one batch through the model in eval mode, no autograd; NCA models run
 (64) at ``update_rate`` (0.5 by default, as the paper's latency script did for every NCA; the
 latent models train and test at 1.0, selectable with ``--update-rate model``).
 
-Training, one *data batch* as the official trainers process it (official-code.md §4), so that
+Training, one *data batch* as the official trainers process it (official §4), so that
 "a training step" costs what it cost in the paper:
 - NAFNet / Restormer: forward, MSE loss, backward, optimizer step.
 - pixel ViTCA: a pool iteration then a fresh iteration (2 optimizer steps), each a ``steps``-step

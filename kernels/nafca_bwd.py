@@ -2,7 +2,7 @@
 layer's weight gradient, recomputing every intermediate from the saved input state (nothing else
 is saved besides the masks and the folded parameters).
 
-Four launches (``lnca_fast/fast/nafca_ops.py`` NOTE says why), each over contiguous ranges of
+Four launches (docs/design/halo-vs-split.md says why), each over contiguous ranges of
 the flat ``[B*H*W]`` raster:
 1. ``nafca_taps._nafca_taps_kernel``: gate partial sums and pre-gate conv3 rows of every cell;
 2. ``_nafca_gate_bwd_kernel``: (a) per chunk, recompute the step after the gate and backpropagate

@@ -8,7 +8,7 @@ cell's gate from its neighbours' partial sums (zero outside the image), the beta
 conv4, SimpleGate, conv5, the gamma residual, LN3, the head and the masked update. Input channels
 are copied bit-exactly (the head's columns for them are zero).
 
-NOTE (why two launches and not halo recompute): see ``lnca_fast/fast/nafca_ops.py``.
+Why two launches and not halo recompute: docs/design/halo-vs-split.md.
 
 Device code only: imports nothing but triton (and its sibling device helpers).
 """

@@ -2,7 +2,7 @@
 sums ``t_k = x . w_k`` (the "taps", 16 columns of which 9 are used) and the pre-gate conv3 row
 ``x @ w_3`` of its gated features ``x = SimpleGate(n(s) @ w_in + b_in)``, written to two global
 buffers that the next launch reads (a cell's gate sums its neighbours' taps, so they must all
-exist first: ``lnca_fast/fast/nafca_ops.py`` NOTE).
+exist first: docs/design/halo-vs-split.md).
 
 Device code only: imports nothing but triton (and its sibling device helpers).
 """

@@ -20,14 +20,14 @@ The third launch (``vitca_kv._vitca_kv_bwd_kernel``) gathers dk, dv of every cel
 neighbours' q, dao, a and dlogit and finishes the K/V projection, LN1 and embedding backward. No
 weight gradient is formed here: the columns N1 .. N3 are the operands (inputs and output
 gradients of every layer) from which the fourth launch (``vitca_wgrad``) computes all of them as
-GEMMs over the cells (``vitca_launch`` NOTE "weight gradients").
+GEMMs over the cells (docs/design/weight-gradient-gemm.md).
 
 NOTE (cross-cell gradients): the alternative to the gather -- each cell writing its contributions
 to the 9 neighbours' dK/dV and summing them after the launch -- writes 9 x 2E values per cell;
 the gather reads each neighbour's q / dao (2 AP) and 2 x 16 window values per head instead.
 NOTE (registers): B1a/B1b/B1c/B2 are separate block loops (x1, dx2, dx1 round-trip through the
 per-cell rows; LN inputs are recomputed): as one loop they shared one register budget and spilled
-216 bytes per thread (sm_90, 8 warps, measured with the earlier one-launch kernel). Each program
+216 bytes per thread (sm_90, 8 warps, measured on a one-launch variant of the step). Each program
 runs its range once, no outer loop: inside a persistent loop over tiles, every value LLVM hoists
 out of the phases (thread-index-derived layout and shared-memory offsets, pointer bases) stayed
 live across the whole loop body, i.e. across the hottest phase: 32 bytes of spill at 255
@@ -89,8 +89,8 @@ def _vitca_step_bwd_kernel(
     w_ptr,  # *T packed folded weights (vitca_launch.PackLayout)
     pe_ptr,  # *fp32 [H * W + 1, EP] positional encoding, zero guard row
     g_ptr,  # *T [B, H, W, C] gradient of the new state
-    kv_ptr,  # *X [B * H * W, 2 * AP] K | V of every cell (vitca_kv._vitca_kv_fwd_kernel)
-    ex_ptr,  # *X [B * H * W, SW] per-cell rows (output: the columns of vitca_common.row_columns up to DX2 but DK, DV)
+    kv_ptr,  # *T [B * H * W, 2 * AP] K | V of every cell (vitca_kv._vitca_kv_fwd_kernel)
+    ex_ptr,  # *T [B * H * W, SW] per-cell rows (output: the columns of vitca_common.row_columns up to DX2 but DK, DV)
     # sizes
     H,  # grid height
     W,  # grid width

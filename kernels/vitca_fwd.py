@@ -25,7 +25,7 @@ launches. The alternative, one launch in which each program recomputes K/V on a 
 around a tile, costs (t + 2)^2 / t^2 times the K/V work for t x t tiles and restricts programs
 to tiles of one image: at the <= 31-cell tiles that give B = 256 at 8 x 8 >= 528 programs, 19 %
 more forward FLOPs than these two launches; the design numbers are in
-``lnca_fast/fast/vitca_launch.py`` (NOTE "geometry").
+docs/design/halo-vs-split.md.
 """
 
 import triton
@@ -58,7 +58,7 @@ def _vitca_step_fwd_kernel(
     m_ptr,  # *T update mask [B, H, W] in {0, 1}; a single 1.0 with stride_m = 0 = every cell updates
     w_ptr,  # *T packed folded weights (vitca_launch.PackLayout)
     pe_ptr,  # *fp32 [H * W + 1, EP] positional encoding, zero-padded channels, zero guard row
-    kv_ptr,  # *X [B * H * W, 2 * AP] K | V of every cell (vitca_kv._vitca_kv_fwd_kernel)
+    kv_ptr,  # *T [B * H * W, 2 * AP] K | V of every cell (vitca_kv._vitca_kv_fwd_kernel)
     out_ptr,  # *T [B, H, W, C] new state
     # sizes
     H,  # grid height

@@ -55,7 +55,7 @@ def _vitca_kv_fwd_kernel(
     s_ptr,  # *T [B, H, W, C] input state, contiguous (T = fp32 / fp16 / bf16)
     w_ptr,  # *T packed folded weights (vitca_launch.PackLayout)
     pe_ptr,  # *fp32 [H * W + 1, EP] positional encoding, zero-padded channels, zero guard row
-    kv_ptr,  # *X [B * H * W, 2 * AP] K | V of every cell (output; X: vitca_launch.exchange_dtype)
+    kv_ptr,  # *T [B * H * W, 2 * AP] K | V of every cell (output, in the state's dtype)
     # sizes
     H,  # grid height
     W,  # grid width
@@ -107,7 +107,7 @@ def _vitca_kv_bwd_kernel(
     w_ptr,  # *T packed folded weights (vitca_launch.PackLayout)
     pe_ptr,  # *fp32 [H * W + 1, EP] positional encoding, zero guard row
     g_ptr,  # *T [B, H, W, C] gradient of the new state
-    ex_ptr,  # *X [B * H * W, SW] per-cell rows written by vitca_bwd (vitca_common.row_columns); writes DK, DV, X
+    ex_ptr,  # *T [B * H * W, SW] per-cell rows written by vitca_bwd (vitca_common.row_columns); writes DK, DV, X
     ds_ptr,  # *T [B, H, W, C] gradient of the input state (output)
     # sizes
     H,  # grid height

@@ -1,5 +1,8 @@
 """The pure-PyTorch reference LNCA: it *defines* the semantics every other implementation
-(the Triton kernels, the fast model) is checked against."""
+(the Triton kernels, the fast model) is checked against.
+
+Citations ``official §N`` across the tree refer to section N of docs/official-behaviour.md: what
+the authors' TensorFlow code does there and where this project departs."""
 
 from .autoencoder import Decoder, Encoder
 from .config import (

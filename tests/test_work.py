@@ -39,7 +39,7 @@ def test_nafca_flops_hand_count_lnca_config():
         + 2 * 48  # masked update s + m * u
     )
     assert work.nafca_flops_per_cell(cfg) == gemms + elementwise == 92_960
-    assert work.nafca_flops_per_cell(cfg) == pytest.approx(93.2e3, rel=0.005)  # §6.2
+    assert work.nafca_flops_per_cell(cfg) == pytest.approx(93.2e3, rel=0.005)  # kernels-and-anchors.md §6.2
 
 
 def test_vitca_flops_hand_count_lnca_config():
@@ -57,14 +57,14 @@ def test_vitca_flops_hand_count_lnca_config():
     elementwise = 128 + 3 * 7 * 128 + 5 * 9 * 4 + 8 * 64 + 2 * 128 + 2 * 128 + 2 * 48
     #             +PE   3 LNs over E   softmax   GELU    2 residuals            masked update
     assert work.vitca_flops_per_cell(cfg) == gemms + elementwise == 201_236
-    assert work.vitca_flops_per_cell(cfg) == pytest.approx(201e3, rel=0.005)  # §6.2
+    assert work.vitca_flops_per_cell(cfg) == pytest.approx(201e3, rel=0.005)  # kernels-and-anchors.md §6.2
 
 
 def test_pixel_vitca_flops_near_191k():
     cfg = create_model("vitca").config.nca  # C=38: embedding 2*38*128 instead of 2*64*128, head U=35
     expected = 201_236 - 2 * 64 * 128 + 2 * 38 * 128 - 2 * 128 * 48 + 2 * 128 * 35 - 2 * 48 + 2 * 35
     assert work.vitca_flops_per_cell(cfg) == expected
-    assert expected == pytest.approx(191e3, rel=0.01)  # §6.2
+    assert expected == pytest.approx(191e3, rel=0.01)  # kernels-and-anchors.md §6.2
 
 
 def test_odd_channel_counts_hand_count():
@@ -80,15 +80,14 @@ def test_odd_channel_counts_hand_count():
 
 
 def test_step_bytes_hand_count():
-    # §6.2: "read the state (C floats) and write the updated part ... ~0.5 KB per cell at fp32, 0.25 KB at bf16"
+    # kernels-and-anchors.md §6.2: "read the state (C floats) and write the updated part ... ~0.5 KB per cell
+    # at fp32, 0.25 KB at bf16"
     assert work.step_bytes_per_cell(64, 4) == 64 * 4 + 64 * 4 == 512
     assert work.step_bytes_per_cell(64, 2) == 256
     # + a float update mask and two bool dropout masks of C channels
     assert work.step_bytes_per_cell(64, 4, update_mask=True, dropout_sites=2) == 512 + 4 + 128
     # backward: read saved state and incoming gradient, write the state gradient
     assert work.step_backward_bytes_per_cell(64, 4) == 3 * 256
-    assert work.exchange_floats_per_cell("nafca", 128) == 9
-    assert work.exchange_floats_per_cell("vitca", 128) == 256
 
 
 def test_parameter_counts_match_section_6_2():

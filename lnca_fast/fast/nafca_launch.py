@@ -10,49 +10,21 @@ every weight and bias tile of the per-cell kernels is loaded without masks (vect
 address registers) and every ``tl.dot`` dimension is >= 16 as the GPU compiler requires; the
 weight gradient comes back in the same layout.
 
-Geometry (why a step is several launches: ``nafca_ops`` NOTE). A step is 2 launches forward
-(``taps``, ``fwd``) and 4 backward (``taps``, ``gate_bwd``, ``perception_bwd``, ``wgrad``; then a
-torch sum). Each per-cell launch sees the batch as one flat raster of ``n = B*H*W`` cells (images
-back to back) cut into *units* of ``BM`` cells (or of the ``cells_per_program`` override); program
-``p`` of ``P`` owns units ``[p*U // P, (p+1)*U // P)`` and walks its cells in chunks of ``BM`` rows,
-so programs straddle image rows and images freely. ``P = U`` (one chunk per program) except in the
-gate backward, where ``P = min(U, cap)``: each of its programs writes one small bias-gradient row
-(``16 + CP`` floats), and the cap bounds those rows and the sum over them. BM is the largest choice
+Geometry (why a step is several launches: docs/design/halo-vs-split.md). Each per-cell launch sees
+the batch as one flat raster of ``n = B*H*W`` cells cut into *units* of ``BM`` cells (or of the
+``cells_per_program`` override); program ``p`` of ``P`` owns units ``[p*U // P, (p+1)*U // P)`` and
+walks its cells in chunks of ``BM`` rows, so programs straddle image rows and images freely.
+``P = U`` except in the gate backward, where ``P = min(U, cap)``: each of its programs writes one
+bias-gradient row (``16 + CP`` floats), and the cap bounds those rows. BM is the largest choice
 that still gives ``fill`` units, else the smallest. The weight-gradient GEMM (``wgrad``) cuts the
-same raster into ``splits`` ranges of whole ``BM``-cell units and runs ``wgrad_tiles`` programs per
-split (one per 64 x 64 weight-gradient tile); each split owns one fp32 partial row of ``P``
-floats. On a GPU ``fill = cap = 4 x SMs`` (528 on an H200: 4 programs per SM) and the GEMM gets
-``5 x SMs`` programs (660 = 44 splits x 15 tiles for the paper cell: one whole wave at its 5 CTAs
-per SM; 44 x 56,016 floats = 9.9 MB of partial rows). The interpreter (CPU tensors) runs one
-program at a time and its cost grows with the number of chunks, so it plans with
-``INTERPRETER_TARGET``: the largest BM, 4 gate rows and 2 GEMM splits (several of each and a
-reduction over them, as on a GPU).
+raster into ``splits`` ranges of whole units and runs ``wgrad_tiles`` programs per split, each split
+owning one fp32 partial row. On a GPU ``fill = cap = 4 x SMs`` (528 on an H200) and the GEMM gets
+``5 x SMs`` programs (660 = 44 splits x 15 tiles for the paper cell: one wave at its 5 CTAs per SM).
+The interpreter (CPU tensors) runs one program at a time and its cost grows with the number of
+chunks, so it plans with ``INTERPRETER_TARGET``: the largest BM, 4 gate rows and 2 GEMM splits
+(several of each and a reduction over them, as on a GPU).
 
-NOTE (launch configurations; registers/spills from ``python -m bench.kernel_report --only nafca``,
-Triton 3.7.1, sm_80 / sm_90; 0 spill everywhere; paper cell C=64 E=128 F=256 unless said):
-- ``num_stages=1`` (the per-cell kernels): software pipelining (2-3 stages) prefetches the next chunk's weight tiles into
-  registers; with it the one-launch kernel's taps phase alone needed 255 registers (fp16, BM=16,
-  4 warps) and every paper-config kernel spilled.
-- ``taps`` and ``fwd``: BM 16 / 32 / 64, inner chunks BE = BF = 32, 4 warps, 8 at BM=64 for the
-  paper cell. fp32 with exact ("ieee") dots runs them as FMA loops whose operands do not fit:
-  BM=16, BE=BF=16, 8 warps for the paper cell. taps: 80-198 / 80-165 registers (fp16 BM=16: 96,
-  5 CTAs per SM); fwd: 128-255 / 128-254 (fp16 BM=32: 246 / 176, 2 CTAs per SM). Narrow cells
-  (CP < 64) run 4 warps throughout: with 8, ptxas spilled 8 B at 64-80 registers (odd cell C=13:
-  taps fp16/bf16 BM=64, fwd fp32 ieee).
-- ``gate_bwd`` and ``perception_bwd``: BM=16, 8 warps (BM=64 spilled up to 1.6 KB in the
-  one-launch kernel): gate 174-176 / 178-228 registers (fp16-bf16 / fp32, sm_80 and sm_90; 254
-  before the weight gradients moved to ``wgrad``), perception 116-126 / 154-160; one CTA per SM
-  (gate), two (fp16/bf16 perception). fp32 backward dots are exact ("ieee", BE=BF=16): with TF32 the
-  one-launch kernel spilled 8 B on sm_80. fp32 warps depend on the cell: 8 for CP >= 64, 4 below
-  (the odd test cell spilled 8-32 B with 8 warps in the one-launch kernel, none with 4).
-- ``wgrad``: 64 x 64 tiles, 4 warps; BM (the K of each dot) 64 for fp16/bf16 with 3 pipeline
-  stages (78 / 168 registers sm_90 / sm_80, 41 KB shared memory on sm_90: 5 CTAs per SM, by shared
-  memory), 32 for fp32 exact FMA dots with 2 stages (91-93 registers: 5 CTAs per SM, by
-  registers); 0 spills. Its grid is sized to those 5 CTAs (``WGRAD_PROGRAMS_PER_SM``): 528 programs
-  would be 0.8 of a wave. ``tf32x3`` dots for fp32 (3 TF32 products, ~fp32 accuracy) compile
-  without spills (164 / 192 registers, 3 CTAs per SM on sm_90) and would cut the fp32 GEMM from
-  compute-bound ~61 us to bytes-bound ~41 us at B=32 32x32, but their accuracy is not measured (no
-  GPU): not used.
+The register and spill figures behind each configuration: docs/design/launch-configurations.md.
 """
 
 from __future__ import annotations
@@ -159,8 +131,8 @@ SEGMENTS = {
 _INNER = {"taps": "BE", "fwd": "BF", "gate_bwd": "BF", "perception_bwd": "BE", "wgrad": "BT"}  # the inner constexpr
 PROGRAMS_PER_SM = 4  # a GPU plan's target: >= 4 programs per SM (and the gate backward's cap)
 WGRAD_TILE = 64  # BT: edge of a weight-gradient tile (nafca_wgrad)
-WGRAD_PROGRAMS_PER_SM = 5  # its CTAs per SM on sm_90 (see the NOTE): one whole wave
-WGRAD_STAGES = {"fp32": 2, "fp16": 3, "bf16": 3}  # its software-pipelining depth (see the NOTE)
+WGRAD_PROGRAMS_PER_SM = 5  # its CTAs per SM on sm_90 (docs/design/launch-configurations.md): one whole wave
+WGRAD_STAGES = {"fp32": 2, "fp16": 3, "bf16": 3}  # its software-pipelining depth (launch-configurations.md)
 
 
 @dataclass(frozen=True)
@@ -192,7 +164,7 @@ class LaunchConfig:
     inner: int  # gate (BE) or FFN (BF) channels per inner chunk
     PREC: str  # tl.dot input_precision of fp32 dots ("ieee" for fp16/bf16, where it is unused)
     num_warps: int
-    num_stages: int = 1  # see the NOTE above
+    num_stages: int = 1  # no pipelining of the per-cell kernels (docs/design/launch-configurations.md)
 
     def constexprs(self) -> dict:
         d = self.dims
@@ -212,7 +184,7 @@ def _check_kernel(kernel: str, dtype: torch.dtype, input_precision: str) -> None
 
 def step_precision(step: str, dtype: torch.dtype, input_precision: str) -> str:
     """The dot precision every launch of a step runs: the requested one for the fp32 forward,
-    exact for the fp32 backward (see the NOTE), "ieee" (unused) for fp16/bf16."""
+    exact for the fp32 backward (docs/design/launch-configurations.md), "ieee" (unused) for fp16/bf16."""
     if input_precision not in PRECISIONS:
         raise ValueError(f"input_precision must be one of {PRECISIONS}, got {input_precision!r}")
     return input_precision if (dtype == torch.float32 and step == "fwd") else "ieee"
@@ -236,18 +208,19 @@ def launch_config(dims: KernelDims, kernel: str, dtype: torch.dtype, input_preci
     if dtype != torch.float32:
         input_precision = "ieee"  # unused by fp16/bf16 dots; one compiled variant per dtype
     if kernel in BACKWARD_KERNELS and input_precision != "ieee":
-        raise ValueError("the fp32 backward kernels run exact dots (input_precision='ieee'), see nafca_launch NOTE")
+        raise ValueError("the fp32 backward kernels run exact dots (input_precision='ieee'), "
+                         "see docs/design/launch-configurations.md")
     choices = block_m_choices(kernel, dtype, input_precision)
     if block_m not in choices:
         raise ValueError(f"block_m must be one of {choices} for the {kernel} kernel ({DTYPES[dtype]} "
                          f"{input_precision}), got {block_m}")
     exact_fp32 = dtype == torch.float32 and input_precision == "ieee"
-    if kernel == "wgrad":  # a streaming GEMM: 4 warps, its loads software-pipelined (see the NOTE)
+    if kernel == "wgrad":  # a streaming GEMM: 4 warps, its loads software-pipelined
         return LaunchConfig(kernel=kernel, dims=dims, BM=block_m, inner=WGRAD_TILE, PREC=input_precision, num_warps=4,
                             num_stages=WGRAD_STAGES[DTYPES[dtype]])
     if kernel in BACKWARD_KERNELS:
         warps = (8 if dims.CP >= 64 else 4) if dtype == torch.float32 else 8  # FMA-dot operands grow with CP
-    else:  # 8 warps only where the tiles are big (see the NOTE)
+    else:  # 8 warps only where the tiles are big (narrow cells spill with 8)
         warps = 8 if dims.CP >= 64 and (block_m == 64 or exact_fp32) else 4
     return LaunchConfig(kernel=kernel, dims=dims, BM=block_m, inner=16 if exact_fp32 else dims.GRAIN,
                         PREC=input_precision, num_warps=warps)

@@ -1,103 +1,22 @@
 """Launchers and the autograd Function of the fused NAFCA step kernels
-(``lnca_fast.kernels.nafca_taps`` / ``nafca_fwd`` / ``nafca_bwd``), their launch plans and their
-ahead-of-time compile specs.
+(``lnca_fast.kernels.nafca_taps`` / ``nafca_fwd`` / ``nafca_bwd`` / ``nafca_wgrad``), their launch
+plans and their ahead-of-time compile specs.
 
 ``nafca_step(state, folded, update_mask, keep1, keep2, p)`` is one CA step with exactly the
 reference's semantics (``NAFCA.forward`` with the same masks); gradients flow to the state and to
 the folded parameters (and through ``fold_nafca`` to the module's own parameters).
 
-NOTE (filling a GPU: halo recompute vs a multi-launch split). A cell's gate needs the 9 partial
-sums ``t_k = x . w_k`` of its neighbours, so one image can only be cut between programs if each
-program either recomputes a halo or the partial sums are exchanged through global memory between
-launches. Chosen: the split. Forward = 2 launches (``taps``: LN1, the C->2E GEMM, SimpleGate, the
-taps and the pre-gate conv3 row of every cell -> two fp32 buffers; ``fwd``: the gate from the
-neighbours' taps and the rest of the step); backward = 4 (``taps`` again, ``gate_bwd``: the step
-after the gate forward and back to every cell's gate gradient, ``perception_bwd``: each tap's
-gradient from its neighbours' gate gradients, back to the state, ``wgrad``: the weight gradients,
-see the next NOTE) and torch's sum of the weight-gradient partial rows. No launch has a halo, so
-a program owns any contiguous range of the batch's flat raster (``nafca_launch`` geometry): tiny
-8x8 latents at B=256 cut into 1,024 programs as easily as one 256x256 latent.
-Counts per cell, paper cell (C=64 E=128 F=256, padded dims; ``nafca_launch.flops_per_row`` /
-``launch_bytes``, i.e. ``launch_plan``), H200 peaks 989 TFLOP/s fp16 (495 TF32), 4.8 TB/s; "real"
-assumes 30 % of tensor-core peak (skinny GEMMs: K = 64, N in chunks of 32, M = 16-64 rows) and 80 %
-of HBM. No GPU was available: these are counts, not timings.
-- split, forward: 113.0 kFLOP (no redundant work; the model's work.py count is 93.0 k) and, fp16
-  state, 1,027 B: the state read twice and written once (384 B) plus the exchange, 16 taps + 64
-  conv3 values in fp32 written and read back, (16 + 64) x 4 B x 2 = 640 B (fp32 state: 1,415 B).
-  Per cell 0.114 ns of compute and 0.214 ns of HBM at peak (memory-bound), 0.381 vs 0.267 ns
-  "real" (compute-bound: the exchange hides under compute below 43 % of tensor-core peak, 62 % for
-  TF32). The exchange buffers (21 MB at B=1 256x256) mostly stay in the 50 MB L2.
-- halo recompute, forward in one launch: tiles small enough for >= 528 programs are 4x8 at B=32
-  32x32 (1,024 programs), 8x8 at B=1 256x256 (1,024), 4x4 at B=256 8x8 (1,024). The front (LN1,
-  C->2E, SimpleGate, taps: 37.6 kFLOP) runs on the (th+2)(tw+2) halo'd cells, padded to 16-row
-  dot tiles: 4x8: 64 rows for 32 cells = 2.0x the front, +37.6 k = 150.5 kFLOP/cell (+33 %); 8x8:
-  112/64 -> 141.1 k (+25 %); 4x4: 48/16 = 3.0x -> 188.1 k (+66 %). Bytes drop to ~330-420 B/cell, so
-  at peak the halo forward would be faster (0.143-0.190 vs 0.214 ns/cell), but "real" it is 1.25-
-  1.67x slower (0.476-0.634 vs 0.381 ns/cell); it wins only above ~54-71 % of tensor-core peak.
-- halo, backward: a halo cell's gate gradient needs that cell's whole step forward and back, and
-  that needs a 2-cell halo of the front: 814-1,401 kFLOP/cell against the split's 409.2 k (taps
-  54.0 + gate_bwd 143.2 + perception_bwd 88.2 + wgrad 123.8), 2.0-3.4x.
-- taps only, v recomputed: saves 2 x 64 x 4 = 512 B/cell but repeats LN1, C->2E, SimpleGate and
-  conv3 (+54 kFLOP, +48 %) in the second launch: 0.18 ns "real" against 0.13 ns of HBM, and a
-  bigger second kernel. v is stored.
-- the paper's B=8 8x8 (512 cells): 32 programs per per-cell launch. A chunk is >= 16 rows
-  (tl.dot's minimum M), so a program of fewer cells still runs a whole 16-row chunk: the critical
-  path of a launch is one chunk whatever the split, and 32 SMs is all 512 cells can use (one
-  program per image, as before, was 8).
+A step is several launches because a cell's gate needs the 9 partial sums ``t_k = x . w_k`` of its
+neighbours: forward = ``taps`` (every cell's partial sums and pre-gate conv3 row -> two fp32
+buffers), then ``fwd`` (the gate from the neighbours' taps and the rest of the step); backward =
+``taps`` again, ``gate_bwd``, ``perception_bwd``, ``wgrad``, then torch's sum of the weight-gradient
+partial rows. No launch has a halo, so a program owns any contiguous range of the batch's flat
+raster (``nafca_launch`` geometry). Why the split and not halo recompute, with the FLOP and byte
+counts: docs/design/halo-vs-split.md.
 
-NOTE (weight gradients: stored operands and one grouped GEMM, not per-program partial rows). Paper
-cell: P = 56,016 padded parameters, of which 55,296 matrix weights, so dW = X^T dY over the cells
-is 110.6 kFLOP/cell (3.6 GFLOP at B=32 32x32: 3.7 us at the fp16 peak). Per cell, fp16 state:
-- before: each of 528 backward programs accumulated into its own fp32 row of a [528, P] buffer
-  (118 MB), reading and rewriting its segments (29.1 k / 26.9 k floats for the gate / perception
-  kernel) for every 16-cell chunk: ~28 KB/cell of global traffic, then torch read every row. The
-  occupancy report predicted the backward at 20-36x its ideal (fp16 B=32 32x32: 219 us, of which
-  gate 102 + perception 111).
-- now: the gate and perception kernels store each layer's X and dY once per cell, in the state's
-  dtype (exactly the tl.dot operands they already form; fp32 for fp32 states), into one
-  [B*H*W, OPW] buffer (``nafca_launch.operand_layout``; OPW = 1,168: s_hat 64, d_in 256, x 128,
-  dv 64, dtaps 16, y_hat 64, d_4 256, h 128, dz5 64, z_hat 64, du 64), 2,336 B/cell (fp32
-  4,672). ``wgrad`` reads each column once: six GEMMs over the cells cut into 15 64x64 tiles (w_in
-  4, w_tap 2, w_3 2, w_4 4, w_5 2, w_o 1) x 44 cell splits = 660 programs (5 per SM: one wave at
-  its 5 CTAs per SM), fp32 accumulation in registers, each tile stored once into its split's row
-  of a [44, P] fp32 buffer (9.9 MB) that torch sums. 123.8 kFLOP/cell (w_tap's 16 columns run as
-  masked 64-wide tiles: +12 %). Weight-gradient traffic: 2 x 2,336 B/cell plus 2 x 9.9 MB per
-  step, against ~28 KB/cell plus 2 x 118 MB. Bias gradients: b_in, b_4, b_5, b_o are column sums
-  of a stored dY, summed by the GEMM as it streams it; the gate bias and b_3 (whose dY, dz3, is no
-  GEMM operand) are summed in registers over a gate program's chunks and stored once per program
-  ([528, 16 + CP] fp32, 169 KB), then summed by each split's last tile program. Nothing is
-  read-modified-written, nothing needs zeroing, no atomics: the result is bitwise the same run to
-  run for a given plan.
-- predicted backward (occupancy report, CUDA graph), before -> after, and / ideal: B=32 32x32 fp16
-  and bf16 219.4 -> 60.4 us (35.6x -> 9.8x), fp32 250.8 -> 212.8 us (20.4x -> 17.3x); B=1 256x256
-  fp16 434.9 -> 110.8 (35.3x -> 9.0x), fp32 493.4 -> 413.4 (20.0x -> 16.8x); B=256 8x8 fp16 111.4 ->
-  35.0 (36.2x -> 11.4x), fp32 130.3 -> 109.9 (21.2x -> 17.9x). fp16 at B=32 32x32: taps 3.6, gate
-  19.7, perception 12.0, wgrad 18.0, sum 2.1 us; the weight gradients' share (operand stores,
-  GEMM, sum) is ~36 us, bytes-bound at ~10x their FLOPs' time at peak. fp32 stays compute-bound:
-  every backward dot, the GEMM's included (60.6 us at B=32 32x32), runs exact FMA at 67 TFLOP/s.
-- why a Triton GEMM and not torch.matmul (cuBLAS): an fp16/bf16 matmul returns fp16/bf16, i.e. a
-  weight gradient summed over up to ~65 k cells rounded to 11/8 bits and able to overflow fp16's
-  65,504; torch's fp32-output overload (``torch.mm(..., out_dtype=torch.float32)``) has no CPU
-  kernel, so the interpreter tests could not run it and it could not be checked here; upcasting
-  the operands doubles their bytes and runs fp32 GEMMs; fp32 matmuls follow torch's global TF32
-  switch, and cuBLAS picks its split-K per GPU and shape. The Triton kernel accumulates and
-  returns fp32, its reduction order is fixed by the plan, the interpreter runs it (CI proves it)
-  and the AOT report compiles it (0 spills).
-- alternatives, by the numbers: 32-row backward chunks halve the read-modify-write (~14 KB/cell,
-  still 3x these bytes) and the gate kernel was at 254 registers with 16 rows; the head's 64x64
-  gradient kept in registers over a program's chunks (16 fp32 registers per thread at 8 warps)
-  would save only z_hat and du (256 B/cell, 3 % of the backward's per-cell bytes); recomputing
-  x, h and the partner SimpleGate halves inside the GEMM from s_hat and y_hat (store the 128-wide
-  gated-feature and hidden gradients instead of d_in and d_4) would cut OPW to 656 (-44 % of these
-  bytes and of the buffer) for +164 kFLOP/cell (+130 %): at fp16 that is 0.53 ns/cell of HBM saved
-  "real" for 0.55 ns of tensor-core time (a wash), and for fp32 FMA a loss; not done.
-- temporaries per cell of a backward step: the operands (2,336 B fp16/bf16, 4,672 B fp32), dgate
-  and dy in fp32 (260 B) and the taps exchange (320 B); per step the bias rows (169 KB) and
-  partial rows (9.9 MB). B=32 32x32: fp16/bf16 106 MB, fp32 182 MB (before: 146 MB for every
-  dtype, 118 of it partial rows); B=1 256x256: 201 / 354 MB (173); B=256 8x8: 58 / 96 MB (132). A
-  second GEMM launch right after the gate kernel would free its 640 operand columns before the
-  perception kernel writes its 464 (peak 704 of 1,168 columns, -40 %), for one more launch and a
-  second set of partial rows; not done.
+The weight gradients are one grouped GEMM (``wgrad``) over per-cell operands that the gate and
+perception launches store, summed from per-split fp32 partial rows: no atomics, no zeroing,
+bitwise the same run to run for a given plan (docs/design/weight-gradient-gemm.md).
 
 Launch configurations and the padded parameter layout: ``nafca_launch.py``.
 """
@@ -432,7 +351,7 @@ def launch_variants() -> list[tuple[str, torch.dtype, str, int]]:
         for dtype, prec in ((torch.float32, "ieee"), (torch.float32, "tf32"), (torch.float16, "ieee"),
                             (torch.bfloat16, "ieee")):
             if kernel in BACKWARD_KERNELS and prec != step_precision("bwd", dtype, prec):
-                continue  # the fp32 backward always runs exact dots (nafca_launch NOTE)
+                continue  # the fp32 backward always runs exact dots (docs/design/launch-configurations.md)
             out += [(kernel, dtype, prec, bm) for bm in block_m_choices(kernel, dtype, prec)]
     return out
 

@@ -1,74 +1,30 @@
 """CUDA-graph capture of a fast cell's inference rollout: the ``steps`` fused steps are recorded
 once and replayed as one graph launch, behind the unchanged API (``model(x, steps=64)``,
 ``model.rollout``, ``model.run``, ``cell.run``). ``FastCell.run`` calls ``run_graphed`` and runs
-the eager loop when it declines.
-
-Why graphs. Eager, every step pays the host side of its launches: the Python of
-``step_prepared`` (checks, launch configuration, ``autograd.Function.apply``), Triton's launcher
-and the CUDA launch itself (~3-5 us per launch, 1-3 launches per step: the fused step, plus the
-update-mask draw at rates in (0, 1)); a replayed graph node costs ~1 us of GPU-side scheduling
-and no host work [rough, unmeasured: no GPU in the session that wrote this; ``benchmark_rollout``
-measures it]. For the models' small grids (8 x 8 latents for 32 x 32 images) a fused step is
-short enough that the host, not the GPU, sets the pace, so 64 steps of launch overhead are a
-large share of the rollout. A persistent multi-step kernel would remove the launches too, but
-means a new kernel per cell (and a grid-wide barrier between steps); the kernels' own geometry
-(programs per launch filling the 132 SMs) is being worked on in ``kernels/`` and the launchers,
-and a graph replays whatever launches they choose, unchanged. So: graphs, no new kernels.
+the eager loop when it declines. Why graphs (the host, not the GPU, sets the pace of small grids)
+and the reasoning below: docs/design/cuda-graph-rollout.md.
 
 When (``eager_reason`` says why not, one place): the cell's ``cuda_graphs`` is True (default;
 ``model.set_cuda_graphs(False)`` or ``LNCA_CUDA_GRAPHS=0`` turn it off), ``steps`` > 0, autograd
-is off (``torch.no_grad()`` or ``torch.inference_mode()``), no training-mode dropout (it draws
-masks inside every step), update rate in [0, 1], the state is a contiguous 4-D CUDA tensor and
-the backend resolves to ``"triton"``. Anything else runs the eager loop, unchanged.
+is off, no training-mode dropout, update rate in [0, 1], the state is a contiguous 4-D CUDA tensor
+and the backend resolves to ``"triton"``. Anything else runs the eager loop, unchanged.
 
-Static buffers (one ``CapturedRollout`` per cache key): the folded weights (``cell.prepare()``
-once, at capture), a static input state the call's state is copied into, the update masks, and
-the graph's output, returned as a copy (``clone``): a later replay overwrites the static output,
-never a tensor handed to the caller. The first call of a key runs the captured closure once
-eagerly (warm-up: Triton compiles and loads every kernel variant and the prepared weights fill
-their lazily derived forms, e.g. ViTCA's PE table, whose host-to-device copy could not be
-captured), returns that result, and captures; later calls replay.
+Static buffers (one ``CapturedRollout`` per cache key): the folded weights (``cell.prepare()`` once,
+at capture), the input state, the update masks and the graph's output, returned as a copy. The
+first call of a key runs the closure once eagerly (warm-up), returns that result, and captures;
+later calls replay. Randomness is an input: ``StepMasks.draw`` makes exactly eager's mask draws
+outside the graph (same masks bit for bit, same generator state afterwards).
 
-Randomness is an input, drawn outside the graph. At rates in (0, 1) eager draws one update mask
-per step, ``floor(U + rate)`` with ``U = torch.rand([B, H, W, 1], generator=g)`` on the
-generator's device (``reference/masks.py``; dropout draws nothing in eval). ``StepMasks.draw``
-makes the same ``steps`` draws with the same generator in the same order, each into its slice of
-a uniform buffer (``uniform_(0, 1)``, the op ``torch.rand`` runs, on a contiguous tensor of the
-same shape: the same values and the same generator advance), then applies ``floor(U + rate)``
-once to all of them into the static mask buffer the captured steps read. Same masks bit for bit,
-same generator state afterwards (tests/test_cuda_graph_rollout.py). Each step's mask is a
-``[B, H, W, 1]`` view at a row of ``[steps, B*H*W rounded up to 64]``, so every mask pointer is
-16-byte aligned like a fresh allocation (the kernels are compiled for aligned pointers; an
-unaligned mask would be copied, or compile another variant). The rate's value is not part of
-the captured work, only whether masks exist: rates 0.3 and 0.5 share a graph.
-
-Cache (per cell, LRU, ``FastCell.cuda_graph_cache_size`` = 4 entries): keyed by state shape,
-dtype and device, steps, rate class (all / none / random), inference mode (static buffers made
-there are inference tensors), training flag and ViTCA's launch options. Invalidation: before
-every call, a fingerprint of the cell's parameters and buffers (``data_ptr``, ``_version``) is
-compared with the one the graphs were captured under; any difference drops every graph (they
-all read the same folded weights). ``_version`` is bumped by every in-place change autograd can
-see (optimizer steps, ``load_state_dict``, ``p.add_`` under ``no_grad`` or inference mode),
-``data_ptr`` changes with ``.to()`` / ``p.data = ...``. Writes through ``p.data`` (a separate
-version counter) are invisible: call ``model.clear_cuda_graphs()`` after them. Chosen over
-re-folding into the static weight buffers before every replay: a fold plus the kernel layout
-derived from it is 52 non-view ops for the paper NAFCA cell, 37 for ViTCA (counted on CPU with a
-dispatch mode): about as many launches per rollout as the 64 step launches the graph removes,
-and it would have to know every derived tensor each cell's launcher caches. The check is
-host-only: 0.05-0.08 ms per call for the NAFCA cell's 22 parameters on this session's loaded 2-core
-VM (mostly the module walk). A weight change (a training step between evaluations) costs one
-re-capture.
-
-Failure: if capture raises (an op that cannot be captured), the call's result is the warm-up's
-(an eager run with the same masks, so still exact), the cell warns once, and that key runs
-eagerly from then on.
+Cache (per cell, LRU, ``FastCell.cuda_graph_cache_size`` = 4 entries): keyed by state shape, dtype
+and device, steps, rate class (all / none / random), inference mode, training flag and ViTCA's
+launch options; every graph is dropped when the cell's parameter fingerprint (``data_ptr``,
+``_version``) changes. Writes through ``p.data`` are invisible: call ``model.clear_cuda_graphs()``
+after them. If capture raises, the call returns the warm-up's result, the cell warns once, and
+that key runs eagerly from then on.
 
 Testing without a GPU: the capture mechanism is injectable (``cell.graph_capture``; ``None`` =
-``CudaGraphCapture``). Tests give a fake that replays the recorded closure on CPU tensors.
-
-Benchmark hook: ``benchmark_rollout(model, state, 64, update_rate=0.5)`` times eager against
-graph rollouts on CUDA (medians of CUDA-event-timed calls, the capture call, a bit-exactness
-check); ``main`` prints it as JSON lines for a few presets and sizes.
+``CudaGraphCapture``). Benchmark hook: ``benchmark_rollout`` times eager against graph rollouts on
+CUDA; ``main`` prints it as JSON lines for a few presets and sizes.
 """
 
 from __future__ import annotations

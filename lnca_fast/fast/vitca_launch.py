@@ -4,112 +4,19 @@ programs and the cell range each owns) and the launch plans (``launch_plan``: wh
 executes and moves; contract: ``lnca_fast/fast/aot.py``). The launchers (``vitca_ops``) and the
 plans call the same ``geometry``.
 
-NOTE (geometry: halo recompute vs launches exchanging through global memory; LNCA latent cell,
-fp32 state, TF32 dots; numbers from ``role_flops_per_cell`` / ``role_bytes_per_cell`` and, for the
-halo design, the same kernels' phases run on each tile grown by the halo: K / V on the tile + 1
-(forward) or + 2 (backward) cells, the per-cell backward on the tile + 1, frames of
-(t_h + 4)(t_w + 4) rows written per program; tiles chosen for the least halo work among those
-giving >= 528 programs. Model FLOPs 201.2 k per cell. The backward columns are those of the time,
-with the weight gradients in per-program partial rows ("partials") read and re-written by every
-16-cell block; the GEMM that replaced them (NOTE "weight gradients") changes those columns, not the
-choice. Times: max(FLOPs / 494.7 TFLOP/s, bytes / 4.8 TB/s) at H200 peak; "real" at an assumed
-30 % of the TF32 peak (16-row MMA tiles, one 8-warp CTA per SM, no pipelining) and 70 % of HBM.)
+A step is several launches exchanging per-cell buffers through global memory (K | V, then the
+backward's per-cell rows), not one launch recomputing a halo: the split's recompute is fixed where
+the halo's grows as tiles shrink, and programs own any contiguous range of cells, so the batch
+splits evenly whatever the image size (figures: docs/design/halo-vs-split.md). ``plan_programs``
+aims for >= 4 x SMs programs at one CTA per SM. The exchange buffers hold the state's dtype.
 
-  | workload (cells)     | programs: halo tiles / split | forward kFLOP, bytes per cell | forward us peak, real |
-  |                      |                              | halo          | split         | halo       | split     |
-  | B=8 8x8 (512)        | 4x4: 32 / 32                 | 265, 5.0 k    | 219, 2.8 k    | 0.5, 0.9   | 0.3, 0.8  |
-  | B=32 32x32 (32,768)  | 6x11: 576 / 528              | 258, 3.6 k    | 219, 2.8 k    | 25, 57     | 19, 48    |
-  | B=1 256x256 (65,536) | 11x12: 528 / 528             | 250, 2.8 k    | 219, 2.8 k    | 39, 110    | 39, 97    |
-  | B=256 8x8 (16,384)   | 3x8: 768 / 528               | 260, 4.9 k    | 219, 2.8 k    | 17, 29     | 10, 24    |
+The backward's weight gradients are GEMMs over the cells: the per-cell launches store every
+layer's input and output gradient into the per-cell rows (``PackLayout.row_columns``) and one
+grouped launch (``wgrad``, ``WGRAD_JOBS``) reduces them into per-split fp32 partial rows that torch
+sums: deterministic, no atomics, no zeroing (docs/design/weight-gradient-gemm.md).
 
-  | workload             | backward kFLOP, bytes, partials bytes per cell | backward us peak, real |
-  |                      | halo                 | split                   | halo        | split     |
-  | B=8 8x8              | 1008, 16.9 k, 74 k   | 676, 8.2 k, 25 k        | 9.7, 13.9   | 3.5, 5.0  |
-  | B=32 32x32           | 955, 11.9 k, 77 k    | 676, 8.2 k, 45 k        | 605, 864    | 362, 516  |
-  | B=1 256x256          | 894, 9.2 k, 67 k     | 676, 8.2 k, 48 k        | 1043, 1489  | 767, 1095 |
-  | B=256 8x8            | 962, 16.6 k, 56 k    | 676, 8.2 k, 38 k        | 247, 353    | 159, 227  |
-
-Chosen: the launch split. Its recompute is fixed (forward: embedding + LN1 again, +8.6 %;
-backward: 3 x model + 72 kFLOP, i.e. embedding + LN1 three more times, LN2, ff1 + GELU, attn @ V),
-where the halo's grows as tiles shrink (at the <= 31-cell tiles B = 256 at 8 x 8 needs: +19 %
-forward, +42 % backward); it writes 1 KB (K | V) + 2.5 KB (exchange) per cell where the halo writes
-whole frames per tile (+ zeroed border rows); and programs own any contiguous range of cells, so
-the batch splits evenly whatever the image size (the halo design needs tiles of one image:
-B = 256 at 8 x 8 cannot reach 528 programs with tiles of >= 32 cells). The cost: more launches
-(2 forward, 4 + a torch sum backward; ~3 us each eager, ~1 us in a CUDA graph) and the exchange
-round-trips through HBM.
-
-NOTE (programs, ``plan_programs``): the plan minimises waves x blocks of the longest range with
-``CTAS_PER_SM`` = 1 (the ``fwd`` / ``bwd`` / ``kv_bwd`` kernels use 128-246 registers at 8 warps:
-one or two CTAs per SM; ``kv`` fits 2), preferring >= 4 x SMs programs: 528 programs per launch at
-B=32 32x32, B=1 256x256 and B=256 8x8 (ranges of 62 / 124 / 31 cells: 4 / 8 / 2 blocks of 16,
-exactly 4 waves). B=8 8x8 has 512 cells = 32 blocks of 16 (the smallest ``tl.dot`` tile on GPU):
-32 programs of one block; splitting a block over more programs cannot shorten the launch (each
-program still runs 16-row tiles) and only adds waves, so it stays at 32 of 132 SMs. The
-weight-gradient GEMM plans its own grid (``plan_splits``): 22 cell splits x 24 tiles = 528.
-NOTE (weight gradients; LNCA cell C=64, E=128, 4 x 32 heads, MLP 64; numbers per cell unless
-said, B=32 32x32 = 32,768 cells for totals). Every weight gradient is ``dW^T = X^T dY`` over the
-cells (X: the layer's input, dY: its output gradient) and every bias gradient a column sum of dY,
-193.4 kFLOP per cell in all (``weight_grad_flops``; 6.34 GFLOP = 12.8 us at the TF32 peak: the
-floor). Chosen: the per-cell backward launches store the operands into the per-cell rows
-(``PackLayout.row_columns``: N1, DQ, DK, DV, MIX, DX1, N2, DF, G, DX2, N3 and DX0 in column X,
-1,408 values; the embedding's X is the state and the head's dY the incoming gradient times the
-mask, both read where they are), in the state dtype (what every ``tl.dot`` operand already is);
-``wgrad`` (``kernels/vitca_wgrad``) runs all the GEMMs in one grouped launch over BN = 64 tiles x
-cell splits, each tile's fp32 sum written once into its split's partial row, and torch sums the
-22 rows (deterministic, no atomics, no zeroing: ``WGRAD_JOBS``). Traffic: operands written once
-and read once, 1,408 x 2 values + the state, gradient and mask read again: 11.8 KB fp32 / 5.9 KB
-fp16 per cell; partial rows 22 x 99.2 k x 4 B = 8.7 MB written + read (0.5 KB per cell). Predicted
-(occupancy report, CUDA graph): operand stores in ``bwd`` / ``kv_bwd`` 38 us + the GEMM 44 us +
-the sum 2 us = 84 us fp32 (6.6x the floor), 19 + 23 + 2 = 44 us fp16 (6.9x its 6.4 us floor),
-against 295 + 44 = 339 us fp32 (26x) for the per-program partial rows before (each 16-cell block
-read and re-wrote the program's 99.2 k-float row: 49.6 KB per cell, + 210 MB summed by torch).
-The whole backward: 142 us fp32 / 76 us fp16, 5.3x / 5.7x its ideal (before: 410 / 382 us, 15x /
-29x). Its temporaries: K | V (256 values) and the per-cell rows (1,792) = 8 KB fp32 / 4 KB fp16
-per cell, + 8.7 MB of partial rows: 277 MB fp32 / 143 MB fp16 (before: K | V, a 640-value exchange
-and 210 MB of partial rows, 327 / 268 MB).
-Weighed and rejected:
-- BLOCK_M = 32 backward blocks with partial rows: 24.8 KB per cell (2.1x the staging's fp32,
-  4.2x its fp16) and 224 bytes of spill in ``bwd`` on sm_80;
-- accumulating in registers across a program's blocks: the 99.2 k accumulators are 388 per
-  thread of a 256-thread program; even one 8 k-float layer (WH) costs 32 registers per thread in
-  phases that already hold 201-246, and its per-program row written once (528 x 32 KB = 17 MB,
-  x 2 with the sum) moves as much as staging its operand (N3: 1 KB per cell) at 62 cells per program;
-- cuBLAS (``torch.matmul``) on the same operands: the same traffic, but fp32 GEMMs run at torch's
-  process-wide matmul precision (IEEE by default: 67 TFLOP/s, 95 us compute-bound here; TF32 only
-  by flipping global flags, and torch 2.13 raises on reading them once the legacy and new TF32
-  APIs were mixed), fp16 -> fp32 results need ``mm(out_dtype=)``, which is CUDA-only (the
-  interpreter path would differ), and results are reproducible only per GPU model and library
-  version; the Triton GEMM has one fixed reduction order everywhere, the kernels' dot precision
-  (``IP``), runs in the interpreter and is the NAFCA design (``_nafca_wgrad_kernel``);
-- a ones column in each X for the biases: +16 bytes per operand and a padded 132- / 136-row
-  GEMM; the column sums of the GEMM's first row of tiles cost no traffic.
-NOTE (exchange dtype): the K | V buffer and the backward's per-cell rows (exchange and
-weight-gradient operands) hold the state's dtype (fp32, or fp16 / bf16: half the bytes). Measured
-for the exchange, 40 random fp16 cases of 1-3 steps (interpreter): worst relative error
-out / d_state / d_param 1.12e-3 / 1.18e-3 / 3.40e-3 with fp16 buffers against 1.57e-3 / 1.55e-3 /
-3.21e-3 with fp32 ones: no measurable loss (every tl.dot already casts its operands to fp16).
-NOTE (launch configuration; no GPU was available, so these are compile-time numbers from
-``python -m bench.kernel_report --only vitca``, Triton 3.7.1, sm_80 / sm_90; LNCA config fp32):
-BLOCK_M = 16 cells (one MMA tile), 8 warps, 128-wide products in BN = 32 chunks, num_stages 1,
-2 warps for ``kv`` / ``fwd`` of small cells (EP <= 32). Registers sm_80 / sm_90, shared memory,
-0 spill: ``kv`` 126 / 104, 24 KB (fp16 / bf16 102 / 110, 12 KB: 2 CTAs per SM); ``fwd`` 216 /
-206, 26 KB; ``bwd`` 246 / 216, 34 KB (fp16 / bf16 216 / 201, 17 KB); ``kv_bwd`` 189 / 182, 26 KB
-(fp16 / bf16 172 / 128, 12 KB: 2 CTAs per SM). Half-precision ``fwd`` runs BN = 64 (184-188 /
-182, 20 KB): at BN = 32 ptxas held it to 128 registers on sm_90 and spilled 8 bytes (24 for
-C = 96). Small cells: ``bwd`` runs 4 warps and ``kv_bwd`` 8 (``bwd`` at 8 warps and ``kv_bwd`` at
-4: ptxas held the tiny cells to 128 registers and spilled 8 bytes, ``bwd`` on sm_80, ``kv_bwd``
-fp32 on sm_90). ``wgrad`` (4 warps, BN = 64 tiles): fp32 BLOCK_M = 32 rows per chunk,
-num_stages 3, 150 / 128 registers, 33 / 49 KB; fp16 / bf16 BLOCK_M = 128, num_stages 2, 252 /
-128, 32 / 50 KB: 4 CTAs per SM on sm_90, so 528 programs are one full wave (at 5 CTAs per SM,
-e.g. fp16 BLOCK_M 64 with 3 stages, 96 registers, 528 programs fill 0.8 of a wave; 4 stages:
-58 KB, 3 CTAs; fp32 2 stages: 8 bytes of spill on sm_80, BLOCK_M 64: 66 KB, 3 CTAs, 8 warps:
-78 registers, 3 CTAs; BN = 128 tiles with 8 warps, 153-174 registers, 1 CTA: only 8 tiles per
-split, so 66 splits and 26 MB of partial rows for 528 programs); small-cell fp32 BLOCK_M = 16
-(32: ptxas held the tiny latent cell to 128 registers on sm_80 and spilled 8 bytes). Measured and
-rejected earlier (one-launch kernels, persistent tile loop): BLOCK_M 32 with 8 warps (88-280 bytes
-of spill), 4 warps (80-192), BN 16 (40-128), BN 64 (0-16 fp32 but 16-112 for fp16 / bf16),
-num_stages 2 (every weight tile double-buffered: 352 KB of shared memory in the forward).
+The block table (``_BLOCKS``) and stages keep every compiled variant free of register spills on
+sm_80 and sm_90; the compile-time figures behind them: docs/design/launch-configurations.md.
 """
 
 from __future__ import annotations
@@ -123,14 +30,12 @@ from ..reference.config import ViTCAConfig
 from .aot import Launch
 
 SLOTS = 16  # the 3x3 attention window stored as [4, 4] (kernels/vitca_common.SLOTS)
-# tl.dot precision of fp32 states: "tf32" (tensor cores, ~1e-3 relative per product on GPU; the
-# interpreter computes exactly). Half-precision states use fp16 / bf16 tensor-core inputs.
-# NOTE: "ieee" (Triton's FMA dot keeps whole K panels in registers) and "tf32x3" (hi/lo operand
-# copies) spilled registers in the backward at every configuration tried (sm_80: 136-480 bytes,
-# sm_90: 8-104 bytes per thread; measured with the earlier one-launch backward), so they are not
-# offered; the parameter stays explicit.
-INPUT_PRECISIONS = ("tf32",)
-_HALF_PRECISION = "tf32"  # the value passed for fp16 / bf16 (unused by tl.dot there)
+# tl.dot precision of fp32 states, the only one offered: "tf32" (tensor cores, ~1e-3 relative per
+# product on GPU; the interpreter computes exactly). Half-precision states use fp16 / bf16
+# tensor-core inputs and pass the same value, unused there. NOTE: "ieee" and "tf32x3" spilled
+# registers in the backward at every configuration tried (docs/design/launch-configurations.md);
+# the parameter stays explicit.
+INPUT_PRECISION = "tf32"
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -211,7 +116,7 @@ class PackLayout:
         """Columns of the backward's per-cell rows ``[cells, row_width]``, in order
         (``kernels/vitca_common.row_columns`` computes the same offsets): the exchange between its
         launches (Q | DAO | A | DL | X: x1, then dx0q, then dx0), then the weight-gradient operands
-        (module NOTE "weight gradients")."""
+        (docs/design/weight-gradient-gemm.md)."""
         ap, ep, mp, win = self.ap, self.ep, self.mp, self.heads * SLOTS
         return [("q", ap), ("dao", ap), ("a", win), ("dl", win), ("x", ep), ("n1", ep), ("dq", ap), ("dk", ap),
                 ("dv", ap), ("mix", ap), ("dx1", ep), ("n2", ep), ("df", mp), ("g", mp), ("dx2", ep), ("n3", ep)]
@@ -236,7 +141,7 @@ KERNELS = {
     "bwd": "_vitca_step_bwd_kernel", "kv_bwd": "_vitca_kv_bwd_kernel", "wgrad": "_vitca_wgrad_kernel",
 }  # fmt: skip
 # (role, "small" = EP <= 32, "half" = fp16 / bf16 state) -> (BLOCK_M, BN, num_warps) on a GPU; see
-# the module NOTE "launch configuration". For ``wgrad`` BLOCK_M is the cells per chunk (the K of
+# docs/design/launch-configurations.md. For ``wgrad`` BLOCK_M is the cells per chunk (the K of
 # its dots) and BN the edge of a weight-gradient tile.
 _BLOCKS = {
     ("kv", False, False): (16, 32, 8), ("kv", False, True): (16, 32, 8),
@@ -252,10 +157,10 @@ _BLOCKS = {
 }  # fmt: skip
 NUM_STAGES = 1  # software pipelining of the block loop would double-buffer every weight tile in shared memory
 # The weight-gradient GEMM streams its operands: its chunk loads are software-pipelined (fp32 /
-# half-precision operands; module NOTE "launch configuration").
+# half-precision operands; docs/design/launch-configurations.md).
 _WGRAD_STAGES = {False: 3, True: 2}
 PROGRAMS_PER_SM = 4  # what a launch aims for (issue 10): >= 4 x 132 = 528 programs on an H200
-CTAS_PER_SM = 1  # programs resident per SM, as the plan's cost model assumes (module NOTE "geometry")
+CTAS_PER_SM = 1  # programs resident per SM, as the plan's cost model assumes (docs/design/halo-vs-split.md)
 
 # The interpreter (CPU tensors) runs programs one op at a time; its cost grows with the number of
 # blocks, not their size, so it gets large blocks and one program per launch (the weight-gradient
@@ -282,7 +187,7 @@ def plan_programs(cells: int, block_m: int, sms: int) -> int:
     program owns a contiguous range of ~cells / P cells (``kernels/vitca_common.program_cells``).
     Cost = waves x blocks of the longest range (``CTAS_PER_SM`` programs per SM at a time); the
     cheapest wins, then one with >= ``PROGRAMS_PER_SM`` x sms programs, then the fewest programs.
-    Module NOTE "geometry"."""
+    Figures: docs/design/halo-vs-split.md."""
     target, slots = PROGRAMS_PER_SM * sms, CTAS_PER_SM * sms
     best = None
     for waves in range(1, _cdiv(cells, block_m * slots) + 1):
@@ -338,11 +243,9 @@ def geometry(role: str, cells: int, layout: PackLayout, dtype: torch.dtype, devi
     (``wgrad``) keeps its own plan (``plan_splits`` on a GPU, ``INTERPRETER_SPLITS`` in the
     interpreter) whatever ``cells_per_program``. The launchers and ``launch_plan`` both call this."""
     if input_precision is None:
-        input_precision = INPUT_PRECISIONS[0]
-    if input_precision not in INPUT_PRECISIONS:
-        raise ValueError(f"input_precision must be one of {INPUT_PRECISIONS}, got {input_precision!r}")
-    if dtype != torch.float32:
-        input_precision = _HALF_PRECISION
+        input_precision = INPUT_PRECISION
+    if input_precision != INPUT_PRECISION:
+        raise ValueError(f"input_precision must be {INPUT_PRECISION!r}, got {input_precision!r}")
     if cells_per_program is not None and (isinstance(cells_per_program, bool) or not isinstance(cells_per_program, int)
                                           or cells_per_program < 1):
         raise ValueError(f"cells_per_program must be a positive int, got {cells_per_program!r}")
@@ -363,12 +266,6 @@ def geometry(role: str, cells: int, layout: PackLayout, dtype: torch.dtype, devi
     else:
         programs = 1
     return Geometry(role, block_m, bn, warps, programs, input_precision)
-
-
-def exchange_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Element type of the K | V buffer and the backward's per-cell rows: the state's (module NOTE
-    "exchange dtype")."""
-    return dtype
 
 
 # -- launch plans: work and traffic of each launch (lnca_fast/fast/aot.py) ----------------------
@@ -460,17 +357,17 @@ WGRAD_JOBS = (("we_t", "be", "s", "x"), ("wq_t", "bq", "n1", "dq"), ("wk_t", "bk
               ("w2_t", "b2", "g", "dx2"), ("wh_t", "bh", "n3", "g*m"))
 WGRAD_WEIGHTS = tuple(job[0] for job in WGRAD_JOBS)
 _OPERANDS = tuple(dict.fromkeys(col for job in WGRAD_JOBS for col in job[2:] if col not in ("s", "g*m")))  # row columns
-# The per-cell row columns each backward launch writes (module NOTE "weight gradients").
+# The per-cell row columns each backward launch writes (docs/design/weight-gradient-gemm.md).
 _WRITES = {"bwd": ("q", "dao", "a", "dl", "x", "n1", "dq", "mix", "dx1", "n2", "df", "g", "dx2", "n3"),
            "kv_bwd": ("dk", "dv", "x")}
 
 
-def role_bytes_per_cell(role: str, layout: PackLayout, itemsize: int, exchange_itemsize: int, update_mask: bool) -> int:
+def role_bytes_per_cell(role: str, layout: PackLayout, itemsize: int, update_mask: bool) -> int:
     """Global-memory bytes per cell of a launch of ``role`` (HBM model: every tensor a launch touches
     is read or written once per cell; a program's re-reads of what it or its neighbours touched
-    in the same launch are L1 / L2 hits): state ``C``, mask 1 and gradient ``C`` values of the state
-    dtype, K | V and per-cell row columns (``PackLayout.row_columns``) of the exchange dtype."""
-    state, x = layout.channels * itemsize, exchange_itemsize
+    in the same launch are L1 / L2 hits): state ``C``, mask 1 and gradient ``C`` values, K | V and
+    per-cell row columns (``PackLayout.row_columns``), all of ``itemsize`` bytes (the state's dtype)."""
+    state, x = layout.channels * itemsize, itemsize
     mask = itemsize if update_mask else 0
     return {
         "kv": state + layout.kv_width * x,  # read s, write K | V
@@ -497,7 +394,7 @@ def _launch_row(role, layout, cfg, label, batch, height, width, dtype, geom: Geo
     flops = float(blocks * geom.block_m * role_flops_per_cell(role, cfg))
     weights = {"kv": layout.kv_size, "kv_bwd": layout.kv_size, "wgrad": 0}.get(
         role, layout.size - (layout.kv_size - layout.cp * layout.ep - layout.ep))
-    nbytes = cells * role_bytes_per_cell(role, layout, itemsize, torch.finfo(exchange_dtype(dtype)).bits // 8, True)
+    nbytes = cells * role_bytes_per_cell(role, layout, itemsize, True)
     nbytes += weights * itemsize + (0 if role == "wgrad" else height * width * layout.ep * 4)
     note = _RECOMPUTE_NOTE[role]
     if role == "wgrad":

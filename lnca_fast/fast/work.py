@@ -46,9 +46,3 @@ def step_backward_bytes_per_cell(channels: int, itemsize: int, *, update_mask: b
     incoming gradient, write the state gradient (weight-gradient partials are per program, not per
     cell, and are left out), plus the masks the recomputation re-reads."""
     return 3 * channels * itemsize + (4 if update_mask else 0) + dropout_sites * channels
-
-
-def exchange_floats_per_cell(cell: str, embed: int) -> int:
-    """Floats each cell must share with its neighbours per step: NAFCA the 9 gate partial sums,
-    ViTCA its key and value vectors (2E)."""
-    return 9 if cell == "nafca" else 2 * embed

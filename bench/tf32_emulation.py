@@ -1,0 +1,733 @@
+"""TF32 and 3xTF32 ``tl.dot`` emulated on CPU: the worst errors of the fused NAFCA and ViTCA kernels
+against float64, per dot precision, measured without a GPU.
+
+    python -m bench.tf32_emulation [--json [PATH]] [--cases N] [--quick] [--no-models] [--markdown PATH]
+
+Method (docs/design/tf32.md says why each choice):
+
+- The real kernels run in Triton's interpreter (CPU tensors), where every ``tl.dot`` is one call
+  of ``InterpreterBuilder.create_dot``. ``emulate_tf32`` replaces it: fp32 x fp32 dots follow the
+  dot's own ``input_precision`` as Triton lowers it for sm_80+ (Triton 3.7.1):
+  ``"ieee"``: fp32 products and sums (the interpreter's own dot);
+  ``"tf32"``: both operands reduced to TF32's 10-bit mantissa, exact products, fp32 sums. Triton
+  hands the fp32 registers to the MMA, which reads the top 19 bits: truncation toward zero
+  (``--tf32-rounding rna`` models an explicit ``cvt.rna`` instead);
+  ``"tf32x3"``: Triton's F32DotTC rewrite, ``big = cvt.rna(x)`` (nearest, ties away), ``small = x -
+  big`` (exact in fp32), ``dot(a_small, b_big) + dot(a_big, b_small)`` (NaNs zeroed), then
+  ``+ dot(a_big, b_big)`` and the accumulator, each partial dot a TF32 MMA (its small operand
+  truncated again).
+  fp16 / bf16 operands are left to the interpreter (tensor cores read them exactly).
+- ``dot_precision(forward, backward)`` sets the precision constexpr (NAFCA ``PREC``, ViTCA
+  ``IP``) of every launch of a forward / backward step of either cell, whatever the launcher
+  chose, so precisions the launchers do not offer (tf32x3, TF32 in NAFCA's fp32 backward) run
+  the real kernels too. Block sizes stay the launcher's (those of ``launch_precision``).
+- Cases: the parity suites' own hypothesis strategies (``tests/test_nafca_kernel_parity.cases``,
+  ``tests/test_vitca_kernel_parity.step_cases``) drawn derandomised, 1-3 steps, every case with
+  the gradient, plus the paper cell at 8x8 for 1, 2 and 3 steps. Errors are the suites' own:
+  NAFCA ``nafca_cases.rollout_errors`` (max |x - x64| / max(max |x64|, 1e-3) per output, state
+  gradient and each parameter gradient; its check adds 2x the float32 reference's own error,
+  reported here as "excess"), ViTCA max |x - x64| / max |x64|.
+- Whole models (``--no-models`` skips them): the fast-model tests' comparisons with the GPU's
+  arithmetic on both sides: the fast model's kernels at the GPU's precisions and every
+  ``conv2d`` / ``conv_transpose2d`` of both models (autoencoder, the reference NAFCA's gate) with
+  TF32 operands forward and backward (cuDNN's default ``allow_tf32``; truncated, the worse case).
+- The ViTCA weight-gradient GEMM alone (``test_weight_gradient_gemm``'s operands, 41 seeds) at
+  "tf32".
+
+Results: ``bench/results/tf32_emulation.md`` (``--markdown``) and JSON with ``--json``.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")  # before anything imports triton: the emulation patches the interpreter
+
+import argparse  # noqa: E402
+import collections  # noqa: E402
+import contextlib  # noqa: E402
+import copy  # noqa: E402
+import dataclasses  # noqa: E402
+import itertools  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from unittest import mock  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+TESTS = ROOT / "tests"
+DEFAULT_MARKDOWN = ROOT / "bench" / "results" / "tf32_emulation.md"
+PRECISIONS = ("ieee", "tf32", "tf32x3")
+ROUNDINGS = ("rz", "rna")  # how a TF32 MMA reads an fp32 operand: Triton's (truncation), or cvt.rna first
+
+# -- TF32 rounding (numpy float32 arrays; non-finite values pass unchanged) ----------------------
+_KEEP = np.uint32(0xFFFFE000)  # sign, exponent and the top 10 mantissa bits
+_EXP = np.uint32(0x7F800000)
+
+
+def _bits(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+
+
+def tf32_truncate(x: np.ndarray) -> np.ndarray:
+    """TF32 by dropping the 13 low mantissa bits (toward zero): what the MMA reads from fp32."""
+    u = _bits(x)
+    return np.where((u & _EXP) != _EXP, u & _KEEP, u).view(np.float32)
+
+
+def tf32_round_away(x: np.ndarray) -> np.ndarray:
+    """PTX ``cvt.rna.tf32.f32``: nearest, ties away from zero (overflow to inf, as without .satfinite)."""
+    u = _bits(x)
+    return np.where((u & _EXP) != _EXP, (u + np.uint32(0x1000)) & _KEEP, u).view(np.float32)
+
+
+def tf32_round_even(x: np.ndarray) -> np.ndarray:
+    """Nearest, ties to even (cuBLAS-style conversion; differs from ``rna`` only on exact ties)."""
+    u = _bits(x)
+    rounded = (u + np.uint32(0xFFF) + ((u >> np.uint32(13)) & np.uint32(1))) & _KEEP
+    return np.where((u & _EXP) != _EXP, rounded, u).view(np.float32)
+
+
+_READ = {"rz": tf32_truncate, "rna": tf32_round_away}
+
+
+def emulated_dot(a: np.ndarray, b: np.ndarray, acc: np.ndarray, precision: str, rounding: str = "rz") -> np.ndarray:
+    """``a @ b + acc`` of fp32 operands as an sm_80+ GPU computes ``tl.dot(a, b, acc,
+    input_precision=precision)`` (module docstring), in fp32."""
+    f32 = np.float32
+    if precision == "ieee":
+        return np.matmul(a, b, dtype=f32) + acc
+    read = _READ[rounding]
+    if precision == "tf32":
+        return np.matmul(read(a), read(b), dtype=f32) + acc
+    if precision != "tf32x3":
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    a_big, b_big = tf32_round_away(a), tf32_round_away(b)
+    a_small, b_small = (a - a_big).astype(f32), (b - b_big).astype(f32)
+    small = np.matmul(read(a_small), b_big, dtype=f32)
+    small = np.matmul(a_big, read(b_small), dtype=f32) + small
+    small = np.where(np.isnan(small), f32(0), small)
+    return (np.matmul(a_big, b_big, dtype=f32) + small) + acc
+
+
+@contextlib.contextmanager
+def emulate_tf32(rounding: str = "rz"):
+    """Run every interpreted ``tl.dot`` of fp32 operands as ``emulated_dot`` at its own
+    ``input_precision``. Yields a Counter of the dots seen, keyed ``"fp32 <precision>"`` or the
+    operand dtype."""
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        raise RuntimeError("TF32 emulation patches Triton's interpreter: set TRITON_INTERPRET=1 before importing triton")
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
+    from triton.runtime import interpreter
+
+    original = interpreter.InterpreterBuilder.create_dot
+    seen = collections.Counter()
+
+    def create_dot(self, a, b, d, input_precision, max_num_imprecise_acc):
+        if a.data.dtype != np.float32 or b.data.dtype != np.float32:
+            seen[str(a.data.dtype)] += 1
+            return original(self, a, b, d, input_precision, max_num_imprecise_acc)
+        precision = input_precision.name.lower()
+        seen[f"fp32 {precision}"] += 1
+        out = emulated_dot(a.data, b.data, d.data.astype(np.float32), precision, rounding)
+        return interpreter.TensorHandle(out.astype(d.data.dtype), d.dtype.scalar)
+
+    with mock.patch.object(interpreter.InterpreterBuilder, "create_dot", create_dot):
+        yield seen
+
+
+@contextlib.contextmanager
+def dot_precision(forward: str, backward: str):
+    """Every kernel launch inside a forward step (``nafca_step_fwd`` / ``vitca_step_fwd``) runs its
+    dots at ``forward``, inside a backward step (its recomputation included) at ``backward``."""
+    from lnca_fast.fast import nafca_ops, vitca_ops
+
+    for p in (forward, backward):
+        if p not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {p!r}")
+    phase = []
+
+    def in_phase(fn, name):
+        def run(*args, **kwargs):
+            phase.append(name)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                phase.pop()
+        return run
+
+    def precision():
+        if not phase:
+            raise RuntimeError("a kernel launched outside a fused step: no precision to force")
+        return forward if phase[-1] == "fwd" else backward
+
+    nafca_launch, vitca_launch = nafca_ops._launch, vitca_ops._launch
+
+    def forced_nafca(kernel_fn, launch, *args):
+        config = dataclasses.replace(launch.config, PREC=precision())
+        return nafca_launch(kernel_fn, dataclasses.replace(launch, config=config), *args)
+
+    def forced_vitca(kernel, geom, layout, *args):
+        return vitca_launch(kernel, dataclasses.replace(geom, input_precision=precision()), layout, *args)
+
+    with contextlib.ExitStack() as stack:
+        for module, name, value in [
+            (nafca_ops, "_launch", forced_nafca), (vitca_ops, "_launch", forced_vitca),
+            (nafca_ops, "nafca_step_fwd", in_phase(nafca_ops.nafca_step_fwd, "fwd")),
+            (nafca_ops, "nafca_step_bwd", in_phase(nafca_ops.nafca_step_bwd, "bwd")),
+            (vitca_ops, "vitca_step_fwd", in_phase(vitca_ops.vitca_step_fwd, "fwd")),
+            (vitca_ops, "vitca_step_bwd", in_phase(vitca_ops.vitca_step_bwd, "bwd")),
+        ]:
+            stack.enter_context(mock.patch.object(module, name, value))
+        yield
+
+
+# -- TF32 convolutions of the reference (cuDNN's allow_tf32 default on a GPU) -----------------
+def _tf32_tensor(x: torch.Tensor) -> torch.Tensor:
+    if x.dtype != torch.float32:
+        return x
+    cut = (x.contiguous().view(torch.int32) & -8192).view(torch.float32)  # -8192 = 0xFFFFE000
+    return torch.where(torch.isfinite(x), cut, x)
+
+
+class _TF32Convolution(torch.autograd.Function):
+    """``aten.convolution`` with its GEMM operands truncated to TF32, forward and both backward
+    GEMMs (the bias gradient is a plain fp32 sum)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, padding, dilation, transposed, output_padding, groups):
+        xr, wr = _tf32_tensor(x), _tf32_tensor(weight)
+        ctx.save_for_backward(xr, wr)
+        ctx.args = (stride, padding, dilation, transposed, output_padding, groups)
+        ctx.has_bias = bias is not None
+        return torch.ops.aten.convolution(xr, wr, bias, stride, padding, dilation, transposed, output_padding, groups)
+
+    @staticmethod
+    def backward(ctx, grad):
+        xr, wr = ctx.saved_tensors
+        mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], False]
+        gx, gw, _ = torch.ops.aten.convolution_backward(_tf32_tensor(grad.contiguous()), xr, wr, None, *ctx.args, mask)
+        gb = grad.sum(dim=(0, 2, 3)) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return gx, gw, gb, None, None, None, None, None, None
+
+
+def _pair(v):
+    return list(v) if isinstance(v, (tuple, list)) else [v, v]
+
+
+@contextlib.contextmanager
+def tf32_convolutions():
+    """``F.conv2d`` / ``F.conv_transpose2d`` of fp32 tensors with TF32 operands (``_TF32Convolution``)."""
+    F = torch.nn.functional
+
+    def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+        if isinstance(padding, str):
+            raise NotImplementedError("string padding")
+        return _TF32Convolution.apply(x, weight, bias, _pair(stride), _pair(padding), _pair(dilation), False, [0, 0], groups)
+
+    def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+        return _TF32Convolution.apply(x, weight, bias, _pair(stride), _pair(padding), _pair(dilation), True,
+                                      _pair(output_padding), groups)
+
+    with mock.patch.object(F, "conv2d", conv2d), mock.patch.object(F, "conv_transpose2d", conv_transpose2d):
+        yield
+
+
+# -- variants -------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One way to run a case: the state dtype and, for fp32, the forward / backward dot precision."""
+
+    name: str
+    dtype: torch.dtype = torch.float32
+    forward: str = "ieee"
+    backward: str = "ieee"
+    rounding: str = "rz"
+
+    @contextlib.contextmanager
+    def context(self):
+        """Emulated dots at this variant's precisions; yields the Counter of dots run."""
+        with emulate_tf32(self.rounding) as seen, (dot_precision(self.forward, self.backward)
+                                                   if self.dtype == torch.float32 else contextlib.nullcontext()):
+            yield seen
+
+    @property
+    def launch_precision(self) -> str:
+        """What NAFCA's launcher is asked for (its block sizes): "ieee" or "tf32"."""
+        return "ieee" if self.forward == "ieee" else "tf32"
+
+
+VARIANTS = {
+    "nafca": [
+        Variant("ieee"),
+        Variant("tf32 fwd, ieee bwd", forward="tf32", backward="ieee"),  # the CUDA default before docs/design/tf32.md
+        Variant("tf32", forward="tf32", backward="tf32"),
+        Variant("tf32 fwd, tf32x3 bwd", forward="tf32", backward="tf32x3"),
+        Variant("tf32x3", forward="tf32x3", backward="tf32x3"),
+        Variant("tf32 (rna)", forward="tf32", backward="tf32", rounding="rna"),
+        Variant("fp16", dtype=torch.float16),
+    ],
+    "vitca": [
+        Variant("ieee"),
+        Variant("tf32", forward="tf32", backward="tf32"),  # the CUDA default
+        Variant("tf32 fwd, tf32x3 bwd", forward="tf32", backward="tf32x3"),
+        Variant("tf32x3", forward="tf32x3", backward="tf32x3"),
+        Variant("tf32 (rna)", forward="tf32", backward="tf32", rounding="rna"),
+        Variant("fp16", dtype=torch.float16),
+    ],
+}
+
+
+def _import_tests():
+    if str(TESTS) not in sys.path:
+        sys.path.insert(0, str(TESTS))
+
+
+# -- cases: the suites' strategies, drawn derandomised -------------------------------------------
+def _draw(strategy, n: int) -> list:
+    from hypothesis import HealthCheck, given, settings
+
+    drawn = []
+
+    @settings(max_examples=n, derandomize=True, database=None, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(strategy)
+    def collect(case):
+        drawn.append(case)
+
+    collect()
+    unique = []
+    for case in drawn:
+        if case not in unique:
+            unique.append(case)
+    return unique[:n]
+
+
+def nafca_cases(n: int) -> list[dict]:
+    """``n`` cases of the NAFCA gradient suite's strategy (1-3 steps), then the paper cell at 8x8."""
+    _import_tests()
+    import test_nafca_kernel_parity as suite
+
+    cases = []
+    for cell, b, h, w, steps, rate, dropout, _dtype, _prec, _bm, seed, cpp in _draw(suite.cases(max_steps=3), n):
+        cases.append(dict(cell=cell, b=b, h=h, w=w, steps=steps, rate=rate, dropout=dropout, seed=seed, cpp=cpp))
+    for steps, (b, rate, dropout, seed) in zip((1, 2, 3), [(2, 1.0, False, 7), (1, 0.5, True, 8), (1, 0.5, True, 9)]):
+        cases.append(dict(cell="paper", b=b, h=8, w=8, steps=steps, rate=rate, dropout=dropout, seed=seed, cpp=None))
+    return cases
+
+
+def vitca_cases(n: int) -> list[dict]:
+    """``n`` cases of the ViTCA suite's strategy at 1-3 steps, then the paper's latent cell at 8x8."""
+    _import_tests()
+    from hypothesis import strategies as st
+
+    import test_vitca_kernel_parity as suite
+
+    cases = []
+    for case in _draw(suite.step_cases(steps=st.integers(1, 3)), n):
+        cases.append(dict(cell=case["cfg_name"], b=case["b"], h=case["h"], w=case["w"], steps=case["steps"],
+                          rate=case["rate"], seed=case["seed"], cpp=case["cells_per_program"]))
+    for steps, (b, rate, seed) in zip((1, 2, 3), [(1, 1.0, 1), (2, 0.5, 2), (1, 0.5, 3)]):
+        cases.append(dict(cell="latent", b=b, h=8, w=8, steps=steps, rate=rate, seed=seed, cpp=None))
+    return cases
+
+
+def case_label(case: dict) -> str:
+    return f"{case['cell']} B={case['b']} {case['h']}x{case['w']} k={case['steps']} rate={case['rate']} seed={case['seed']}"
+
+
+# -- one case -------------------------------------------------------------------------------------
+def nafca_case_errors(case: dict, variant: Variant, dots: collections.Counter | None = None) -> tuple[dict, dict]:
+    """``(kernel errors, float32 reference errors)`` per quantity (``nafca_cases.rollout_errors``);
+    ``dots`` counts the dots run."""
+    _import_tests()
+    import nafca_cases
+
+    from lnca_fast.fast.fold_nafca import fold_nafca
+    from lnca_fast.fast.nafca_ops import nafca_step
+
+    cfg = {**nafca_cases.CELLS, "paper": nafca_cases.PAPER}[case["cell"]]
+
+    def make_step(fast):
+        folded = fold_nafca(fast)
+
+        def step(y, mask, keeps):
+            k1, k2 = keeps if keeps else (None, None)
+            return nafca_step(y, folded, mask, k1, k2, cfg.dropout, input_precision=variant.launch_precision,
+                              cells_per_program=case["cpp"])
+
+        return step
+
+    with variant.context() as seen:
+        errors = nafca_cases.rollout_errors(cfg, case["seed"], (case["b"], case["h"], case["w"]), case["steps"],
+                                            case["rate"], case["dropout"], variant.dtype, "cpu", make_step, grad=True)
+    if dots is not None:
+        dots.update(seen)
+    return errors
+
+
+def vitca_case_errors(case: dict, variant: Variant, dots: collections.Counter | None = None) -> dict:
+    """Errors per quantity as ``tests/test_vitca_kernel_parity.relative_errors`` measures them,
+    each parameter's gradient apart (``d_<name>``); ``dots`` counts the dots run."""
+    _import_tests()
+    import test_vitca_kernel_parity as suite
+
+    from lnca_fast.fast import vitca_ops as ops
+    from lnca_fast.fast.fold_vitca import fold_vitca
+    from lnca_fast.reference.state import apply_update
+
+    cfg = suite.CELLS[case["cell"]]
+    b, h, w, seed = case["b"], case["h"], case["w"], case["seed"]
+    cell64 = suite.random_cell(cfg, seed)
+    cell = copy.deepcopy(cell64).float()
+    g = torch.Generator().manual_seed(seed + 1)
+    state0 = torch.randn(b, h, w, cfg.channels, generator=g, dtype=torch.float64)
+    cot = torch.randn(b, h, w, cfg.channels, generator=g, dtype=torch.float64)
+    steps = suite.replayed_masks(b, h, w, case["rate"], case["steps"], seed)
+
+    s64 = state0.clone().requires_grad_()
+    ref = s64
+    for m in steps:
+        ref = apply_update(ref, cell64.delta(ref, None), torch.ones_like(ref[..., :1]) if m is None else m, cell64.layout)
+    (ref * cot).sum().backward()
+
+    layout = ops.PackLayout.of(cfg)
+    s = state0.to(variant.dtype).requires_grad_()
+    with variant.context() as seen:
+        packed = ops.pack_weights(fold_vitca(cell), layout, variant.dtype)
+        pe = ops.padded_pe(cfg, layout, h, w, "cpu")
+        out = s
+        for m in steps:
+            out = ops.vitca_step(out, None if m is None else m.to(variant.dtype), packed, pe, layout, cfg.ln_eps,
+                                 cells_per_program=case["cpp"])
+        (out.double() * cot).sum().backward()
+    if dots is not None:
+        dots.update(seen)
+
+    def rel(x, want):
+        return ((x.detach().double() - want).abs().max() / want.abs().max().clamp_min(1e-30)).item()
+
+    errors = {"out": rel(out, ref.detach()), "d_state": rel(s.grad, s64.grad)}
+    for (name, p64), p in zip(cell64.named_parameters(), cell.parameters(), strict=True):
+        errors[f"d_{name}"] = rel(p.grad, p64.grad)
+    return errors
+
+
+# -- aggregation ------------------------------------------------------------------------------------
+GATE_BIAS = "d_conv_attention.bias"
+
+
+def summarize(cell: str, errors: dict) -> dict[str, float]:
+    """Per-case errors -> the quantities the tolerances name: out, d_state, d_param (the worst
+    parameter gradient; NAFCA's gate bias apart as d_gate_bias), and one d_<module> per parameter
+    group (the worst of its weight and bias)."""
+    out = {"out": errors["out"], "d_state": errors["d_state"]}
+    params = {k: v for k, v in errors.items() if k.startswith("d_") and k != "d_state"}
+    if cell == "nafca":
+        out["d_gate_bias"] = params.pop(GATE_BIAS)
+    out["d_param"] = max(params.values())
+    for name, value in params.items():
+        group = "d_" + name[2:].split(".")[0]
+        out[group] = max(out.get(group, 0.0), value)
+    return out
+
+
+@dataclasses.dataclass
+class Worst:
+    value: float = 0.0
+    case: str = ""
+
+    def add(self, value: float, case: str) -> None:
+        if not value <= self.value:  # NaN counts as worst
+            self.value, self.case = value, case
+
+
+def run_cells(cells: dict[str, list[dict]], log=print) -> dict:
+    """Every case of every cell at each of the cell's variants: worst errors per cell, variant and
+    quantity (NAFCA: also the worst excess over 2x the float32 reference's error), per cell
+    configuration too, and the dots each variant ran."""
+    results = {}
+    for cell, cases in cells.items():
+        worst = collections.defaultdict(lambda: collections.defaultdict(Worst))
+        excess = collections.defaultdict(lambda: collections.defaultdict(Worst))
+        by_config = collections.defaultdict(lambda: collections.defaultdict(Worst))
+        dots = collections.defaultdict(collections.Counter)
+        t0 = time.time()
+        for i, case in enumerate(cases):
+            label = case_label(case)
+            for variant in VARIANTS[cell]:
+                if cell == "nafca":
+                    fast, ref32 = nafca_case_errors(case, variant, dots[variant.name])
+                else:
+                    fast, ref32 = vitca_case_errors(case, variant, dots[variant.name]), None
+                summary = summarize(cell, fast)
+                for q, v in summary.items():
+                    worst[variant.name][q].add(v, label)
+                for q in ("out", "d_state", "d_param", "d_gate_bias"):
+                    if q in summary:
+                        by_config[f"{variant.name} | {case['cell']}"][q].add(summary[q], label)
+                if ref32 is not None:
+                    r32 = summarize(cell, ref32)
+                    for q, v in summary.items():
+                        excess[variant.name][q].add(v - 2.0 * r32[q], label)
+            log(f"  {cell} {i + 1}/{len(cases)} {label} ({time.time() - t0:.0f} s)")
+        results[cell] = {
+            "cases": [case_label(c) for c in cases],
+            "worst": {v: {q: dataclasses.asdict(w) for q, w in qs.items()} for v, qs in worst.items()},
+            "excess": {v: {q: dataclasses.asdict(w) for q, w in qs.items()} for v, qs in excess.items()},
+            "by_config": {k: {q: w.value for q, w in qs.items()} for k, qs in by_config.items()},
+            "dots": {v: dict(c) for v, c in dots.items()},
+        }
+    return results
+
+
+# -- whole models --------------------------------------------------------------------------------
+def _rel(a: torch.Tensor, b: torch.Tensor, floor: float = 1e-30) -> float:
+    a, b = a.detach().double(), b.detach().double()
+    return float((a - b).abs().max() / b.abs().max().clamp_min(floor))
+
+
+def nafca_model_errors(seed: int, variant: Variant) -> dict[str, float]:
+    """``tests/test_nafca_fast_path.test_model_restores_and_trains_like_reference`` at its GPU
+    triton size (1 image 16x16, 2 steps) with the GPU's arithmetic (module docstring)."""
+    _import_tests()
+    from nafca_cases import randomize, relative_error
+
+    from lnca_fast import create_model
+
+    ref = create_model("latent-nafca")
+    randomize(ref.nca, seed)
+    fast = create_model("latent-nafca", fast=True).set_backend("triton")
+    fast.load_state_dict(ref.state_dict())
+    images = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(seed))
+    target = torch.rand(images.shape, generator=torch.Generator().manual_seed(seed + 1))
+    with variant.context(), tf32_convolutions():
+        ref.eval(), fast.eval()
+        with torch.no_grad():
+            image = relative_error(fast(images, 2), ref(images, 2))
+        ref.train(), fast.train()
+        for model in (ref, fast):
+            out = model(images, 2, update_rate=0.5, generator=torch.Generator().manual_seed(seed + 2))
+            torch.nn.functional.mse_loss(out, target).backward()
+    grad = max(relative_error(pf.grad, pr.grad) for pr, pf in zip(ref.parameters(), fast.parameters(), strict=True))
+    return {"image": image, "grad": grad}
+
+
+def vitca_model_errors(seed: int, variant: Variant, gpu_sizes: bool) -> dict[str, float]:
+    """``tests/test_vitca_fast_path``'s whole-model comparisons (restored images, one training step's
+    gradients without the structural zeros; with ``gpu_sizes`` also ``test_gpu_model_matches_reference``)
+    with the GPU's arithmetic."""
+    _import_tests()
+    from random_params import fill_fan_in
+    from tolerances import VITCA_MODEL_ZERO_GRAD
+
+    from lnca_fast.factory import create_model
+
+    def pair(name):
+        ref = create_model(name)
+        fill_fan_in(ref.nca, seed)
+        fast = create_model(name, fast=True)
+        fast.load_state_dict(ref.state_dict())
+        return ref, fast.set_backend("triton")
+
+    out = {"image": 0.0, "grad": 0.0}
+    with variant.context(), tf32_convolutions():
+        sizes = [("latent-vitca", 12, 2, 3), ("vitca", 6, 2, 3)]
+        if gpu_sizes:
+            sizes += [("latent-vitca", 64, 4, 8), ("vitca", 32, 4, 8)]
+        for name, size, batch, steps in sizes:
+            ref, fast = pair(name)
+            ref.eval(), fast.eval()
+            x = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(seed + 1))
+            with torch.no_grad():
+                want = ref(x, steps, generator=torch.Generator().manual_seed(seed + 2))
+                got = fast(x, steps, generator=torch.Generator().manual_seed(seed + 2))
+            out["image"] = max(out["image"], _rel(got, want))
+        for name, size in [("latent-vitca", 8), ("vitca", 5)]:
+            ref, fast = pair(name)
+            x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(seed + 3))
+            target = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(seed + 4))
+            for model in (ref.train(), fast.train()):
+                y = model(x, 2, generator=torch.Generator().manual_seed(seed + 5))
+                torch.nn.functional.mse_loss(y, target).backward()
+            pairs = [(p.grad, q.grad) for p, q in zip(fast.parameters(), ref.parameters()) if q.grad is not None]
+            zero = VITCA_MODEL_ZERO_GRAD * max(q.abs().max().item() for _, q in pairs)
+            out["grad"] = max(out["grad"], max(_rel(p, q) for p, q in pairs if q.abs().max() >= zero))
+            largest = zero / VITCA_MODEL_ZERO_GRAD  # the largest reference gradient
+            zeros = [p.abs().max().item() / largest for p, q in pairs if q.abs().max() < zero]
+            out["zero_grad"] = max(out.get("zero_grad", 0.0), *zeros, 0.0)
+    return out
+
+
+MODEL_VARIANTS = {
+    "nafca": ["ieee", "tf32 fwd, ieee bwd", "tf32", "tf32 fwd, tf32x3 bwd"],
+    "vitca": ["ieee", "tf32"],
+}
+
+
+def run_models(seeds: list[int], gpu_sizes: bool, log=print) -> dict:
+    out = {}
+    for cell, names in MODEL_VARIANTS.items():
+        variants = {v.name: v for v in VARIANTS[cell]}
+        for name in names:
+            worst = collections.defaultdict(Worst)
+            for seed in seeds:
+                t0 = time.time()
+                errors = (nafca_model_errors(seed, variants[name]) if cell == "nafca"
+                          else vitca_model_errors(seed, variants[name], gpu_sizes and seed == seeds[0]))
+                for q, v in errors.items():
+                    worst[q].add(v, f"seed {seed}")
+                log(f"  model {cell} {name} seed {seed}: " + ", ".join(f"{q} {v:.2e}" for q, v in errors.items())
+                    + f" ({time.time() - t0:.0f} s)")
+            out.setdefault(cell, {})[name] = {q: dataclasses.asdict(w) for q, w in worst.items()}
+    return out
+
+
+# -- the ViTCA weight-gradient GEMM alone -------------------------------------------------------
+def wgrad_gemm_errors(seeds: list[int], rounding: str = "rz") -> dict:
+    """``test_weight_gradient_gemm``'s operands (both of its cases) at the launcher's "tf32" with
+    emulated dots: the worst |got - want| and, for candidate ``(rtol, atol)``, the worst
+    ``|got - want| / (atol + rtol |want|)`` (assert_close passes at <= 1)."""
+    from lnca_fast.fast import vitca_launch
+    from lnca_fast.fast import vitca_ops as ops
+    from lnca_fast.kernels.vitca_wgrad import _vitca_wgrad_kernel
+
+    _import_tests()
+    import test_vitca_kernel_parity as suite
+
+    abs_err, scale, ratios = 0.0, 0.0, collections.defaultdict(float)
+    candidates = [(1e-2, 1e-1), (1e-2, 5e-2), (0.0, 1e-1), (5e-3, 5e-2)]
+    for seed, (cfg_name, cells, splits, blocks) in itertools.product(seeds, [("odd", 37, 3, "auto"), ("latent", 70, 2, "gpu")]):
+        cfg = suite.CELLS[cfg_name]
+        layout = ops.PackLayout.of(cfg)
+        g = torch.Generator().manual_seed(seed)
+        rows = torch.randn(cells, layout.row_width, generator=g, dtype=torch.float64)
+        state = torch.randn(cells, layout.channels, generator=g, dtype=torch.float64)
+        grad = torch.randn(cells, layout.channels, generator=g, dtype=torch.float64)
+        mask = (torch.rand(cells, generator=g) < 0.5).double()
+        widths = dict(layout.row_columns())
+        offsets = dict(zip(widths, [0, *itertools.accumulate(widths.values())]))
+        geom = vitca_launch.geometry("wgrad", cells, layout, torch.float32, "cpu", blocks=blocks)
+        partials = torch.full((splits, layout.size), float("nan"))
+        with emulate_tf32(rounding):
+            _vitca_wgrad_kernel[(splits * geom.programs // geom.splits,)](
+                state.float(), mask.float(), grad.float(), rows.float(), partials, layout.channels, cells, 1,
+                **layout.constexprs(), BLOCK_M=geom.block_m, BN=geom.bn, IP=geom.input_precision,
+                num_warps=geom.num_warps, num_stages=geom.num_stages)  # fmt: skip
+        shapes = dict(layout.segments())
+        got = dict(zip(shapes, partials.sum(0).double().split([math.prod(s) for s in shapes.values()])))
+
+        def operand(name):
+            if name == "s":
+                return torch.nn.functional.pad(state, (0, layout.cp - layout.channels))
+            if name == "g*m":
+                return torch.nn.functional.pad(grad * mask[:, None], (0, layout.cp - layout.channels))
+            return rows[:, offsets[name]: offsets[name] + widths[name]]
+
+        for weight, bias, x, dy in vitca_launch.WGRAD_JOBS:
+            for name, want in ((weight, operand(x).t() @ operand(dy)), (bias, operand(dy).sum(0))):
+                diff = (got[name].view(want.shape) - want).abs()
+                abs_err, scale = max(abs_err, diff.max().item()), max(scale, want.abs().max().item())
+                for rtol, atol in candidates:
+                    ratios[f"rtol={rtol:g} atol={atol:g}"] = max(ratios[f"rtol={rtol:g} atol={atol:g}"],
+                                                                 (diff / (atol + rtol * want.abs())).max().item())
+    return {"seeds": len(seeds), "max_abs": abs_err, "max_abs_over_scale": abs_err / scale, "bound_use": dict(ratios)}
+
+
+# -- report ----------------------------------------------------------------------------------------
+def _fmt(v: float) -> str:
+    return f"{v:.1e}" if v > 0 else ("0" if v == 0 else f"{v:.1e}")
+
+
+def _quantities(worst: dict) -> list[str]:
+    first = ["out", "d_state", "d_param", "d_gate_bias"]
+    names = {q for qs in worst.values() for q in qs}
+    return [q for q in first if q in names] + sorted(names - set(first))
+
+
+def markdown(results: dict, args) -> str:
+    lines = ["# TF32 and 3xTF32 dots emulated on CPU", "",
+             f"Generated by `python -m bench.tf32_emulation` ({'quick, ' if args.quick else ''}{args.cases} drawn cases "
+             f"per cell + the paper cell at 8x8 for 1-3 steps; TF32 operand read: `{args.tf32_rounding}`). "
+             "No GPU: Triton's interpreter runs the real kernels with every `tl.dot` rounded as an sm_80+ GPU "
+             "rounds it. Method and the decision it informs: `docs/design/tf32.md`; the method in short: "
+             "`bench/tf32_emulation.py`'s docstring.", ""]
+    for cell, res in results["cells"].items():
+        variants = list(res["worst"])
+        lines += [f"## {cell.upper()}: worst relative error over {len(res['cases'])} cases", "",
+                  "| quantity | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
+        for q in _quantities(res["worst"]):
+            lines.append(f"| {q} | " + " | ".join(_fmt(res["worst"][v].get(q, {}).get("value", float("nan")))
+                                                   for v in variants) + " |")
+        if res["excess"]:
+            lines += ["", "Excess over 2x the float32 reference's own error (what `assert_within` compares "
+                      "with the limit):", "", "| quantity | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
+            for q in ("out", "d_state", "d_param", "d_gate_bias"):
+                lines.append(f"| {q} | " + " | ".join(_fmt(res["excess"][v][q]["value"]) for v in variants) + " |")
+        lines += ["", "Worst case per variant (out / d_state / d_param):", ""]
+        for v in variants:
+            w = res["worst"][v]
+            lines.append(f"- {v}: " + " / ".join(f"{w[q]['case']}" for q in ("out", "d_state", "d_param")))
+        lines += ["", "Dots run per variant (all cases): " + "; ".join(
+            f"{v}: " + ", ".join(f"{k} {n}" for k, n in sorted(c.items())) for v, c in res["dots"].items()), ""]
+    if results.get("models"):
+        lines += ["## Whole models (fast vs reference, both with the GPU's arithmetic)", "",
+                  "| cell | kernels | image | grad |", "|---|---|---|---|"]
+        for cell, per in results["models"].items():
+            for v, qs in per.items():
+                lines.append(f"| {cell} | {v} | {_fmt(qs['image']['value'])} | {_fmt(qs['grad']['value'])} |")
+        lines.append("")
+    if results.get("wgrad_gemm"):
+        wg = results["wgrad_gemm"]
+        lines += ["## ViTCA weight-gradient GEMM alone (tf32)", "",
+                  f"{wg['seeds']} seeds x both cases of `test_weight_gradient_gemm`: worst |error| {wg['max_abs']:.2e} "
+                  f"({wg['max_abs_over_scale']:.1e} of the largest |value|); worst |error| / (atol + rtol |want|): "
+                  + ", ".join(f"{k}: {v:.2f}" for k, v in wg["bound_use"].items()), ""]
+    lines += [f"Run time: {results['seconds']:.0f} s.", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.tf32_emulation", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cases", type=int, default=16, help="drawn cases per cell (plus 3 paper-cell cases)")
+    parser.add_argument("--quick", action="store_true", help="3 drawn cases per cell, one model seed, no GPU-size models")
+    parser.add_argument("--no-models", action="store_true", help="skip the whole-model comparisons")
+    parser.add_argument("--tf32-rounding", choices=ROUNDINGS, default="rz",
+                        help="how the 'tf32' variants read fp32 operands (default rz: Triton's)")
+    parser.add_argument("--markdown", type=Path, default=DEFAULT_MARKDOWN)
+    parser.add_argument("--json", nargs="?", const="-", default=None, help="write the results as JSON (to PATH, or stdout)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.cases = min(args.cases, 3)
+    if args.tf32_rounding != "rz":
+        for variants in VARIANTS.values():
+            variants[:] = [dataclasses.replace(v, rounding=args.tf32_rounding) for v in variants]
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    log = (lambda *a: print(*a, file=sys.stderr)) if args.json == "-" else print
+    t0 = time.time()
+    results = {"cells": run_cells({"nafca": nafca_cases(args.cases), "vitca": vitca_cases(args.cases)}, log)}
+    if not args.no_models:
+        results["models"] = run_models([6] if args.quick else [6, 7, 8], gpu_sizes=not args.quick, log=log)
+    results["wgrad_gemm"] = wgrad_gemm_errors(list(range(9, 9 + (5 if args.quick else 41))), args.tf32_rounding)
+    results["seconds"] = time.time() - t0
+    text = markdown(results, args)
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(text)
+    if args.json == "-":
+        json.dump(results, sys.stdout, indent=1)
+        print()
+    else:
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=1))
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
