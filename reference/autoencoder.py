@@ -123,51 +123,40 @@ class FusionHead(nn.Module):
 class ResidualFusion(nn.Module):
     """``out = clamp(x + s * d, 0, 1)``: the blind presets' head (``AEConfig.detail_channels``).
 
-    ``d`` comes from a residual conv net at half resolution over ``[x, h, r, |x - r|, c]``: the
-    input image, its estimate ``r`` and their difference pixel-unshuffled (12 channels each), ``h``
-    the decoder's half-resolution features (latent plus skip) and ``c`` the NCA's hidden channels
-    (``AEConfig.condition_channels``, bilinearly upsampled from the latent grid). ``s = sigmoid(.)``,
-    one value per latent cell from ``c`` (upsampled), scales the correction: the NCA, which sees
-    the whole grid after its steps, tells the head how much to change each region; a clean photo
-    can be left exactly alone. Half resolution with unshuffled pixels sees every input pixel at a
-    quarter of the full-resolution cost (the FFDNet trick); dilations 1, 2, 4 in the residual
-    layers widen the view for blur at no cost. The last conv starts at zero: an untrained model
-    is the identity."""
+    ``d`` comes from a residual conv net at half resolution over ``[x, h, r, |x - r|]``: the input
+    image, the latent path's estimate ``r`` and their difference pixel-unshuffled (12 channels
+    each), and ``h``, the decoder's half-resolution features (the NCA's latent plus the skip).
+    Half resolution with unshuffled pixels sees every input pixel at a quarter of the
+    full-resolution cost (the FFDNet trick); dilations 1, 2, 4 in the residual layers widen the
+    view for blur at no cost. ``s = sigmoid(.)`` is one strength per image from the head's features
+    averaged over the whole image: how corrupted the image is, so that a clean one can be left
+    alone (``s -> 0``) however much texture it has, which a local correction cannot tell from
+    noise. The last conv starts at zero: an untrained model is the identity."""
 
-    def __init__(self, features: int, image_channels: int, width: int, depth: int, condition: int = 0):
+    def __init__(self, features: int, image_channels: int, width: int, depth: int):
         super().__init__()
-        self.image_channels, self.condition = image_channels, condition
-        cin = features + 3 * 4 * image_channels + condition
+        self.image_channels = image_channels
+        cin = features + 3 * 4 * image_channels
         self.first = nn.Conv2d(cin, width, 3, padding=1)
         dilations = [2 ** (i % 3) for i in range(depth - 1)]
         self.body = nn.ModuleList(nn.Conv2d(width, width, 3, padding=d, dilation=d) for d in dilations)
         self.out = nn.Conv2d(width, 4 * image_channels, 3, padding=1)
+        self.strength = nn.Linear(width, 1)  # s per image; starts at sigmoid(0) = 0.5
         for conv in (self.first, *self.body):
             nn.init.xavier_uniform_(conv.weight)
             nn.init.zeros_(conv.bias)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
-        if condition:
-            self.strength = nn.Conv2d(condition, 1, 1)  # s per latent cell; starts at sigmoid(0) = 0.5
-            nn.init.zeros_(self.strength.weight)
-            nn.init.zeros_(self.strength.bias)
+        for layer in (self.out, self.strength):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
 
-    def forward(self, h: torch.Tensor, x: torch.Tensor, r: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
         down = [F.pixel_unshuffle(t, 2) for t in (x, r, (x - r).abs())]  # 3 x [B, 12, H/2, W/2]
-        parts = [h, *down]
-        if self.condition:
-            if c is None or c.shape[1] != self.condition:
-                got = None if c is None else tuple(c.shape)
-                raise ValueError(f"the residual head needs the NCA's {self.condition} hidden channels, got {got}")
-            parts.append(F.interpolate(c, size=h.shape[-2:], mode="bilinear", align_corners=False))  # [B, cond, H/2, W/2]
-        z = F.silu(self.first(torch.cat(parts, dim=1)))  # [B, width, H/2, W/2]
+        z = F.silu(self.first(torch.cat([h, *down], dim=1)))  # [B, width, H/2, W/2]
         for conv in self.body:
             z = z + F.silu(conv(z))
         delta = F.pixel_shuffle(self.out(z), 2)  # [B, 3, H, W]
-        if self.condition:
-            s = torch.sigmoid(self.strength(c))  # [B, 1, H/4, W/4]
-            delta = delta * F.interpolate(s, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return (x + delta).clamp(0.0, 1.0)
+        s = torch.sigmoid(self.strength(z.mean(dim=(2, 3))))  # [B, 1]
+        return (x + s[:, :, None, None] * delta).clamp(0.0, 1.0)
 
 
 class Decoder(nn.Module):
@@ -185,16 +174,13 @@ class Decoder(nn.Module):
             self.trans_conv_layer_1 = AdjustedConv(c_skip, f, stride=2, activation="swish", config=config, transposed=True)
             self.to_image = AdjustedConv(f, c_out, stride=1, activation="sigmoid", config=config)
             if config.detail_channels:
-                self.fusion = ResidualFusion(
-                    c_skip, c_out, config.detail_channels, config.detail_depth, config.condition_channels
-                )
+                self.fusion = ResidualFusion(c_skip, c_out, config.detail_channels, config.detail_depth)
             else:
                 self.fusion = FusionHead(f, c_out)
         else:
             self.trans_conv_layer_1 = AdjustedConv(c_skip, c_out, stride=2, activation="sigmoid", config=config, transposed=True)
 
-    def forward(self, latent: torch.Tensor, skip: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
-        """``condition [B, condition_channels, h, w]``: the NCA's hidden channels (residual head only)."""
+    def forward(self, latent: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         c = self.config
         if skip.shape[1] != c.skip_width:
             raise ValueError(f"expected a skip tensor with {c.skip_width} channels (encoder output), got {tuple(skip.shape)}")
@@ -208,5 +194,5 @@ class Decoder(nn.Module):
         if not self.fusion_active:
             return r
         if c.detail_channels:
-            return self.fusion(x, F.pixel_shuffle(image, 2), r, condition)  # [B, 3, H, W]
+            return self.fusion(x, F.pixel_shuffle(image, 2), r)  # [B, 3, H, W]
         return self.fusion(u, F.pixel_shuffle(image, 2), r)  # [B, 3, H, W]

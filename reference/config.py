@@ -86,21 +86,14 @@ class AEConfig:
     # model is exactly the identity and "leave a clean photo alone" is where training starts.
     detail_channels: int = 0
     detail_depth: int = 4  # 3x3 conv layers of the residual head (first + depth - 1 residual ones)
-    # NCA state channels the residual head reads (the cell's hidden channels; LNCAConfig checks):
-    # they condition the head and set a per-region strength s of its correction, out = x + s * d.
-    # The NCA's job in the blind presets: aggregate over the whole grid how corrupted each region
-    # is (a clean region gets s -> 0: left alone), which a local conv head cannot see.
-    condition_channels: int = 0
 
     def __post_init__(self) -> None:
         _positive(self, "in_channels", "skip_channels", "latent_channels")
-        if self.condition_channels and not self.detail_channels:
-            raise ValueError("AEConfig: condition_channels (NCA state read by the residual head) needs detail_channels > 0")
         if self.detail_channels and not self.fusion_channels:
             raise ValueError("AEConfig: detail_channels (the residual fusion head) needs fusion_channels > 0")
         if not isinstance(self.detail_depth, int) or self.detail_depth < 1:
             raise ValueError(f"AEConfig.detail_depth must be a positive int, got {self.detail_depth!r}")
-        for name in ("stem_channels", "fusion_channels", "detail_channels", "condition_channels"):
+        for name in ("stem_channels", "fusion_channels", "detail_channels"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ValueError(f"AEConfig.{name} must be an int >= 0, got {getattr(self, name)!r}")
         if self.tf_padding and (self.stem_channels or self.fusion_channels):
@@ -210,11 +203,7 @@ class LNCAConfig:
         _check_rate(self.update_rate)
         if self.steps < 0:
             raise ValueError(f"LNCAConfig.steps must be >= 0, got {self.steps}")
-        if self.ae.condition_channels not in (0, self.nca.hidden):
-            raise ValueError(
-                f"LNCAConfig: the residual head reads the cell's hidden channels: ae.condition_channels "
-                f"({self.ae.condition_channels}) must be 0 or nca.hidden ({self.nca.hidden})"
-            )
+
 
     @property
     def downsample(self) -> int:

@@ -47,10 +47,7 @@ class LNCA(NCAModel):
 
     def decode(self, state: torch.Tensor, skip: torch.Tensor, *, channels: str = "output", size=None) -> torch.Tensor:
         """Decode the state's ``'output'`` (or ``'input'``) channels with the skip; crop to ``size``."""
-        condition = None
-        if self.config.ae.condition_channels:  # the blind presets' head reads the NCA's hidden channels
-            condition = state[..., self.layout.hidden_slice].permute(0, 3, 1, 2)  # [B, hidden, h, w]
-        image = self.decoder(read_channels(state, self.layout, channels), skip, condition)  # [B, 3, H', W']
+        image = self.decoder(read_channels(state, self.layout, channels), skip)  # [B, 3, H', W']
         if size is not None:
             image = image[..., : size[0], : size[1]]
         return image

@@ -36,11 +36,10 @@ _PLUS_AE_L = AEConfig(skip_channels=16, latent_channels=32, stem_channels=16, fu
 # Blind restoration (docs/training/blind.md): the -plus-m latent path with the residual half-resolution
 # fusion head (reference/autoencoder.py ResidualFusion), trained on corruption families.
 _BLIND_AE = AEConfig(
-    skip_channels=16, latent_channels=24, stem_channels=16, fusion_channels=16, detail_channels=48, condition_channels=16
+    skip_channels=16, latent_channels=24, stem_channels=16, fusion_channels=16, detail_channels=48
 )
 _TINY_BLIND_AE = AEConfig(
-    skip_channels=4, latent_channels=5, stem_channels=3, fusion_channels=5, detail_channels=6, detail_depth=2,
-    condition_channels=7,
+    skip_channels=4, latent_channels=5, stem_channels=3, fusion_channels=5, detail_channels=6, detail_depth=2
 )
 _PLUS_NCA_M = dict(cell_in=24, cell_out=24, hidden=16)  # 64 channels: the paper's NCA cost per step
 _PLUS_NCA_L = dict(cell_in=32, cell_out=32, hidden=32)  # 96 channels

@@ -222,7 +222,7 @@ RECIPES = {
         "train_tiles": (96, 128, 192),
         "self_ensemble": 1,
         "ae_epochs": 6,
-        "epochs": 40,
+        "epochs": 44,
         "epoch_batches": 64,
         "nca_image_weight": 1000.0,
         "nca_decoder_lr_scale": 0.3,
