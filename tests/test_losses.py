@@ -108,6 +108,35 @@ def test_nca_objective_terms():
     assert set(parts) == {"l1", "out_overflow", "hid_overflow"}
 
 
+def test_log_mse_counts_every_images_decibels_and_saturates():
+    clean = torch.zeros(2, 3, 4, 4, dtype=torch.float64)
+    restored = clean.clone()
+    restored[0] += 0.1  # MSE 1e-2: 20 dB
+    restored[1] += 1e-3  # MSE 1e-6: 60 dB, beyond the 50 dB floor
+    want = (10 * torch.log10(torch.tensor([1e-2 + 1e-5, 1e-6 + 1e-5]))).mean()
+    assert losses.log_mse(restored, clean).item() == pytest.approx(want.item())
+    # Unlike a batch MSE, the nearly clean image's share of the gradient is not swamped.
+    restored.requires_grad_(True)
+    losses.log_mse(restored, clean).backward()
+    per_image = restored.grad.abs().flatten(1).sum(1)
+    assert per_image[1] > 0.1 * per_image[0]
+    assert losses.log_mse(clean, clean, floor=1e-5).item() == pytest.approx(-50.0)
+
+
+def test_nca_objective_log_mse_image_term():
+    model, recipe = _tiny_latent()
+    model.eval()
+    recipe = recipe.replace(nca_image_loss="log_mse", nca_image_weight=2.0)
+    g = torch.Generator().manual_seed(1)
+    y = torch.rand(2, 3, 8, 8, generator=g, dtype=torch.float64)
+    x = (y + 0.1).clamp(0, 1)
+    _, parts, _ = NCAObjective(model, recipe, 1.0)(y, x, 3)
+    out = model.rollout(x, 3)
+    assert parts["image"].item() == pytest.approx(2.0 * losses.log_mse(out.image, y).item())
+    with pytest.raises(ValueError, match="nca_image_loss"):
+        recipe.replace(nca_image_loss="psnr")
+
+
 def test_supervised_objectives():
     y = torch.rand(1, 3, 16, 16, dtype=torch.float64)
     for name, key in (("tiny-nafnet", "neg_psnr"), ("tiny-restormer", "l1")):

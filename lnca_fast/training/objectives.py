@@ -69,8 +69,9 @@ class NCAObjective(nn.Module):
         if r.latent:
             with torch.no_grad():  # the target latent: the frozen encoder's view of the clean image
                 target = self.model.encode(clean)[1].permute(0, 2, 3, 1)  # [B, h, w, cell_in]
+            image_loss = losses.log_mse if r.nca_image_loss == "log_mse" else losses.mse
             parts = {
-                "image": r.nca_image_weight * losses.mse(out.image, clean),
+                "image": r.nca_image_weight * image_loss(out.image, clean),
                 "latent": r.nca_latent_weight * losses.mse(s_out, target),
                 "out_overflow": r.nca_out_overflow * losses.overflow(s_out, 0.0, 1.0),
                 "hid_overflow": r.nca_hid_overflow * losses.overflow(s_hid, -1.0, 1.0),
