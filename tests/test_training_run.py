@@ -123,3 +123,28 @@ def test_plus_model_trains_latent_path_in_the_ae_phase_then_the_fusion_head(tmp_
     model = load_model(tmp_path / "nca" / "model.safetensors")
     assert torch.count_nonzero(model.decoder.fusion.out.weight) > 0
     assert torch.equal(model.encoder.stem.conv.weight, ae.encoder.stem.conv.weight)  # the encoder stays frozen
+
+
+def test_blind_run_starts_from_all_weights_and_trains_on_the_family(tmp_path):
+    """``init_weights`` loads every tensor (a weights file or a training state's best weights); a
+    blind recipe draws its training and validation corruptions from the task's family."""
+    from safetensors.torch import save_file
+
+    from lnca_fast.training.models import build_for_training
+
+    first = _recipe(model="tiny-latent-nafca-blind", corruption="blind", ae_epochs=1, epochs=1)
+    train(first, tmp_path / "one", progress=False)
+    weights = load_model(tmp_path / "one" / "model.safetensors").state_dict()
+    state = tmp_path / "state.safetensors"
+    save_file({**{f"best.{k}": v.contiguous() for k, v in weights.items()},
+               **{f"model.{k}": torch.zeros_like(v) for k, v in weights.items()}}, str(state))
+    second = _recipe(model="tiny-latent-nafca-blind", corruption="blind", ae_epochs=0, epochs=1,
+                     init_weights=str(state), nca_image_loss="log_mse", nca_image_weight=1.0)
+    model = build_for_training(second, torch.device("cpu"))
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, weights[k]), k  # the best weights, not the zeroed current ones
+    train(second, tmp_path / "two", progress=False)
+    assert json.loads((tmp_path / "two" / "result.json").read_text())["test_images"] > 0
+    bad = _recipe(model="tiny-latent-nafca", init_weights=str(state))
+    with pytest.raises(ValueError, match="does not hold this model's weights"):
+        build_for_training(bad, torch.device("cpu"))

@@ -27,6 +27,8 @@ def build_for_training(recipe: Recipe, device: torch.device) -> nn.Module:
         with torch.no_grad():  # official NAFCA head is glorot-initialised (official §2); ViTCA's is zero
             model.nca.conv_out.weight.zero_()
             model.nca.conv_out.bias.zero_()
+    if recipe.init_weights:
+        load_all(model, recipe.init_weights)
     if recipe.init_ae:
         load_autoencoder(model, recipe.init_ae)
     if recipe.fusion_gate_init is not None:
@@ -54,6 +56,23 @@ def freeze(model: nn.Module, keep: list[nn.Parameter]) -> None:
     ids = {id(p) for p in keep}
     for p in model.parameters():
         p.requires_grad_(id(p) in ids)
+
+
+def load_all(model: nn.Module, path: str) -> None:
+    """Every tensor of ``model`` from a weights file, or a training state's best weights (keys
+    prefixed ``best.``; ``model.`` when no best is recorded); the names must match exactly."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(path)
+    for prefix in ("best.", "model."):
+        if any(k.startswith(prefix) for k in tensors):
+            tensors = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+            break
+    own = set(model.state_dict())
+    if set(tensors) != own:
+        matched = len(set(tensors) & own)
+        raise ValueError(f"{path} does not hold this model's weights ({matched} of {len(own)} tensors match by name)")
+    model.load_state_dict(tensors)
 
 
 def load_autoencoder(model: nn.Module, path: str) -> None:

@@ -90,6 +90,9 @@ class Recipe:
     eval_batch: int = 64
     self_ensemble: int = 1  # evaluation: mean over 1, 8 or 16 symmetric copies of the input (test-time augmentation)
     init_ae: str | None = None  # start from this file's autoencoder (weights or training state); ae_epochs=0 skips phase 1
+    # Start every parameter and BatchNorm statistic from this weights file or training state (its best
+    # weights): a second training stage on another loss (docs/training/blind.md). ae_epochs=0 skips phase 1.
+    init_weights: str | None = None
     # NCA models: train the fast model (same math and the same random draws in the same order:
     # CPU fast path on CPU, Triton on CUDA); runs differ from the reference's only by float rounding.
     # NOTE (measured, 1 thread, Xeon with AVX-512, machine under load, medians of 7 interleaved):
