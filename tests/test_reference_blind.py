@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from lnca_fast.reference.autoencoder import ResidualFusion
+from lnca_fast.reference.autoencoder import ResidualFusion, noise_level
 from lnca_fast.reference.config import AEConfig
 from tolerances import BLIND_FAST_ATOL
 
 from lnca_fast import create_model
 
-BLIND_PARAMS = {"latent-nafca-blind": 153_719}
+BLIND_PARAMS = {"latent-nafca-blind": 153_721}
 
 
 def test_parameter_count_is_pinned_and_within_the_cap():
@@ -115,3 +115,28 @@ def test_residual_head_needs_the_fusion_features():
     with pytest.raises(ValueError, match="detail_depth"):
         AEConfig(fusion_channels=4, detail_channels=8, detail_depth=0)
 
+
+
+def test_noise_level_recovers_gaussian_sigma_and_ignores_smooth_content():
+    g = torch.Generator().manual_seed(0)
+    ramp = torch.linspace(0, 1, 96).view(1, 1, 1, 96).expand(4, 3, 96, 96)  # locally linear: zero response
+    sigmas = torch.tensor([0.0, 5 / 255, 25 / 255, 50 / 255])
+    noisy = ramp + torch.randn(4, 3, 96, 96, generator=g) * sigmas.view(4, 1, 1, 1)
+    est = noise_level(noisy).flatten()
+    assert float(est[0]) < 1e-6
+    torch.testing.assert_close(est[1:], sigmas[1:], rtol=0.05, atol=0)
+    assert noise_level(torch.rand(2, 3, 2, 9)).shape == (2, 1)  # too small for the mask: 0
+
+
+def test_noise_level_drives_the_strength():
+    torch.manual_seed(4)
+    head = ResidualFusion(features=4, image_channels=3, width=5, depth=2)
+    h, r = torch.rand(2, 4, 8, 8), torch.rand(2, 3, 16, 16)
+    flat = torch.full((1, 3, 16, 16), 0.5)
+    x = torch.cat([flat, flat + torch.randn(1, 3, 16, 16) * 0.1])
+    with torch.no_grad():
+        head.out.weight.normal_(0, 0.05)
+        head.noise_gain.weight.fill_(4.0)  # logit + 4 log(sigma + 1e-3): a clean input gets s ~ 1e-12
+        head.noise_gain.bias.fill_(10.0)
+        y = head(h, x, r) - x
+    assert float(y[0].abs().max()) < 1e-6 < float(y[1].abs().max())

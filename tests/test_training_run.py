@@ -128,6 +128,7 @@ def test_plus_model_trains_latent_path_in_the_ae_phase_then_the_fusion_head(tmp_
 def test_blind_run_starts_from_all_weights_and_trains_on_the_family(tmp_path):
     """``init_weights`` loads every tensor (a weights file or a training state's best weights); a
     blind recipe draws its training and validation corruptions from the task's family."""
+    from safetensors.torch import load_file as load_file_
     from safetensors.torch import save_file
 
     from lnca_fast.training.models import build_for_training
@@ -145,6 +146,12 @@ def test_blind_run_starts_from_all_weights_and_trains_on_the_family(tmp_path):
         assert torch.equal(v, weights[k]), k  # the best weights, not the zeroed current ones
     train(second, tmp_path / "two", progress=False)
     assert json.loads((tmp_path / "two" / "result.json").read_text())["test_images"] > 0
+    # A file from before a layer was added: the layer keeps its initial values, the rest loads.
+    older = {k: v for k, v in load_file_(state).items() if "noise_gain" not in k}
+    save_file(older, str(tmp_path / "older.safetensors"))
+    model = build_for_training(second.replace(init_weights=str(tmp_path / "older.safetensors")), torch.device("cpu"))
+    assert torch.count_nonzero(model.decoder.fusion.noise_gain.weight) == 0
+    assert torch.equal(model.decoder.fusion.strength.weight, weights["decoder.fusion.strength.weight"])
     bad = _recipe(model="tiny-latent-nafca", init_weights=str(state))
     with pytest.raises(ValueError, match="does not hold this model's weights"):
         build_for_training(bad, torch.device("cpu"))

@@ -60,7 +60,9 @@ def freeze(model: nn.Module, keep: list[nn.Parameter]) -> None:
 
 def load_all(model: nn.Module, path: str) -> None:
     """Every tensor of ``model`` from a weights file, or a training state's best weights (keys
-    prefixed ``best.``; ``model.`` when no best is recorded); the names must match exactly."""
+    prefixed ``best.``; ``model.`` when no best is recorded). Tensors the file lacks keep their
+    initial values (a run of an earlier version of a preset, before a layer was added; reported);
+    tensors the model lacks, or too few matches, are an error."""
     from safetensors.torch import load_file
 
     tensors = load_file(path)
@@ -69,10 +71,13 @@ def load_all(model: nn.Module, path: str) -> None:
             tensors = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
             break
     own = set(model.state_dict())
-    if set(tensors) != own:
+    missing = sorted(own - set(tensors))
+    if set(tensors) - own or len(missing) * 10 > len(own):
         matched = len(set(tensors) & own)
         raise ValueError(f"{path} does not hold this model's weights ({matched} of {len(own)} tensors match by name)")
-    model.load_state_dict(tensors)
+    model.load_state_dict(tensors, strict=False)
+    if missing:
+        print(f"init_weights: {path} lacks {', '.join(missing)}: kept at their initial values")
 
 
 def load_autoencoder(model: nn.Module, path: str) -> None:
