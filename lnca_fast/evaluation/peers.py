@@ -55,10 +55,12 @@ def _bm3d(img, _param, _k, sigma):
 
 
 def _unsharp(img, params, _k, _s):
-    from skimage.filters import unsharp_mask
+    # x + amount (x - G_radius * x) per channel. Written out: scikit-image 0.26's unsharp_mask with
+    # channel_axis=-1 returned images uncorrelated with its input here (mean 0.004 for chelsea).
+    from scipy.ndimage import gaussian_filter
 
     radius, amount = params
-    return unsharp_mask(img, radius=radius, amount=amount, channel_axis=-1)
+    return img + amount * (img - gaussian_filter(img, sigma=(radius, radius, 0)))
 
 
 def _with_kernel(fn):
