@@ -25,8 +25,13 @@ class Shipped:
 
 
 _PAPER = "the paper's LatentNAFCA, lnca train's default recipe"
+_BLIND = "lnca train's blind recipe (docs/training/blind.md)"
 _PLUS = "lnca train's plus recipe (docs/training/plus.md)"
 SHIPPED: tuple[Shipped, ...] = (
+    Shipped("denoise", "latent-nafca-blind", "latent-nafca-blind-denoise.safetensors",
+            f"LatentNAFCA-blind (154k params), {_BLIND}: colour/grey Gaussian sigma 0-50, Poisson-Gaussian, sparse, clean"),
+    Shipped("deblur", "latent-nafca-blind", "latent-nafca-blind-deblur.safetensors",
+            f"LatentNAFCA-blind (154k params), {_BLIND}: line motion 3-15 px, camera shake, defocus r 1-4, clean"),
     Shipped("denoise", "latent-nafca-plus-m", "latent-nafca-plus-m-denoise.safetensors",
             f"LatentNAFCA-plus-m (70k params), {_PLUS} (test SSIM 0.844 single pass; median 3x3 0.771)"),
     Shipped("denoise", "latent-vitca-plus-m", "latent-vitca-plus-m-denoise.safetensors",
@@ -39,7 +44,7 @@ SHIPPED: tuple[Shipped, ...] = (
     Shipped("deblur", "latent-nafca", "latent-nafca-deblur.safetensors",
             f"{_PAPER} (test SSIM 0.744 / PSNR 24.11 dB single pass)"),
 )
-DEFAULTS = {"denoise": "latent-nafca-plus-m", "deblur": "latent-nafca-plus-m"}
+DEFAULTS = {"denoise": "latent-nafca-blind", "deblur": "latent-nafca-blind"}
 
 
 def _check_task(task: str) -> None:

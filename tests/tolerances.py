@@ -159,8 +159,15 @@ VITCA_WGRAD_GEMM = {"float32": {"rtol": 1e-5, "atol": 1e-4}, "tf32": {"rtol": 1e
 # shipped): worst |diff| 1.3e-4 (mean 1.1e-7), seam ratio 1.000; hard-pasted tiles 0.203, seam ratio
 # 2.1. The paper LatentNAFCA before it: 5.2e-5 (mean 1.6e-7); hard-pasted 0.195, seam ratio 3.0.
 # (The seam ratio: mean |horizontal step| at the columns where tiles start or end, tiled / untiled.)
-TILED_VS_UNTILED_ATOL = 2.5e-4
-TILED_SEAM_RATIO_MAX = 1.02
+TILED_VS_UNTILED_ATOL = 2.5e-4  # models whose output has no image-level term (the -plus and paper models)
+# The blind default (latent-nafca-blind) scales its correction by one strength per image, and a
+# tile is restored as an image of its own, so tiles get slightly different strengths: on the same
+# crop (sparse noise p 0.5 / colour noise sigma 25) worst |diff| 0.022 / 0.013, mean 9.2e-4 /
+# 9.9e-4, seam ratio 1.026 / 1.027, PSNR of tiled vs whole 25.46 vs 25.47 / 27.78 vs 27.76 dB.
+# The limits are ~1.5x the worst measured; hard-pasted tiles stay far above the seam limit.
+TILED_BLIND_ATOL = 3e-2
+TILED_BLIND_MEAN = 1.5e-3
+TILED_SEAM_RATIO_MAX = 1.04
 
 # -- Blind presets (tests/test_reference_blind.py): fast model vs reference, whole model ----------
 # The fast model swaps only the NCA cell; the residual fusion head is the reference's. Measured
