@@ -8,7 +8,7 @@ and regenerate ``bench/results/<device>/`` (the files the README quotes).
 
 Default grids (``--sizes``/``--batches``/... override them):
 
-| | CPU default (<= 15 min) | CPU ``--quick`` (<= 2 min) | CUDA default | CUDA ``--quick`` |
+| | CPU default (<= 17 min) | CPU ``--quick`` (<= 2 min) | CUDA default | CUDA ``--quick`` |
 | --- | --- | --- | --- | --- |
 | tables: sizes x batches | 32, 64 x 8 | 32 x 8 | 32, 64, 128 x 8, 16, 32 | 32 x 8 |
 | inference memory batches | 2 | 1 | 10 | 2 |
@@ -16,7 +16,9 @@ Default grids (``--sizes``/``--batches``/... override them):
 | CA step grids x batches | 8, 16, 32 x 8 | 8, 16 x 8 | 8, 16, 32 x 8, 16, 32 | 8, 16 x 8 |
 | torch.compile in the CA step | grid 16 only | no | all | no |
 | rollout sizes x batch, rates | 32 x 8, 0.5 and 1 | 32 x 8, 0.5 | 32, 64, 128 x 8, both | 32 x 8, 0.5 |
-| time budget, cap per measurement | 780 s, 60 s | 80 s, 10 s | 480 s, 60 s | 150 s, 30 s |
+| torch.compile in the rollout | rate 1 | no | rate 1 | no |
+| 1-megapixel NCA steps; training case | 4; 16 steps | no; no | 64; 16 steps | no; no |
+| time budget, cap per measurement | 1000 s, 60 s | 80 s, 10 s | 600 s, 60 s | 150 s, 30 s |
 
 Inference latency is always >= 10 runs after a discarded warm-up. The CPU memory tracker is
 deterministic, so 2 batches stand for the paper's 10 there. Update rate: inference runs every NCA
@@ -49,7 +51,10 @@ DEFAULTS = {
         compile_grids=(16,),
         rollout_sizes=(32,),
         rates=(0.5, 1.0),
-        budget_s=780,
+        compile_rates=(1.0,),
+        megapixel_steps=4,
+        rollout_train_steps=16,
+        budget_s=1000,
         max_config_s=60,
         sample_s=0.02,
     ),
@@ -64,6 +69,9 @@ DEFAULTS = {
         compile_grids=(),
         rollout_sizes=(32,),
         rates=(0.5,),
+        compile_rates=(),
+        megapixel_steps=0,
+        rollout_train_steps=0,
         budget_s=80,
         max_config_s=10,
         sample_s=0.01,
@@ -79,7 +87,10 @@ DEFAULTS = {
         compile_grids=None,
         rollout_sizes=(32, 64, 128),
         rates=(0.5, 1.0),
-        budget_s=480,
+        compile_rates=(1.0,),
+        megapixel_steps=64,
+        rollout_train_steps=16,
+        budget_s=600,
         max_config_s=60,
         sample_s=0.005,
     ),
@@ -94,6 +105,9 @@ DEFAULTS = {
         compile_grids=(),
         rollout_sizes=(32,),
         rates=(0.5,),
+        compile_rates=(),
+        megapixel_steps=0,
+        rollout_train_steps=0,
         budget_s=150,
         max_config_s=30,
         sample_s=0.005,
@@ -107,7 +121,11 @@ DEFAULTS = {
 #   inductor import, ViTCA fwd 9.5 s, fwd+bwd 9.7-24.8 s), hence one grid only.
 #   The whole default run took 12 min 58 s wall on this 2-core machine while shared with other
 #   jobs (the process got 55% of a core); the time budget makes it skip, not overrun, when slower.
-SHARES = {"ca_step": 0.2, "rollout": 0.08, "tables": 0.72}  # of the time budget, per part
+#   The rollout part's share pays for its torch.compile runs (2 x ~20 s) and the 1-megapixel case,
+#   whose slowest run (the reference LatentViTCA, ~1.2 s per step on 1 thread) sets its 4 steps.
+# Of the time budget, per part: the full runs' rollout part has torch.compile, the 1-megapixel and
+# the training cases; a --quick run's has none of them.
+SHARES = {False: {"ca_step": 0.16, "rollout": 0.26, "tables": 0.58}, True: {"ca_step": 0.2, "rollout": 0.08, "tables": 0.72}}
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -221,7 +239,8 @@ def run(args) -> int:
     torch.manual_seed(0)
     device = torch.device(args.device)
     d = DEFAULTS[(args.device, args.quick)]
-    budget = Budget(args.budget_s or d["budget_s"], args.max_config_s or d["max_config_s"], {p: SHARES[p] for p in args.parts})
+    shares = {p: SHARES[args.quick][p] for p in args.parts}
+    budget = Budget(args.budget_s or d["budget_s"], args.max_config_s or d["max_config_s"], shares)
     env = Environment.detect(device)
     out = results_folder(args)
     csv_path = out / "results.csv"
@@ -229,12 +248,14 @@ def run(args) -> int:
     print(f"bench: {env.device_name}, {env.threads} thread(s), torch {env.torch}, triton {env.triton}, commit {env.commit}")
     print(f"bench: parts {','.join(args.parts)}; budget {budget.total_s:.0f} s; appending to {csv_path}", flush=True)
     model_providers = tuple(p for p in args.providers if p != "compile")
+    # The peaks every "% of peak" of this run is relative to; on CPU the GEMM rate measured now,
+    # on this run's thread count.
+    peak = device_peak(device)
+    record_peak(peak, writer, device)
 
     if "ca_step" in args.parts:
         budget.start_part("ca_step")
         print("== CA step ==", flush=True)
-        peak = device_peak(device)
-        record_peak(peak, writer, device)
         cfg = CAStepConfig(
             grids=args.grids or d["grids"],
             batches=args.grid_batches or d["grid_batches"],
@@ -251,12 +272,16 @@ def run(args) -> int:
         rcfg = RolloutConfig(
             sizes=args.sizes or d["rollout_sizes"],
             batches=args.batches or (8,),
-            providers=model_providers,
+            providers=args.providers,
             rates=d["rates"],
             steps=args.steps,
             runs=args.runs,
+            compile_rates=d["compile_rates"],
+            compile_estimate_s=40.0 if args.device == "cpu" else 60.0,
+            megapixel_steps=d["megapixel_steps"],
+            train_steps=d["rollout_train_steps"],
         )
-        run_rollout(rcfg, device, writer, budget)
+        run_rollout(rcfg, device, writer, budget, peak)
     if "tables" in args.parts and model_providers:
         budget.start_part("tables")
         print("== paper tables ==", flush=True)

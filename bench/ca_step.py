@@ -10,8 +10,8 @@ path on CPU). Modes:
   so every provider does the same work.
 For ``fast`` the weights are folded once outside the timed region in ``fwd`` (a rollout folds once,
 not per step); in ``full`` every call folds and back-propagates through the folding, which a
-rollout pays only once: a conservative figure. On CPU the fast path's ``full`` also recomputes the
-step in backward (one saved state per step, ``FastCell.recompute``), trading speed for memory.
+rollout pays only once: a conservative figure. On CPU the fast path's ``full`` runs at its default
+``FastCell.recompute`` ("auto": one step's intermediates are far under the threshold, so kept).
 
 Work per call, from ``lnca_fast.fast.work`` (the model's arithmetic, not what a provider does):
   FLOPs  fwd = cells * flops_per_cell;   full = 3 * fwd  (backward = 2x forward, the usual count;
@@ -20,7 +20,8 @@ Work per call, from ``lnca_fast.fast.work`` (the model's arithmetic, not what a 
          full = cells * (step_bytes_per_cell + step_backward_bytes_per_cell) with the dropout masks
                 + 3 * weight bytes (read forward, read backward, write the weight gradient)
 Reported per configuration: milliseconds (p20/p50/p80), GB/s and TFLOP/s at those times, % of the
-roofline time ``max(FLOPs / peak FLOP/s, bytes / peak bandwidth)`` (``roofline.py``), and the
+roofline time ``max(FLOPs / peak FLOP/s, bytes / peak bandwidth)`` (``roofline.py``), on CPU the %
+of the core's compute peak alone (``peak_pct``: the ``torch.mm`` rate measured in the run), and the
 first call's time (``first_call_s``: includes compilation for ``compile`` and Triton).
 """
 
@@ -198,6 +199,9 @@ def _one(cfg, cell_name, cell, state, mode, provider, device, writer, budget, pe
     if peak is not None:
         floor = peak.roofline_s(flops, nbytes, state.dtype)
         writer.add(**common, metric="roofline_pct", unit="%", stats=_inverse(t, 100 * floor), note=f"of {peak.name}")
+        if device.type == "cpu":  # the core's compute peak alone (the GEMM rate measured in this run)
+            ideal = flops / (peak.compute_tflops(state.dtype) * 1e12)
+            writer.add(**common, metric="peak_pct", unit="%", stats=_inverse(t, 100 * ideal), note=f"of {peak.source}")
 
 
 def _inverse(t: Stats, amount: float) -> Stats:

@@ -49,7 +49,7 @@ if [[ -x $REF_PY ]]; then
   rc37=$?
 fi
 hashes="$hashes $(sources)"
-"$VENV/bin/python" - "$LOGS" "$rc36" "$rc37" "$seconds" "$REF_PY" "$hashes" >"$SUMMARY" <<'EOF'
+"$VENV/bin/python" - "$LOGS" "$rc36" "$rc37" "$seconds" "$REF_PY" "$hashes" "$JOBS" >"$SUMMARY" <<'EOF'
 import json, platform, sys
 from pathlib import Path
 
@@ -58,8 +58,10 @@ import triton
 
 logs, rc36, rc37, seconds, ref_py = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
 before, after = sys.argv[6].split()
+jobs = sys.argv[7]
 print("triton 3.6.0 check (bench/check_triton36.sh): python -m bench.kernel_report --targets 90")
 print(f"python {platform.python_version()}, torch {torch.__version__}, triton {triton.__version__}; {seconds} s")
+print(f"jobs {jobs}")
 print(f"kernel and launcher sources (sha256 of kernels/*.py lnca_fast/fast/*.py): {before}"
       + (" before and after both reports" if before == after else
          f" before, {after} after: EDITED DURING THE CHECK, the comparison below is unreliable; run it again"))
@@ -69,6 +71,10 @@ for line in text.splitlines():
     if " compiles, " in line or " plans evaluated" in line or line.startswith("kernel_report:"):
         print(line)
 rows36 = json.loads((logs / "rows36.json").read_text()) if (logs / "rows36.json").exists() else []
+times = sorted(r["seconds"] for r in rows36 if r.get("seconds"))
+if times:  # bench/precompile.py's session prediction reads the mean
+    print(f"compile seconds per variant: mean {sum(times) / len(times):.2f}, median {times[len(times) // 2]:.2f}, "
+          f"max {times[-1]:.2f} ({len(times)} compiles, {jobs} at a time)")
 bad = [r for r in rows36 if not r["ok"]]
 print(f"\nrows not ok under 3.6.0: {len(bad)}")
 for r in bad:

@@ -17,10 +17,10 @@ whatever launch overhead the GPU waits for. What is timed:
 The state dtype is the tensor's (fp32 runs TF32 dots, the CUDA default of the launchers); the
 module's parameters stay fp32 (the launchers cast what the kernels read).
 
-Triton compiles each kernel variant on first use (seconds each). ``--warm-jobs N`` first runs every
-configuration once in N worker processes (no timing), so the compiles run in parallel and fill
-Triton's on-disk cache, and the timing process only loads them. Rows are written (and flushed) as
-they are measured; a configuration that does not fit the time budget is a ``skipped`` row, one
+Triton compiles each kernel variant on first use (seconds each). ``--warm-jobs N`` first compiles
+every variant the configurations launch (``launch_plan``'s) in N processes, one variant per job
+(``bench/precompile.py``), so no two compile the same one and the timing process only loads them.
+Rows are written (and flushed) as they are measured; a configuration that does not fit the time budget is a ``skipped`` row, one
 that fails an ``error`` row with the exception.
 """
 
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -132,8 +131,7 @@ def _row(cfg: Config, **values) -> dict:
     return row
 
 
-def run(cfgs: list[Config], out: Path | None, budget_s: float, steps: int, warmup_ms: int, rep_ms: int,
-        warm_only: bool = False) -> list[dict]:
+def run(cfgs: list[Config], out: Path | None, budget_s: float, steps: int, warmup_ms: int, rep_ms: int) -> list[dict]:
     if not torch.cuda.is_available():
         raise RuntimeError("bench.gpu_kernels needs a CUDA device (torch.cuda.is_available() is False)")
     device = torch.device("cuda")
@@ -157,13 +155,7 @@ def run(cfgs: list[Config], out: Path | None, budget_s: float, steps: int, warmu
                     if cfg.cell not in cells:
                         cells[cfg.cell] = _cell(cfg.cell, device)
                     cell = cells[cfg.cell]
-                    if warm_only:
-                        fn, _ = build(cfg, cell, device, steps)
-                        fn()
-                        torch.cuda.synchronize(device)
-                        row = _row(cfg, status="warm")
-                    else:
-                        row = _row(cfg, **measure(cfg, cell, device, steps, warmup_ms, rep_ms))
+                    row = _row(cfg, **measure(cfg, cell, device, steps, warmup_ms, rep_ms))
                 except Exception as exc:  # a failure is a row of the results, not the end of the run
                     msg = str(exc).strip().splitlines()[0][:240] if str(exc).strip() else ""
                     row = _row(cfg, status="error", note=f"{type(exc).__name__}: {msg}")
@@ -171,7 +163,7 @@ def run(cfgs: list[Config], out: Path | None, budget_s: float, steps: int, warmu
                     torch.cuda.empty_cache()
             rows.append(row)
             print(f"{cfg.key:<44} {row['status']:<8} {row['p50_us'] or '-':>10} us  {row['note']}", flush=True)
-            if writer is not None and not warm_only:
+            if writer is not None:
                 writer.writerow(row)
                 handle.flush()
     finally:
@@ -180,23 +172,17 @@ def run(cfgs: list[Config], out: Path | None, budget_s: float, steps: int, warmu
     return rows
 
 
-def warm(cfgs: list[Config], jobs: int, budget_s: float, steps: int) -> None:
-    """Run every configuration once in ``jobs`` worker processes (fills Triton's cache)."""
-    procs = []
-    for i in range(jobs):
-        shard = [c for j, c in enumerate(cfgs) if j % jobs == i]
-        if not shard:
-            continue
-        keys = ";".join(c.key for c in shard)
-        procs.append(subprocess.Popen([sys.executable, "-m", "bench.gpu_kernels", "--warm-only", "--keys", keys,
-                                       "--steps", str(steps), "--budget-s", str(budget_s)],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-    deadline = time.perf_counter() + budget_s + 10  # the workers stop starting configurations at budget_s
-    for p in procs:
-        try:
-            p.wait(timeout=max(1.0, deadline - time.perf_counter()))
-        except subprocess.TimeoutExpired:
-            p.kill()
+def warm(cfgs: list[Config], jobs: int, budget_s: float) -> int:
+    """Compile every kernel variant the configurations launch in ``jobs`` processes, one variant
+    per job (``bench/precompile.py``); its exit code."""
+    from . import precompile
+
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    variants = {}
+    for spec in precompile.timing_specs(sorted({c.cell for c in cfgs}), sorted({c.dtype for c in cfgs}), sms=sms):
+        v = precompile.variant_of(spec)
+        variants.setdefault(v.key, (v, {"timing"}))
+    return precompile.compile_variants(variants, jobs, budget_s)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -207,12 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--whats", default=",".join(WHATS), help=f"subset of {','.join(WHATS)}")
     p.add_argument("--steps", type=int, default=64, help="rollout steps (default 64)")
     p.add_argument("--budget-s", type=float, default=150.0, help="time budget of the timing loop, seconds")
-    p.add_argument("--warm-jobs", type=int, default=0, help="compile every configuration first in N processes")
+    p.add_argument("--warm-jobs", type=int, default=0, help="compile every variant first in N processes")
     p.add_argument("--warm-budget-s", type=float, default=90.0, help="time budget of the warm-up, seconds")
     p.add_argument("--warmup-ms", type=int, default=10)
     p.add_argument("--rep-ms", type=int, default=40)
-    p.add_argument("--warm-only", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--keys", default="", help=argparse.SUPPRESS)  # warm-up worker: ';'-separated Config.key
     args = p.parse_args(argv)
     try:
         cells = [c for c in args.cells.split(",") if c]
@@ -224,20 +208,16 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"unknown cells/dtypes/whats {bad} or steps < 1; expected cells {list(occ.CELLS)}, "
                              f"dtypes {list(DTYPES)}, whats {list(WHATS)}")
         cfgs = configs(cells, dtypes, whats)
-        if args.keys:
-            wanted = set(args.keys.split(";"))
-            cfgs = [c for c in cfgs if c.key in wanted]
         if not torch.cuda.is_available():
             raise RuntimeError("bench.gpu_kernels needs a CUDA device (torch.cuda.is_available() is False)")
     except (ValueError, RuntimeError) as exc:
         print(f"gpu_kernels: {exc}", file=sys.stderr)
         return 2
-    if args.warm_jobs > 0 and not args.warm_only:
+    if args.warm_jobs > 0:
         start = time.perf_counter()
-        warm(cfgs, args.warm_jobs, args.warm_budget_s, args.steps)
+        warm(cfgs, args.warm_jobs, args.warm_budget_s)
         print(f"gpu_kernels: warm-up in {args.warm_jobs} processes took {time.perf_counter() - start:.0f} s", flush=True)
-    rows = run(cfgs, None if args.warm_only else args.out, args.budget_s, args.steps, args.warmup_ms, args.rep_ms,
-               warm_only=args.warm_only)
+    rows = run(cfgs, args.out, args.budget_s, args.steps, args.warmup_ms, args.rep_ms)
     return 1 if any(r["status"] == "error" for r in rows) else 0
 
 

@@ -9,9 +9,10 @@ Cases, per cell (the latent presets' cells, fp32 state ``[8, 8, 8, C]``: the pap
 the size where the host sets the pace):
 - ``inference step``: ``step_prepared`` in eval mode under ``torch.no_grad()``, update rate 1,
   weights folded once outside (as a rollout does);
-- ``training step``: one step's forward in training mode with replayed masks (update mask at rate
-  0.5; NAFCA's two dropout keep masks), then its backward (``torch.autograd.grad`` to the state);
-  the folding's own backward, which a rollout pays once, is not in it;
+- ``training step``: a ``TRAIN_STEPS``-step training rollout, forward with replayed masks (update
+  masks at rate 0.5; NAFCA's two dropout keep masks per step) and one backward to the input state
+  (``torch.autograd.grad``), per step: what a training rollout pays per step. The folding's own
+  backward, once per rollout, is not in it (the gradient goes to the state only);
 - ``eager rollout``: ``run_eager(state, 64)`` under ``torch.no_grad()``, per step (folding included).
 
 Tensors live on the CPU and the Triton backend is pinned (``TRITON_INTERPRET=1`` lets it take CPU
@@ -20,8 +21,10 @@ so every call site runs as on a GPU up to the launch itself. A CPU tensor's torc
 a CUDA one only launches; all but one of a step's torch ops are allocations, views and mask
 conversions, cheap either way, but the backward's sum of the weight-gradient partial rows adds up
 ``splits x parameters`` floats (~75-150 us of CPU arithmetic for these cells): it is replaced by a
-view of the first row (``partial_rows_as_views``), whose dispatch stands in for the launch. Timing: ``time.thread_time()`` (CPU time of this thread, not wall time:
-the machine may be busy), median of ``--repeats`` samples of ``--inner`` calls each.
+view of the first row (``partial_rows_as_views``), whose dispatch stands in for the launch.
+CPU tensors also take a few interpreter-only checks (``TRITON_INTERPRET`` read per step, ~1-2 us).
+Timing: ``time.thread_time()`` (CPU time of this thread, not wall time: the machine may be busy),
+median of ``--repeats`` samples of ``--inner`` steps each.
 """
 
 from __future__ import annotations
@@ -35,14 +38,13 @@ import statistics
 import sys
 import time
 
-os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported: CPU tensors take the Triton path
-
-import torch  # noqa: E402
+import torch
 
 CELLS = {"nafca": "latent-nafca", "vitca": "latent-vitca"}
 CASES = ("inference step", "training step", "eager rollout")
 SHAPE = (8, 8, 8)  # batch, latent height, latent width
 ROLLOUT_STEPS = 64
+TRAIN_STEPS = 16
 # Kernel modules and the @triton.jit objects the launchers take from them.
 KERNEL_MODULES = {
     "lnca_fast.kernels.nafca_taps": ("_nafca_taps_kernel",),
@@ -159,21 +161,23 @@ def cases(name: str) -> tuple[dict, torch.nn.Module]:
 
     cell.train()
     prepared = cell.prepare()  # with autograd: the folded weights require grad
-    mask = torch.floor(torch.rand(b, h, w, 1, generator=g) + 0.5)
-    dropout = cell.draw_dropout_masks(state, g)
-    x = state.clone().requires_grad_(True)
+    step_masks = [(torch.floor(torch.rand(b, h, w, 1, generator=g) + 0.5), cell.draw_dropout_masks(state, g))
+                  for _ in range(TRAIN_STEPS)]
+    x0 = state.clone().requires_grad_(True)
     grad_out = torch.randn(state.shape, generator=g)
 
     def training():
-        out = cell.step_prepared(x, prepared, mask, dropout_masks=dropout)
-        return torch.autograd.grad(out, x, grad_out)
+        x = x0
+        for mask, dropout in step_masks:
+            x = cell.step_prepared(x, prepared, mask, dropout_masks=dropout)
+        return torch.autograd.grad(x, x0, grad_out)
 
     def rollout():
         with torch.no_grad():
             return cell.run_eager(state, ROLLOUT_STEPS)
 
     # (callable, steps per call, training mode): measure() sets the mode before a case runs.
-    return {"inference step": (inference, 1, False), "training step": (training, 1, True),
+    return {"inference step": (inference, 1, False), "training step": (training, TRAIN_STEPS, True),
             "eager rollout": (rollout, ROLLOUT_STEPS, False)}, cell
 
 
@@ -221,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=15, help="samples per case (the median is reported)")
     p.add_argument("--inner", type=int, default=20, help="steps per sample")
     args = p.parse_args(argv)
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # CPU tensors take the Triton path (the launches are no-ops)
     cells = [c for c in args.cells.split(",") if c]
     bad = [c for c in cells if c not in CELLS]
     if bad or args.repeats < 1 or args.inner < 1:

@@ -221,6 +221,7 @@ def write_json(rows: list[Row], path: Path) -> None:
     out = []
     for r in rows:
         item = {k: getattr(r, k) for k in ("kernel", "config", "target", "regs", "spill", "smem", "num_warps", "error")}
+        item["seconds"] = round(r.seconds, 2)  # the compile's wall time (bench/precompile.py predicts from these)
         if r.compiled and r.target in occ.LIMITS:
             o = r.occupancy()
             item.update(ctas_per_sm=o.ctas, limiter=o.limiter)

@@ -155,23 +155,104 @@ def ratio_table(rows: dict[tuple, dict]) -> str:
     return "\n".join(out) + "\n" if n else ""
 
 
+def _ok(r: dict | None) -> bool:
+    return r is not None and r["status"] == "ok"
+
+
+def _ratio(num: dict | None, den: dict | None) -> str:
+    """``num / den`` of two time rows (how many times faster ``den`` is), "—" unless both ran."""
+    return f"{float(num['p50']) / float(den['p50']):.2f}x" if _ok(num) and _ok(den) else "—"
+
+
 def ca_step_table(rows: dict[tuple, dict]) -> str:
+    """Per configuration and provider: time, speed-up over the reference and over
+    torch.compile(reference) (its compile time apart), GB/s, TFLOP/s, and % of the peak: on CPU the
+    core's compute peak (``peak_pct``), on a GPU the roofline."""
     keys = sorted({(k[1], int(k[3]), int(k[4]), k[6]) for k in rows if k[0] == "ca_step"})
     if not keys:
         return ""
     out = [
-        "| cell | grid | batch | mode | provider | ms (p50) | GB/s | TFLOP/s | % roofline |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| cell | grid | batch | mode | provider | ms (p50) | vs reference | vs compile | compile s | GB/s | TFLOP/s | % peak |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for cell, grid, batch, mode in keys:
+
+        def get(metric, provider, cell=cell, grid=grid, batch=batch, mode=mode):
+            return rows.get(("ca_step", cell, metric, str(grid), str(batch), provider, mode))
+
+        ref, comp = get("time", "reference"), get("time", "compile")
         for provider in ("reference", "compile", "fast"):
-            found = {m: rows.get(("ca_step", cell, m, str(grid), str(batch), provider, mode)) for m in CA_METRICS}
-            t = found["time"]
+            t = get("time", provider)
             if t is None:
                 continue
-            vals = [_fmt(found[m], 3) if t["status"] == "ok" or m == "time" else "—" for m in CA_METRICS]
+            first = get("first_call_s", "compile") if provider == "compile" else None
+            compile_s = f"{float(first['p50']) - float(t['p50']) / 1e3:.1f}" if _ok(first) and _ok(t) else ""
+            pct = get("peak_pct", provider) or get("roofline_pct", provider)
+            ok = t["status"] == "ok"
+            vals = [
+                _fmt(t, 3),
+                _ratio(ref, t) if provider != "reference" else "",
+                _ratio(comp, t) if provider == "fast" else "",
+                compile_s,
+                *(_fmt(get(m, provider), 3) if ok else "—" for m in ("gbps", "tflops")),
+                _fmt(pct, 3) if ok else "—",
+            ]
             out.append(f"| {cell} | {grid}² | {batch} | {mode} | {provider} | " + " | ".join(vals) + " |")
     return "\n".join(out) + "\n"
+
+
+def speed_table(rows: dict[tuple, dict]) -> str:
+    """The rollout part's cases side by side: the NCA steps of a 64-step inference (the paper's
+    workload), of a 1-megapixel restore and of an NCA-phase training step, per provider, with
+    fast's speed-up over the reference and over torch.compile(reference) (compile time apart) and
+    % of the peak (CPU: the ``torch.mm`` rate measured in the same run)."""
+    cases = []
+    for k, r in rows.items():
+        if k[0] != "rollout" or k[2] not in ("nca_latency", "train_step"):
+            continue
+        case = (k[1], k[2], k[3], k[4], k[6])
+        if case not in cases and r["provider"] in ("reference", "fast", "compile"):
+            cases.append(case)
+    if not cases:
+        return ""
+    out = [
+        "| case | reference | torch.compile(reference) | fast | fast vs reference | fast vs compile | fast, % of peak |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    order = {"rate 1.0": 0, "rate 0.5": 1, "megapixel": 2, "train": 3}
+    for model, metric, size, batch, mode in sorted(cases, key=lambda c: (order.get(c[4], 9), _paper_index(c[0]))):
+
+        def get(provider, what=metric, model=model, size=size, batch=batch, mode=mode):
+            return rows.get(("rollout", model, what, size, batch, provider, mode))
+
+        ref, comp, fast = get("reference"), get("compile"), get("fast")
+        steps = next((r["steps"] for r in (fast, ref, comp) if r is not None), "")
+        name = DISPLAY.get(model, model)
+        if mode == "megapixel":
+            label = f"{name}, 1-megapixel restore ({size}² image, B={batch}), {steps} NCA steps"
+        elif mode == "train":
+            label = f"{name}, NCA training step (B={batch} {size}², {steps} steps fwd+bwd)"
+        else:
+            label = f"{name}, inference NCA steps (B={batch} {size}², {steps} steps, {mode})"
+        compile_s = get("compile", "compile_s")
+        comp_txt = _ms(comp) + (f" + {float(compile_s['p50']):.1f} s compile" if _ok(compile_s) else "")
+        pct = get("fast", "peak_pct")
+        pct_txt = f"{float(pct['p50']):.0f} %" if _ok(pct) else "—"
+        ratios = f"{_ratio(ref, fast)} | {_ratio(comp, fast)}"
+        out.append(f"| {label} | {_ms(ref)} | {comp_txt} | {_ms(fast)} | {ratios} | {pct_txt} |")
+    return "\n".join(out) + "\n"
+
+
+def _ms(r: dict | None) -> str:
+    if r is None:
+        return "—"
+    if r["status"] != "ok":
+        return {"oom": "OOM", "skipped": "skip", "error": "err"}[r["status"]]
+    return f"{float(r['p50']) * 1e3:.1f} ms"
+
+
+def _paper_index(model: str) -> int:
+    return PAPER_ORDER.index(model) if model in PAPER_ORDER else len(PAPER_ORDER)
 
 
 def rollout_table(rows: dict[tuple, dict]) -> str:
@@ -185,7 +266,7 @@ def rollout_table(rows: dict[tuple, dict]) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for model, size, batch, mode in keys:
-        for provider in ("reference", "fast"):
+        for provider in ("reference", "compile", "fast"):
             lat = rows.get(("rollout", model, "latency", str(size), str(batch), provider, mode))
             if lat is None:
                 continue
@@ -209,7 +290,9 @@ def _conditions(raw: list[dict]) -> str:
 
 def _peak_line(rows: dict[tuple, dict]) -> str:
     peaks = [r for k, r in rows.items() if k[0] == "roofline" and r["status"] == "ok"]
-    return " ".join(f"{r['metric']} {float(r['p50']):.4g} {r['unit']} ({r['note']})." for r in peaks)
+    values = ", ".join(f"{r['metric']} {float(r['p50']):.4g} {r['unit']}" for r in peaks)
+    notes = dict.fromkeys(r["note"] for r in peaks if r["note"])  # one source, stated once
+    return f"Peaks: {values} ({'; '.join(notes)})." if peaks else ""
 
 
 def write_report(csv_path: Path, out_dir: Path, device_name: str | None = None) -> list[Path]:
@@ -229,8 +312,9 @@ def write_report(csv_path: Path, out_dir: Path, device_name: str | None = None) 
             paper_table(rows, m, rss=True) for m in ("train_memory", "infer_memory")
         ]
         body = "\n".join(t for t in tables if t)
-        ratio, step, roll = ratio_table(rows), ca_step_table(rows), rollout_table(rows)
+        ratio, step, roll, speed = ratio_table(rows), ca_step_table(rows), rollout_table(rows), speed_table(rows)
         text = f"# Efficiency results: {name}\n\n{_conditions(mine)}\n\n{body}"
+        text += f"\n## Speed against the reference, torch.compile and the peak\n\n{_peak_line(rows)}\n\n{speed}" if speed else ""
         text += f"\n## Reference vs fast\n\n{ratio}" if ratio else ""
         text += f"\n## CA step vs roofline\n\n{_peak_line(rows)}\n\n{step}" if step else ""
         text += f"\n## Full-model rollout (encoder + 64 NCA steps + decoder)\n\n{roll}" if roll else ""
@@ -259,6 +343,9 @@ def _readme_section(name: str, raw: list[dict], rows: dict[tuple, dict], folder:
         "",
         paper_table(rows, "infer_latency"),
         paper_table(rows, "train_memory"),
+        _captioned("Speed against the reference, torch.compile and the peak", speed_table(rows)),
+        _peak_line(rows) if speed_table(rows) else None,
+        "" if speed_table(rows) else None,
         _captioned("Reference vs fast", ratio_table(rows)),
         _captioned("Full-model rollout (encoder + 64 NCA steps + decoder)", rollout_table(rows)),
         f"![inference latency](bench/results/{rel}/inference_latency.png)",

@@ -6,12 +6,11 @@ these GPUs (Triton's ``tl.dot`` and cuBLAS with ``allow_tf32`` both use it), so 
 upper bound; a kernel doing strict-fp32 math on CUDA cores can reach at most
 ``fp32_tflops / tf32_tflops`` of it (13.5% on H100/H200, 12.5% on A100).
 
-CPU: no datasheet. The compute peak *assumed* is
-``threads x clock x FLOP/cycle/core``: clock from /proc/cpuinfo ("cpu MHz"), 32 fp32 FLOP/cycle for
-x86 cores with AVX2+FMA (two 256-bit FMA pipes: AMD Zen 2-4, Intel client cores; Zen 4 runs
-AVX-512 as 2x256-bit), 64 for Intel cores with AVX-512 (two 512-bit FMA ports on Xeon), 8
-otherwise. The memory peak is *measured*: the best of a few 256 MB tensor copies (read + write
-bytes / time) on the benchmark's thread count, which is what a streaming kernel can get here.
+CPU: no datasheet. The compute peak is *measured* in the same run: fp32 ``torch.mm`` on 1024 x 1024
+operands on the benchmark's thread count (``measured_gemm_gflops``), what the core's GEMM reaches
+here; the clock x FLOP/cycle bound (``cpu_flops_per_cycle``: 32 for AVX2+FMA, 64 for Intel
+AVX-512, 8 otherwise) is stated beside it. The memory peak is *measured* too: the best of a few
+256 MB tensor copies (read + write bytes / time), what a streaming kernel can get here.
 
 The roofline time of a measurement is ``max(flops / peak_flops, bytes / peak_bandwidth)``; the
 percentage is that time over the measured time.
@@ -96,19 +95,39 @@ def measured_copy_gbps(repeats: int = 5, nbytes: int = 256 * 1024 * 1024) -> flo
     return 2 * nbytes / best / 1e9
 
 
+def measured_gemm_gflops(size: int = 1024, repeats: int = 7) -> float:
+    """fp32 GFLOP/s of ``torch.mm`` on ``size x size`` operands on torch's current thread count:
+    the median of ``repeats`` timings of 3 back-to-back calls into a preallocated output, after a
+    warm-up (median, not best: on a shared machine it is the rate the benchmark's own calls see)."""
+    a = torch.randn(size, size)
+    b = torch.randn(size, size)
+    out = torch.empty(size, size)
+    torch.mm(a, b, out=out)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(3):
+            torch.mm(a, b, out=out)
+        times.append((time.perf_counter() - start) / 3)
+    return 2 * size**3 / sorted(times)[len(times) // 2] / 1e9
+
+
 def cpu_peak(threads: int | None = None) -> Peak:
     threads = threads or torch.get_num_threads()
     info = _cpuinfo()
     ghz = float(info.get("cpu MHz", "2000")) / 1e3
     per_cycle = cpu_flops_per_cycle(info)
-    tflops = threads * ghz * per_cycle / 1e3
+    gemm = measured_gemm_gflops()
+    tflops = gemm / 1e3
     return Peak(
         name=f"{info.get('model name', 'CPU')}, {threads} thread(s)",
         hbm_gbps=measured_copy_gbps(),
         fp32_tflops=tflops,
         tf32_tflops=tflops,
         bf16_tflops=tflops,
-        source=f"assumed {threads} x {ghz:.2f} GHz x {per_cycle} FLOP/cycle; bandwidth measured (256 MB copy)",
+        source=f"compute: fp32 torch.mm 1024x1024 measured on {threads} thread(s) in this run, {gemm:.0f} GFLOP/s "
+        f"(clock x FLOP/cycle: {threads} x {ghz:.2f} GHz x {per_cycle} = {threads * ghz * per_cycle:.0f}); "
+        "bandwidth measured (256 MB copy)",
     )
 
 

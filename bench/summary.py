@@ -61,8 +61,18 @@ def print_summary(rows: list[dict], env) -> None:
     if not memory:
         print("  (no configuration measured by both providers)")
     if env.device == "cpu":
-        print("  note: on CPU the fast path recomputes each step in backward (torch.utils.checkpoint), keeping one")
-        print("  state per step like the Triton backward; FastCell.recompute=False trades that memory for speed.")
+        print("  note: on CPU the fast path keeps a rollout's intermediates while they stay under")
+        print("  FastCell.recompute_above_bytes (256 MiB) and above that recomputes each step in backward from its")
+        print("  input state, like the Triton backward (FastCell.recompute: 'auto', True or False).")
+    peak = [r for r in rows if r["part"] == "rollout" and r["metric"] == "peak_pct" and r["status"] == "ok"]
+    if peak:
+        print("rollout cases, % of the peak measured in this run (NCA FLOPs by lnca_fast/fast/work.py):")
+        for r in peak:
+            where = f"{r['model']:<13} {r['size']:>4}px b{r['batch']:<3} {r['mode']:<9}"
+            print(f"  {where} {r['provider']:<9} {float(r['p50']):5.1f} %")
+    train = ratios(rows, "rollout", "train_step")
+    for model, size, batch, _mode, _, ref, fast, r in sorted(train):
+        print(f"  NCA training step {model:<13} {size:>4}px b{batch:<3} reference {ref:.4f} s  fast {fast:.4f} s  {r:5.2f}x")
     step = [(*r[:4], den, *r[5:]) for den in ("fast", "compile") for r in ratios(rows, "ca_step", "time", den=den)]
     if step:
         print("CA step, reference time / provider time:")

@@ -1,7 +1,8 @@
 """TF32 and 3xTF32 ``tl.dot`` emulated on CPU: the worst errors of the fused NAFCA and ViTCA kernels
 against float64, per dot precision, measured without a GPU.
 
-    python -m bench.tf32_emulation [--json [PATH]] [--cases N] [--quick] [--no-models] [--markdown PATH]
+    python -m bench.tf32_emulation [--json [PATH]] [--cases N] [--quick] [--no-models] [--jobs N] [--cache PATH]
+                                   [--tf32-rounding rz|rna] [--markdown PATH]
 
 Method (docs/design/tf32.md says why each choice):
 
@@ -23,7 +24,8 @@ Method (docs/design/tf32.md says why each choice):
   the real kernels too. Block sizes stay the launcher's (those of ``launch_precision``).
 - Cases: the parity suites' own hypothesis strategies (``tests/test_nafca_kernel_parity.cases``,
   ``tests/test_vitca_kernel_parity.step_cases``) drawn derandomised, 1-3 steps, every case with
-  the gradient, plus the paper cell at 8x8 for 1, 2 and 3 steps. Errors are the suites' own:
+  the gradient (update rate > 0: at 0 nothing moves), plus the paper cell at 8x8 for 1, 2 and 3
+  steps and the strategies' largest case (B=3 9x9, 3 steps) of two cells. Errors are the suites' own:
   NAFCA ``nafca_cases.rollout_errors`` (max |x - x64| / max(max |x64|, 1e-3) per output, state
   gradient and each parameter gradient; its check adds 2x the float32 reference's own error,
   reported here as "excess"), ViTCA max |x - x64| / max |x64|.
@@ -290,12 +292,14 @@ def _import_tests():
 
 
 # -- cases: the suites' strategies, drawn derandomised -------------------------------------------
-def _draw(strategy, n: int) -> list:
+def _draw(strategy, n: int, keep=lambda case: True) -> list:
+    """``n`` distinct cases ``keep`` accepts, spread evenly over a derandomised run of ``4 n`` examples
+    of ``strategy`` (consecutive examples are often small edits of one another)."""
     from hypothesis import HealthCheck, given, settings
 
     drawn = []
 
-    @settings(max_examples=n, derandomize=True, database=None, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=4 * n, derandomize=True, database=None, deadline=None, suppress_health_check=list(HealthCheck))
     @given(strategy)
     def collect(case):
         drawn.append(case)
@@ -303,37 +307,43 @@ def _draw(strategy, n: int) -> list:
     collect()
     unique = []
     for case in drawn:
-        if case not in unique:
+        if keep(case) and case not in unique:
             unique.append(case)
-    return unique[:n]
+    return unique[:: max(1, len(unique) // n)][:n]
 
 
 def nafca_cases(n: int) -> list[dict]:
-    """``n`` cases of the NAFCA gradient suite's strategy (1-3 steps), then the paper cell at 8x8."""
+    """``n`` cases of the NAFCA gradient suite's strategy (1-3 steps, update rate > 0), then the paper
+    cell at 8x8 and the strategy's largest case for each cell."""
     _import_tests()
     import test_nafca_kernel_parity as suite
 
     cases = []
-    for cell, b, h, w, steps, rate, dropout, _dtype, _prec, _bm, seed, cpp in _draw(suite.cases(max_steps=3), n):
+    moving = _draw(suite.cases(max_steps=3), n, keep=lambda case: case[5] > 0)  # rate 0 updates nothing: no error to see
+    for cell, b, h, w, steps, rate, dropout, _dtype, _prec, _bm, seed, cpp in moving:
         cases.append(dict(cell=cell, b=b, h=h, w=w, steps=steps, rate=rate, dropout=dropout, seed=seed, cpp=cpp))
     for steps, (b, rate, dropout, seed) in zip((1, 2, 3), [(2, 1.0, False, 7), (1, 0.5, True, 8), (1, 0.5, True, 9)]):
         cases.append(dict(cell="paper", b=b, h=8, w=8, steps=steps, rate=rate, dropout=dropout, seed=seed, cpp=None))
+    for cell, seed in (("tiny", 10), ("odd", 11)):  # the strategy's largest batch, grid and rollout
+        cases.append(dict(cell=cell, b=3, h=9, w=9, steps=3, rate=0.5, dropout=True, seed=seed, cpp=None))
     return cases
 
 
 def vitca_cases(n: int) -> list[dict]:
-    """``n`` cases of the ViTCA suite's strategy at 1-3 steps, then the paper's latent cell at 8x8."""
+    """``n`` cases of the ViTCA suite's strategy at 1-3 steps (update rate > 0), then the paper's latent
+    cell at 8x8 and the strategy's largest case for two cells."""
     _import_tests()
+    import test_vitca_kernel_parity as suite
     from hypothesis import strategies as st
 
-    import test_vitca_kernel_parity as suite
-
     cases = []
-    for case in _draw(suite.step_cases(steps=st.integers(1, 3)), n):
+    for case in _draw(suite.step_cases(steps=st.integers(1, 3)), n, keep=lambda case: case["rate"] > 0):
         cases.append(dict(cell=case["cfg_name"], b=case["b"], h=case["h"], w=case["w"], steps=case["steps"],
                           rate=case["rate"], seed=case["seed"], cpp=case["cells_per_program"]))
     for steps, (b, rate, seed) in zip((1, 2, 3), [(1, 1.0, 1), (2, 0.5, 2), (1, 0.5, 3)]):
         cases.append(dict(cell="latent", b=b, h=8, w=8, steps=steps, rate=rate, seed=seed, cpp=None))
+    for cell, seed in (("tiny-latent", 10), ("odd", 11)):  # the strategy's largest batch, grid and rollout
+        cases.append(dict(cell=cell, b=3, h=9, w=9, steps=3, rate=0.5, seed=seed, cpp=None))
     return cases
 
 
@@ -376,10 +386,10 @@ def vitca_case_errors(case: dict, variant: Variant, dots: collections.Counter | 
     each parameter's gradient apart (``d_<name>``); ``dots`` counts the dots run."""
     _import_tests()
     import test_vitca_kernel_parity as suite
+    from lnca_fast.reference.state import apply_update
 
     from lnca_fast.fast import vitca_ops as ops
     from lnca_fast.fast.fold_vitca import fold_vitca
-    from lnca_fast.reference.state import apply_update
 
     cfg = suite.CELLS[case["cell"]]
     b, h, w, seed = case["b"], case["h"], case["w"], case["seed"]
@@ -447,35 +457,43 @@ class Worst:
             self.value, self.case = value, case
 
 
-def run_cells(cells: dict[str, list[dict]], log=print) -> dict:
-    """Every case of every cell at each of the cell's variants: worst errors per cell, variant and
-    quantity (NAFCA: also the worst excess over 2x the float32 reference's error), per cell
-    configuration too, and the dots each variant ran."""
+def case_task(cell: str, case: dict) -> dict:
+    """One case at every variant of its cell: ``{variant: {"fast", "ref32", "dots"}}`` (raw errors)."""
+    out = {}
+    for variant in VARIANTS[cell]:
+        dots = collections.Counter()
+        if cell == "nafca":
+            fast, ref32 = nafca_case_errors(case, variant, dots)
+        else:
+            fast, ref32 = vitca_case_errors(case, variant, dots), None
+        out[variant.name] = {"fast": fast, "ref32": ref32, "dots": dict(dots)}
+    return out
+
+
+def aggregate_cells(cells: dict[str, list[dict]], raw: dict) -> dict:
+    """Per cell: the worst error per variant and quantity (NAFCA: also the worst excess over 2x the
+    float32 reference's error), the worst per cell configuration, and the dots each variant ran.
+    ``raw``: ``case_task`` results keyed by ``task_key("case", cell, case)``."""
     results = {}
     for cell, cases in cells.items():
         worst = collections.defaultdict(lambda: collections.defaultdict(Worst))
         excess = collections.defaultdict(lambda: collections.defaultdict(Worst))
         by_config = collections.defaultdict(lambda: collections.defaultdict(Worst))
         dots = collections.defaultdict(collections.Counter)
-        t0 = time.time()
-        for i, case in enumerate(cases):
+        for case in cases:
             label = case_label(case)
-            for variant in VARIANTS[cell]:
-                if cell == "nafca":
-                    fast, ref32 = nafca_case_errors(case, variant, dots[variant.name])
-                else:
-                    fast, ref32 = vitca_case_errors(case, variant, dots[variant.name]), None
-                summary = summarize(cell, fast)
+            for name, r in raw[task_key("case", cell, case)].items():
+                dots[name].update(r["dots"])
+                summary = summarize(cell, r["fast"])
                 for q, v in summary.items():
-                    worst[variant.name][q].add(v, label)
+                    worst[name][q].add(v, label)
                 for q in ("out", "d_state", "d_param", "d_gate_bias"):
                     if q in summary:
-                        by_config[f"{variant.name} | {case['cell']}"][q].add(summary[q], label)
-                if ref32 is not None:
-                    r32 = summarize(cell, ref32)
+                        by_config[f"{name} | {case['cell']}"][q].add(summary[q], label)
+                if r["ref32"] is not None:
+                    r32 = summarize(cell, r["ref32"])
                     for q, v in summary.items():
-                        excess[variant.name][q].add(v - 2.0 * r32[q], label)
-            log(f"  {cell} {i + 1}/{len(cases)} {label} ({time.time() - t0:.0f} s)")
+                        excess[name][q].add(v - 2.0 * r32[q], label)
         results[cell] = {
             "cases": [case_label(c) for c in cases],
             "worst": {v: {q: dataclasses.asdict(w) for q, w in qs.items()} for v, qs in worst.items()},
@@ -500,6 +518,7 @@ def nafca_model_errors(seed: int, variant: Variant) -> dict[str, float]:
 
     from lnca_fast import create_model
 
+    torch.manual_seed(seed)  # the autoencoder's default initialisation (conftest seeds each test the same way)
     ref = create_model("latent-nafca")
     randomize(ref.nca, seed)
     fast = create_model("latent-nafca", fast=True).set_backend("triton")
@@ -529,6 +548,7 @@ def vitca_model_errors(seed: int, variant: Variant, gpu_sizes: bool) -> dict[str
     from lnca_fast.factory import create_model
 
     def pair(name):
+        torch.manual_seed(seed)  # the autoencoder's default initialisation
         ref = create_model(name)
         fill_fan_in(ref.nca, seed)
         fast = create_model(name, fast=True)
@@ -570,22 +590,32 @@ MODEL_VARIANTS = {
 }
 
 
-def run_models(seeds: list[int], gpu_sizes: bool, log=print) -> dict:
-    out = {}
+def model_task(cell: str, variant_name: str, seed: int, gpu_sizes: bool) -> dict:
+    variant = {v.name: v for v in VARIANTS[cell]}[variant_name]
+    return nafca_model_errors(seed, variant) if cell == "nafca" else vitca_model_errors(seed, variant, gpu_sizes)
+
+
+def model_tasks(seeds: list[int], gpu_sizes: bool) -> list[tuple]:
+    """``(key, function, args)`` of every whole-model run: each variant of ``MODEL_VARIANTS`` at each
+    seed; the GPU-only test's sizes once, at the CUDA default ("tf32")."""
+    tasks = []
     for cell, names in MODEL_VARIANTS.items():
-        variants = {v.name: v for v in VARIANTS[cell]}
         for name in names:
-            worst = collections.defaultdict(Worst)
             for seed in seeds:
-                t0 = time.time()
-                errors = (nafca_model_errors(seed, variants[name]) if cell == "nafca"
-                          else vitca_model_errors(seed, variants[name], gpu_sizes and seed == seeds[0]))
-                for q, v in errors.items():
-                    worst[q].add(v, f"seed {seed}")
-                log(f"  model {cell} {name} seed {seed}: " + ", ".join(f"{q} {v:.2e}" for q, v in errors.items())
-                    + f" ({time.time() - t0:.0f} s)")
-            out.setdefault(cell, {})[name] = {q: dataclasses.asdict(w) for q, w in worst.items()}
-    return out
+                big = gpu_sizes and seed == seeds[0] and cell == "vitca" and name == "tf32"
+                args = (cell, name, seed, big)
+                tasks.append((task_key("model", *args), model_task, args))
+    return tasks
+
+
+def aggregate_models(tasks: list[tuple], raw: dict) -> dict:
+    out = {}
+    for key, _, (cell, name, seed, _big) in tasks:
+        worst = out.setdefault(cell, {}).setdefault(name, collections.defaultdict(Worst))
+        for q, v in raw[key].items():
+            worst[q].add(v, f"seed {seed}")
+    return {cell: {name: {q: dataclasses.asdict(w) for q, w in qs.items()} for name, qs in per.items()}
+            for cell, per in out.items()}
 
 
 # -- the ViTCA weight-gradient GEMM alone -------------------------------------------------------
@@ -593,9 +623,10 @@ def wgrad_gemm_errors(seeds: list[int], rounding: str = "rz") -> dict:
     """``test_weight_gradient_gemm``'s operands (both of its cases) at the launcher's "tf32" with
     emulated dots: the worst |got - want| and, for candidate ``(rtol, atol)``, the worst
     ``|got - want| / (atol + rtol |want|)`` (assert_close passes at <= 1)."""
+    from lnca_fast.kernels.vitca_wgrad import _vitca_wgrad_kernel
+
     from lnca_fast.fast import vitca_launch
     from lnca_fast.fast import vitca_ops as ops
-    from lnca_fast.kernels.vitca_wgrad import _vitca_wgrad_kernel
 
     _import_tests()
     import test_vitca_kernel_parity as suite
@@ -622,21 +653,71 @@ def wgrad_gemm_errors(seeds: list[int], rounding: str = "rz") -> dict:
         shapes = dict(layout.segments())
         got = dict(zip(shapes, partials.sum(0).double().split([math.prod(s) for s in shapes.values()])))
 
-        def operand(name):
-            if name == "s":
-                return torch.nn.functional.pad(state, (0, layout.cp - layout.channels))
-            if name == "g*m":
-                return torch.nn.functional.pad(grad * mask[:, None], (0, layout.cp - layout.channels))
-            return rows[:, offsets[name]: offsets[name] + widths[name]]
-
+        pad = (0, layout.cp - layout.channels)
+        operand = {name: rows[:, offsets[name]: offsets[name] + width] for name, width in widths.items()}
+        operand.update({"s": torch.nn.functional.pad(state, pad), "g*m": torch.nn.functional.pad(grad * mask[:, None], pad)})
         for weight, bias, x, dy in vitca_launch.WGRAD_JOBS:
-            for name, want in ((weight, operand(x).t() @ operand(dy)), (bias, operand(dy).sum(0))):
+            for name, want in ((weight, operand[x].t() @ operand[dy]), (bias, operand[dy].sum(0))):
                 diff = (got[name].view(want.shape) - want).abs()
                 abs_err, scale = max(abs_err, diff.max().item()), max(scale, want.abs().max().item())
                 for rtol, atol in candidates:
                     ratios[f"rtol={rtol:g} atol={atol:g}"] = max(ratios[f"rtol={rtol:g} atol={atol:g}"],
                                                                  (diff / (atol + rtol * want.abs())).max().item())
-    return {"seeds": len(seeds), "max_abs": abs_err, "max_abs_over_scale": abs_err / scale, "bound_use": dict(ratios)}
+    return {"seeds": len(seeds), "max_abs": abs_err, "scale": scale, "max_abs_over_scale": abs_err / scale,
+            "bound_use": dict(ratios)}
+
+
+def wgrad_task(seed: int, rounding: str) -> dict:
+    return wgrad_gemm_errors([seed], rounding)
+
+
+def aggregate_wgrad(parts: list[dict]) -> dict:
+    bound_use = collections.defaultdict(float)
+    for part in parts:
+        for k, v in part["bound_use"].items():
+            bound_use[k] = max(bound_use[k], v)
+    max_abs, scale = max(p["max_abs"] for p in parts), max(p["scale"] for p in parts)
+    return {"seeds": sum(p["seeds"] for p in parts), "max_abs": max_abs, "scale": scale,
+            "max_abs_over_scale": max_abs / scale, "bound_use": dict(bound_use)}
+
+
+# -- running the tasks: a process pool, and a cache that lets a stopped run resume ------------------
+def task_key(kind: str, *args) -> str:
+    return json.dumps([kind, *args], sort_keys=True, default=str)
+
+
+def _run_task(fn, args):
+    torch.set_num_threads(1)
+    return fn(*args)
+
+
+def run_tasks(tasks: list[tuple], jobs: int, cache: Path | None, log=print) -> dict:
+    """``{key: fn(*args)}`` for ``(key, fn, args)`` tasks, ``jobs`` processes at a time (forked: they
+    inherit the variants). With ``cache``, results found there are reused and each new one is
+    added as it finishes."""
+    import concurrent.futures as futures
+    import multiprocessing
+
+    done = json.loads(cache.read_text()) if cache and cache.exists() else {}
+    todo = [t for t in tasks if t[0] not in done]
+    log(f"  {len(tasks) - len(todo)} of {len(tasks)} tasks cached, {len(todo)} to run on {jobs} process(es)")
+    t0 = time.time()
+
+    def finished(key, value, i):
+        done[key] = value
+        if cache:
+            cache.write_text(json.dumps(done))
+        log(f"  {i}/{len(todo)} {' '.join(map(str, json.loads(key)[:3]))[:90]} ({time.time() - t0:.0f} s)")
+
+    if jobs <= 1:
+        for i, (key, fn, args) in enumerate(todo, 1):
+            finished(key, fn(*args), i)
+    else:
+        with futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+            running = {pool.submit(_run_task, fn, args): key for key, fn, args in todo}
+            for i, future in enumerate(futures.as_completed(running), 1):
+                finished(running[future], future.result(), i)
+    return {key: done[key] for key, _, _ in tasks}
 
 
 # -- report ----------------------------------------------------------------------------------------
@@ -653,7 +734,8 @@ def _quantities(worst: dict) -> list[str]:
 def markdown(results: dict, args) -> str:
     lines = ["# TF32 and 3xTF32 dots emulated on CPU", "",
              f"Generated by `python -m bench.tf32_emulation` ({'quick, ' if args.quick else ''}{args.cases} drawn cases "
-             f"per cell + the paper cell at 8x8 for 1-3 steps; TF32 operand read: `{args.tf32_rounding}`). "
+             "per cell + the paper cell at 8x8 for 1-3 steps and B=3 9x9 3-step cases; TF32 operand read: "
+             f"`{args.tf32_rounding}`). "
              "No GPU: Triton's interpreter runs the real kernels with every `tl.dot` rounded as an sm_80+ GPU "
              "rounds it. Method and the decision it informs: `docs/design/tf32.md`; the method in short: "
              "`bench/tf32_emulation.py`'s docstring.", ""]
@@ -694,11 +776,13 @@ def markdown(results: dict, args) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.tf32_emulation", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cases", type=int, default=16, help="drawn cases per cell (plus 3 paper-cell cases)")
+    parser.add_argument("--cases", type=int, default=24, help="drawn cases per cell (plus 5 pinned ones)")
     parser.add_argument("--quick", action="store_true", help="3 drawn cases per cell, one model seed, no GPU-size models")
     parser.add_argument("--no-models", action="store_true", help="skip the whole-model comparisons")
     parser.add_argument("--tf32-rounding", choices=ROUNDINGS, default="rz",
                         help="how the 'tf32' variants read fp32 operands (default rz: Triton's)")
+    parser.add_argument("--jobs", type=int, default=1, help="processes running cases at once")
+    parser.add_argument("--cache", type=Path, default=None, help="JSON of finished tasks: reused, and extended as they finish")
     parser.add_argument("--markdown", type=Path, default=DEFAULT_MARKDOWN)
     parser.add_argument("--json", nargs="?", const="-", default=None, help="write the results as JSON (to PATH, or stdout)")
     args = parser.parse_args(argv)
@@ -710,10 +794,20 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     log = (lambda *a: print(*a, file=sys.stderr)) if args.json == "-" else print
     t0 = time.time()
-    results = {"cells": run_cells({"nafca": nafca_cases(args.cases), "vitca": vitca_cases(args.cases)}, log)}
-    if not args.no_models:
-        results["models"] = run_models([6] if args.quick else [6, 7, 8], gpu_sizes=not args.quick, log=log)
-    results["wgrad_gemm"] = wgrad_gemm_errors(list(range(9, 9 + (5 if args.quick else 41))), args.tf32_rounding)
+    cells = {"nafca": nafca_cases(args.cases), "vitca": vitca_cases(args.cases)}
+    tasks = [(task_key("case", cell, case, args.tf32_rounding), case_task, (cell, case))
+             for cell, cases in cells.items() for case in cases]
+    models = [] if args.no_models else model_tasks([6] if args.quick else [0, 6, 7, 8, 9], gpu_sizes=not args.quick)
+    models = [(key[:-1] + f", {json.dumps(args.tf32_rounding)}]", fn, a) for key, fn, a in models]
+    wgrad = [(task_key("wgrad", seed, args.tf32_rounding), wgrad_task, (seed, args.tf32_rounding))
+             for seed in range(9, 9 + (5 if args.quick else 41))]
+    # The slow whole-model runs first, so the pool ends on short tasks.
+    raw = run_tasks(models + tasks + wgrad, args.jobs, args.cache, log)
+    raw_cases = {task_key("case", cell, case): raw[key] for key, _, (cell, case) in tasks}
+    results = {"cells": aggregate_cells(cells, raw_cases)}
+    if models:
+        results["models"] = aggregate_models(models, raw)
+    results["wgrad_gemm"] = aggregate_wgrad([raw[key] for key, _, _ in wgrad])
     results["seconds"] = time.time() - t0
     text = markdown(results, args)
     if args.markdown:

@@ -126,9 +126,10 @@ def test_gradients_match_float64_reference(case):
 def _step_variants():
     """(step, dtype, precision, forward BM) runs that together launch every interpretable kernel
     variant: each forward BM forces both forward launches (taps, fwd) to it; a backward run
-    launches the backward's taps, gate and perception kernels."""
+    launches the backward's taps, gate, perception and weight-gradient kernels (fp32: at both
+    precisions)."""
     fwd = [("fwd", dt, prec, bm) for kernel, dt, prec, bm in launch_variants() if kernel == "fwd" and dt in INTERPRETABLE]
-    return fwd + [("bwd", dt, "ieee", None) for dt in INTERPRETABLE]
+    return fwd + [("bwd", dt, "ieee", None) for dt in INTERPRETABLE] + [("bwd", torch.float32, "tf32", None)]
 
 
 @pytest.mark.parametrize("step,dtype,prec,block_m", _step_variants(), ids=lambda v: str(v).replace("torch.", ""))

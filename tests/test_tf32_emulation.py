@@ -5,6 +5,7 @@ magnitude and 3xTF32 is as accurate as fp32, and the forced precisions reach the
 
 from __future__ import annotations
 
+import collections
 import os
 
 import devices
@@ -117,20 +118,36 @@ def test_interpreted_dot_follows_its_input_precision():
 def test_forced_precisions_reach_both_cells_kernels():
     """``dot_precision(forward, backward)`` reaches every launch of both steps of both cells (the
     backward's recomputation of the forward included), whatever the launcher chose."""
-    import sys
-
-    sys.path.insert(0, str(emu.TESTS))
     variant = emu.Variant("t", forward="tf32", backward="tf32x3")
     nafca = dict(cell="tiny", b=1, h=3, w=4, steps=1, rate=1.0, dropout=False, seed=0, cpp=None)
     vitca = dict(cell="tiny-latent", b=1, h=3, w=4, steps=1, rate=1.0, seed=0, cpp=None)
     for run, case in ((emu.nafca_case_errors, nafca), (emu.vitca_case_errors, vitca)):
-        seen = __import__("collections").Counter()
+        seen = collections.Counter()
         run(case, variant, seen)
         assert set(seen) == {"fp32 tf32", "fp32 tf32x3"}, (case["cell"], seen)
     fast, _ = emu.nafca_case_errors(nafca, emu.Variant("i"))
     assert max(fast.values()) < 1e-5  # ieee everywhere: the fp32 parity of the suite
     tf32, _ = emu.nafca_case_errors(nafca, emu.Variant("t", forward="tf32", backward="tf32"))
     assert 1e-4 < tf32["out"] < 2e-2
+
+
+@INTERPRETED
+@pytest.mark.interpret
+def test_emulated_cuda_default_within_the_tf32_limits():
+    """The CUDA default for fp32 states (TF32 dots, forward and backward), emulated, on the paper
+    cells at 8x8 over 2 steps: within the "tf32" limits the GPU tier asserts (tolerances.py)."""
+    import tolerances as tol
+    from nafca_cases import assert_within
+
+    tf32 = emu.Variant("tf32", forward="tf32", backward="tf32")
+    nafca = dict(cell="paper", b=1, h=8, w=8, steps=2, rate=0.5, dropout=True, seed=8, cpp=None)
+    fast, ref32 = emu.nafca_case_errors(nafca, tf32)
+    assert fast["out"] > 1e-4  # TF32 really ran
+    assert_within(fast, ref32, tol.nafca_kernel_limits("tf32"))
+    vitca = dict(cell="latent", b=1, h=8, w=8, steps=2, rate=0.5, seed=2, cpp=None)
+    errors = emu.summarize("vitca", emu.vitca_case_errors(vitca, tf32))
+    limits = tol.vitca_kernel_limits("tf32")
+    assert errors["out"] > 1e-4 and all(errors[k] <= limits[k] for k in limits), (errors, limits)
 
 
 def test_tf32_convolutions_round_operands_both_ways():

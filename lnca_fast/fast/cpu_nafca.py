@@ -1,7 +1,10 @@
 """The CPU fast path of one NAFCA step (no Triton): folded weights (``fold_nafca.py``) applied as
 channels-last GEMMs on the ``[B*H*W, C]`` rows, with the 3x3 -> 1 gate as an E -> 9 GEMM whose
-nine partial sums are shifted and added. Plain eager torch, so autograd works through it and
-nothing is compiled (no start-up stall).
+nine partial sums are shifted and added. Plain eager torch, nothing compiled (no start-up stall).
+Two paths: without autograd, ``nafca_infer_cpu`` (the raster in cache-sized chunks, reused
+buffers); under autograd, ``_NAFCAStep``, one autograd.Function whose backward is written out
+(optionally recomputing from the input state). Why, with the measurements of every lever tried
+(and those dropped): docs/design/cpu-fast-path.md.
 
 NOTE (measured; whole latent-nafca model, 64 steps, eval, update rate 1, B=8, fp32,
 OMP_NUM_THREADS=1 and torch.set_num_threads(1), reference and fast runs interleaved, median of 7,
@@ -17,39 +20,51 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from .fold_nafca import FoldedNAFCA
+
+# Cells per chunk of the inference path: a chunk's temporaries (~1.5 KB per cell at the paper
+# config) stay in a core's L2. NOTE (measured, 1 thread, Xeon 2 MB L2/core, B=1 256x256 latent,
+# under load): 256 / 512 / 1024 / 2048 / 4096 / unchunked cells per chunk: 2.04 / 2.10 / 2.15 /
+# 2.14 / 1.99 / 1.42x the old single-pass step.
+CHUNK_CELLS = 1024
 
 
 def moore_gate(taps: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """``taps [B, H, W, 9]`` (tap k of each cell) -> gate ``[B, H, W]`` with
     ``gate(p) = bias + sum_k taps_k(p + offset_k)``, ``offset_k = (k // 3 - 1, k % 3 - 1)``, zero
-    outside the grid."""
+    outside the grid. The nine shifted reads are one strided view of the zero-ringed taps (tap
+    ``k = 3 i + j`` of the neighbour at ``(y + i - 1, x + j - 1)`` lies ``i`` rows + 3 ``i``
+    floats and ``j`` cells + ``j`` floats further), summed in one reduction."""
     b, h, w, _ = taps.shape
     padded = F.pad(taps, (0, 0, 1, 1, 1, 1))  # [B, H+2, W+2, 9], one ring of zeros
-    gate = bias.expand(b, h, w)
-    for k in range(9):
-        i, j = divmod(k, 3)
-        gate = gate + padded[:, i : i + h, j : j + w, k]
-    return gate
+    return _gather_taps(padded, b, h, w).sum((3, 4)) + bias
 
 
-def _layer_norm(folded: FoldedNAFCA, x: torch.Tensor) -> torch.Tensor:
-    """Affine-free LayerNorm over the channels (the affines are folded into the next GEMM).
-
-    NOTE: called with an explicit unit weight and zero bias: torch 2.13's CPU kernel is ~1.8x
-    slower without them (512 x 64 fp32, 1 thread: 70 us vs 38 us)."""
-    key = ("unit_affine", x.dtype)
-    if key not in folded.cache:
-        folded.cache[key] = (x.new_ones(x.shape[-1]), x.new_zeros(x.shape[-1]))
-    weight, bias = folded.cache[key]
-    return F.layer_norm(x, (x.shape[-1],), weight, bias, eps=folded.eps)
+def _gather_taps(padded: torch.Tensor, b: int, h: int, w: int) -> torch.Tensor:
+    """``[B, H, W, 3, 3]`` view of a zero-ringed ``[B, H+2, W+2, 9]`` tap grid: element
+    ``(y, x, i, j)`` is tap ``3 i + j`` of cell ``(y + i - 1, x + j - 1)``."""
+    s0, s1, s2, s3 = padded.stride()
+    return padded.as_strided((b, h, w, 3, 3), (s0, s1, s2, s1 + 3 * s3, s2 + s3), padded.storage_offset())
 
 
-def _dropout(x: torch.Tensor, keep: torch.Tensor | None, scale: float) -> torch.Tensor:
+def moore_gate_backward(d_gate: torch.Tensor) -> torch.Tensor:
+    """The adjoint of ``moore_gate``'s shifted sum: ``d_gate [B, H, W]`` -> ``d_taps [B, H, W, 9]``
+    with ``d_taps(p)_k = d_gate(p - offset_k)`` (zero outside the grid)."""
+    b, h, w = d_gate.shape
+    padded = F.pad(d_gate, (1, 1, 1, 1))  # [B, H+2, W+2]
+    s0, s1, s2 = padded.stride()
+    # Tap k = 3 i + j of cell (y, x) feeds the gate of (y + 1 - i, x + 1 - j) = padded (y + 2 - i, x + 2 - j).
+    window = padded.as_strided((b, h, w, 3, 3), (s0, s1, s2, s1, s2))  # (y, x, i', j') -> padded (y + i', x + j')
+    return window.flip(3, 4).reshape(b, h, w, 9)
+
+
+def _keep_factor(keep: torch.Tensor | None, rows: int, channels: int, dtype, scale: float) -> torch.Tensor | None:
+    """A dropout keep mask as the factor ``keep / (1 - p)`` on ``[N, C]`` rows (None: no dropout)."""
     if keep is None:
-        return x
-    return x * (keep.reshape(x.shape).to(x.dtype) * scale)
+        return None
+    return keep.reshape(rows, channels).to(dtype).mul_(scale)
 
 
 def nafca_step_cpu(
@@ -58,38 +73,283 @@ def nafca_step_cpu(
     update_mask: torch.Tensor | None,
     dropout_masks: tuple[torch.Tensor, torch.Tensor] | None,
     dropout_p: float,
+    *,
+    recompute: bool = False,
 ) -> torch.Tensor:
     """One step ``[B, H, W, C] -> [B, H, W, C]``; same semantics as ``NAFCA.forward`` with the
-    given masks (``None`` = every cell updates / no dropout)."""
+    given masks (``None`` = every cell updates / no dropout). A fresh output tensor every call.
+
+    With autograd recording (a tensor requires grad), one ``torch.autograd.Function`` whose
+    backward is written out (``_NAFCAStep``): ``recompute`` keeps only the input state and redoes
+    the forward in backward, as the fused kernels do. Otherwise the no-grad path
+    (``nafca_infer_cpu``): chunked, into reused buffers."""
+    dt = state.dtype
+    weights = _step_weights(folded, dt)
+    if torch.is_grad_enabled() and (state.requires_grad or any(t.requires_grad for t in weights)):
+        keep1, keep2 = dropout_masks if dropout_masks is not None else (None, None)
+        meta = (folded.cell_in, folded.eps, 1.0 / (1.0 - dropout_p), bool(recompute))
+        return _NAFCAStep.apply(state, update_mask, keep1, keep2, meta, *weights)
+    with torch.no_grad():
+        return nafca_infer_cpu(state, folded, update_mask, dropout_masks, dropout_p)
+
+
+def _step_weights(folded: FoldedNAFCA, dtype) -> tuple[torch.Tensor, ...]:
+    """The folded tensors the autograd step consumes, in the state's dtype: the generic C -> 2E
+    form (one GEMM, one product) and conv3 + taps in natural channel order. Cached per grad mode:
+    made without autograd they would carry no path back to the parameters."""
+    key = ("step_weights", dtype, torch.is_grad_enabled())
+    if key not in folded.cache:
+        w_p = torch.cat([folded.w_3, folded.w_tap], dim=1)  # [E, C + 9]
+        ts = (folded.w_in, folded.b_in, w_p, folded.b_tap, folded.b_3, folded.w_4, folded.b_4, folded.w_5, folded.b_5,
+              folded.w_o, folded.b_o)  # fmt: skip
+        folded.cache[key] = tuple(t.to(dtype) for t in ts)
+    return folded.cache[key]
+
+
+def _forward_saved(state, update_mask, keep1, keep2, meta, weights):
+    """The step on ``[N, C]`` rows, returning the output and what the backward reads."""
+    cin, eps, scale, _ = meta
+    w_in, b_in, w_p, b_tap, b_3, w_4, b_4, w_5, b_5, w_o, b_o = weights
+    b, h, w, c = state.shape
+    n, dt = b * h * w, state.dtype
+    e, f2 = w_p.shape[0], w_5.shape[0]
+    one, zero = _UNIT.get(c, dt)
+    s = state.reshape(n, c)
+    s_hat, mu1, r1 = torch.native_layer_norm(s, (c,), one, zero, eps)
+    o = torch.addmm(b_in, s_hat, w_in)  # [N, 2E]
+    x = o[:, :e] * o[:, e:]  # SimpleGate [N, E]
+    v = torch.mm(x, w_p)  # [N, C + 9]: conv3 (beta folded) and the 9 gate taps
+    gate = moore_gate(v[:, c:].view(b, h, w, 9), b_tap).view(n, 1)
+    # Dropout: the bool keep masks enter the products directly (no float copy of the mask).
+    kf1 = keep1.reshape(n, c) if keep1 is not None else None
+    kf2 = keep2.reshape(n, c) if keep2 is not None else None
+    z3 = torch.addcmul(b_3, gate, v[:, :c])
+    y = s + z3 if kf1 is None else torch.addcmul(s, z3, kf1, value=scale)
+    y_hat, mu2, r2 = torch.native_layer_norm(y, (c,), one, zero, eps)
+    a = torch.addmm(b_4, y_hat, w_4)  # [N, F]
+    g = a[:, :f2] * a[:, f2:]
+    z5 = torch.addmm(b_5, g, w_5)
+    z = y + z5 if kf2 is None else torch.addcmul(y, z5, kf2, value=scale)
+    z_hat, mu3, r3 = torch.native_layer_norm(z, (c,), one, zero, eps)
+    update = torch.addmm(b_o, z_hat, w_o)  # [N, U]
+    m = update_mask.reshape(n, 1).to(dt) if update_mask is not None else None
+    out = torch.cat([s[:, :cin], s[:, cin:] + (update if m is None else update * m)], dim=1).view(b, h, w, c)
+    saved = dict(s=s, s_hat=s_hat, mu1=mu1, r1=r1, o=o, x=x, v=v, gate=gate, kf1=kf1, kf2=kf2, y=y, y_hat=y_hat,
+                 mu2=mu2, r2=r2, a=a, g=g, z=z, z_hat=z_hat, mu3=mu3, r3=r3, m=m, one=one, zero=zero)  # fmt: skip
+    return out, saved
+
+
+class _UnitAffines:
+    """Unit LayerNorm weights and zero biases per (width, dtype), made once per process, for the
+    affine-free LayerNorms (the affines are folded).
+
+    NOTE: torch 2.13's CPU LayerNorm is ~1.8x slower without an affine (512 x 64 fp32, 1 thread:
+    70 us vs 38 us), so an explicit unit affine is passed."""
+
+    def __init__(self):
+        self._made: dict = {}
+
+    def get(self, channels: int, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (channels, dtype)
+        if key not in self._made:
+            self._made[key] = (torch.ones(channels, dtype=dtype), torch.zeros(channels, dtype=dtype))
+        return self._made[key]
+
+
+_UNIT = _UnitAffines()
+
+
+_SAVED = ("s", "s_hat", "mu1", "r1", "o", "x", "v", "gate", "kf1", "kf2", "y", "y_hat", "mu2", "r2", "a", "g", "z", "z_hat",
+          "mu3", "r3", "m", "one", "zero")  # fmt: skip
+
+
+def _ln_backward(d_hat, x, mu, r, one, zero):
+    return torch.ops.aten.native_layer_norm_backward(d_hat, x, (x.shape[-1],), mu, r, one, zero, [True, False, False])[0]
+
+
+class _NAFCAStep(torch.autograd.Function):
+    """One NAFCA step with its backward written out: the weight gradients are GEMMs over the
+    step's rows, the rest the chain rule of the forward above, with no autograd graph per op.
+    ``meta = (cell_in, eps, dropout scale, recompute)``; masks are inputs (not differentiated)."""
+
+    @staticmethod
+    def forward(ctx, state, update_mask, keep1, keep2, meta, *weights):
+        out, saved = _forward_saved(state, update_mask, keep1, keep2, meta, weights)
+        ctx.meta, ctx.shape, ctx.n_weights = meta, tuple(state.shape), len(weights)
+        masks = tuple(t if t is not None else torch.empty(0) for t in (update_mask, keep1, keep2))
+        ctx.has_mask = tuple(t is not None for t in (update_mask, keep1, keep2))
+        if meta[3]:  # recompute: keep the input state only
+            ctx.save_for_backward(state, *masks, *weights)
+        else:
+            ctx.save_for_backward(*masks, *weights, *(saved[k] for k in _SAVED))
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, d_out):
+        cin, eps, scale, recompute = ctx.meta
+        tensors = ctx.saved_tensors
+        if recompute:
+            state, tensors = tensors[0], tensors[1:]
+        masks = tuple(t if has else None for t, has in zip(tensors[:3], ctx.has_mask))
+        weights = tensors[3 : 3 + ctx.n_weights]
+        if recompute:
+            _, sv = _forward_saved(state, *masks, ctx.meta, weights)
+        else:
+            sv = dict(zip(_SAVED, tensors[3 + ctx.n_weights :]))
+        grads = _backward(d_out, sv, weights, ctx.shape, cin, scale, ctx.needs_input_grad[0], ctx.needs_input_grad[5:])
+        return (grads[0], None, None, None, None, *grads[1:])
+
+
+def _backward(d_out, sv, weights, shape, cin, scale, need_state, need_w):
+    """Gradients of the state and of every folded tensor (None where not needed: a rollout's
+    first state, seeded without autograd, needs no gradient)."""
+    w_in, b_in, w_p, b_tap, b_3, w_4, b_4, w_5, b_5, w_o, b_o = weights
+    b, h, w, c = shape
+    n = b * h * w
+    e, f2 = w_p.shape[0], w_5.shape[0]
+    one, zero = sv["one"], sv["zero"]
+    d = d_out.reshape(n, c)
+    du = d[:, cin:] if sv["m"] is None else d[:, cin:] * sv["m"]
+    grads = {}
+    # Head and LN3.
+    grads["w_o"], grads["b_o"] = sv["z_hat"].t().mm(du), du.sum(0)
+    d_z = _ln_backward(du.mm(w_o.t()), sv["z"], sv["mu3"], sv["r3"], one, zero)
+    # Update block: conv5 (gamma folded), SimpleGate, conv4 (LN2 affine folded), LN2.
+    d_z5 = d_z if sv["kf2"] is None else torch.mul(d_z, sv["kf2"]).mul_(scale)
+    grads["w_5"], grads["b_5"] = sv["g"].t().mm(d_z5), d_z5.sum(0)
+    d_g = d_z5.mm(w_5.t())
+    a = sv["a"]
+    d_a = torch.empty_like(a)
+    torch.mul(d_g, a[:, f2:], out=d_a[:, :f2])
+    torch.mul(d_g, a[:, :f2], out=d_a[:, f2:])
+    grads["w_4"], grads["b_4"] = sv["y_hat"].t().mm(d_a), d_a.sum(0)
+    d_y = _ln_backward(d_a.mm(w_4.t()), sv["y"], sv["mu2"], sv["r2"], one, zero).add_(d_z)
+    # Perception: conv3 + bias, the Moore gate, conv3/taps GEMM, SimpleGate, conv1/conv2, LN1.
+    d_z3 = d_y if sv["kf1"] is None else torch.mul(d_y, sv["kf1"]).mul_(scale)
+    grads["b_3"] = d_z3.sum(0)
+    v, gate = sv["v"], sv["gate"]
+    d_v = torch.empty_like(v)
+    torch.mul(d_z3, gate, out=d_v[:, :c])
+    d_gate = (d_z3 * v[:, :c]).sum(1)  # [N]
+    d_v[:, c:] = moore_gate_backward(d_gate.view(b, h, w)).reshape(n, 9)
+    grads["b_tap"] = d_gate.sum().reshape(1)
+    grads["w_p"] = sv["x"].t().mm(d_v)
+    d_x = d_v.mm(w_p.t())
+    o = sv["o"]
+    d_o = torch.empty_like(o)
+    torch.mul(d_x, o[:, e:], out=d_o[:, :e])
+    torch.mul(d_x, o[:, :e], out=d_o[:, e:])
+    grads["w_in"], grads["b_in"] = sv["s_hat"].t().mm(d_o), d_o.sum(0)
+    d_s = None
+    if need_state:
+        d_s = _ln_backward(d_o.mm(w_in.t()), sv["s"], sv["mu1"], sv["r1"], one, zero).add_(d).add_(d_y).view(shape)
+    names = ("w_in", "b_in", "w_p", "b_tap", "b_3", "w_4", "b_4", "w_5", "b_5", "w_o", "b_o")
+    return (d_s, *(grads[k] if need else None for k, need in zip(names, need_w)))
+
+
+class _Workspace:
+    """Buffers of the no-grad path for one raster shape, reused by every step of a rollout (the
+    output is always a fresh tensor: callers may keep every state)."""
+
+    def __init__(self, folded: FoldedNAFCA, b: int, h: int, w: int, dtype: torch.dtype):
+        n, c, e, f = b * h * w, folded.channels, folded.embed, folded.ffn
+        chunks = -(-n // CHUNK_CELLS)
+        size = -(-n // chunks)
+        self.chunks = [(i, min(n, i + size)) for i in range(0, n, size)]
+        m = min(n, size)
+
+        def new(*shape):
+            return torch.empty(shape, dtype=dtype)
+
+        self.v = new(n, c + 9)  # conv3 and taps of every cell (the gate needs the neighbours')
+        self.pad = torch.zeros(b, h + 2, w + 2, 9, dtype=dtype)  # taps with a ring of zeros
+        self.gate = new(b, h, w)
+        self.h, self.x, self.x2 = new(m, e), new(m, e), new(m, e)
+        self.y, self.ln, self.a, self.g = new(m, c), new(m, c), new(m, f), new(m, f // 2)
+        self.z, self.u = new(m, c), new(m, folded.w_o.shape[1])
+
+
+def nafca_infer_cpu(
+    state: torch.Tensor,
+    folded: FoldedNAFCA,
+    update_mask: torch.Tensor | None,
+    dropout_masks: tuple[torch.Tensor, torch.Tensor] | None,
+    dropout_p: float,
+) -> torch.Tensor:
+    """The step without autograd: the raster cut into chunks of ~``CHUNK_CELLS`` cells (each
+    chunk's temporaries stay in cache), GEMMs and elementwise work into reused buffers; two passes
+    because the gate reads the neighbours' taps: (1) LN1, conv1/conv2, SimpleGate, conv3 + taps
+    for every chunk; (2) the gate of every cell, then the rest chunk by chunk."""
     b, h, w, c = state.shape
     dt = state.dtype
     e, f2, cin = folded.embed, folded.ffn // 2, folded.cell_in
+    key = ("workspace", b, h, w, dt, torch.is_inference_mode_enabled())
+    ws = folded.cache.get(key)
+    if ws is None:
+        ws = folded.cache[key] = _Workspace(folded, b, h, w, dt)
+    one, zero = _UNIT.get(c, dt)
+    wt = _infer_weights(folded, dt)
+    s = state.reshape(-1, c)
+    n = s.shape[0]
+    for n0, n1 in ws.chunks:
+        rows = n1 - n0
+        ln = torch.native_layer_norm(s[n0:n1], (c,), one, zero, folded.eps)[0]
+        x = ws.x[:rows]
+        if folded.pairs is not None:
+            hh = torch.addmm(wt["b_h"], ln, wt["w_h"], out=ws.h[:rows]).view(rows, 2, 1, e // 2)
+            x2 = ws.x2[:rows].view(rows, 2, e // 2)
+            torch.addcmul(wt["shift"][0], hh[:, 0], wt["scale"][0], out=x.view(rows, 2, e // 2))
+            torch.addcmul(wt["shift"][1], hh[:, 1], wt["scale"][1], out=x2)
+            x.mul_(ws.x2[:rows])
+        else:
+            o = torch.addmm(wt["b_in"], ln, wt["w_in"])
+            torch.mul(o[:, :e], o[:, e:], out=x)
+        torch.mm(x, wt["w_p"], out=ws.v[n0:n1])
+    ws.pad[:, 1 : h + 1, 1 : w + 1].copy_(ws.v[:, c:].view(b, h, w, 9))
+    torch.sum(_gather_taps(ws.pad, b, h, w), (3, 4), out=ws.gate)
+    gate = ws.gate.view(n, 1).add_(wt["b_tap"])
     keep1, keep2 = dropout_masks if dropout_masks is not None else (None, None)
     scale = 1.0 / (1.0 - dropout_p)
-    s = state.reshape(-1, c)  # [N, C], N = B*H*W
-    s_hat = _layer_norm(folded, s)
-    # Perception: LN1 + conv1 + conv2, SimpleGate -> x [N, E] (pair order when folded.pairs).
-    if folded.pairs is not None:
-        p = folded.pairs
-        hh = torch.addmm(p.b_h.to(dt), s_hat, p.w_h.to(dt)).view(-1, 2, 1, e // 2)  # [N, half, 1, E/2]
-        scale_, shift = p.scale.to(dt), p.shift.to(dt)
-        x = torch.addcmul(shift[0], hh[:, 0], scale_[0]) * torch.addcmul(shift[1], hh[:, 1], scale_[1])
-        x = x.reshape(-1, e)  # [N, parity * E/2 + m]
-    else:
-        o = torch.addmm(folded.b_in.to(dt), s_hat, folded.w_in.to(dt))  # [N, 2E]
-        x = o[:, :e] * o[:, e:]  # [N, E]
-    # conv3 (beta folded) and the 9 gate taps from one GEMM; the gate is a per-cell scalar.
-    v = x @ folded.perception_out.to(dt)  # [N, C + 9]
-    gate = moore_gate(v[:, c:].reshape(b, h, w, 9), folded.b_tap.to(dt))  # [B, H, W]
-    z3 = torch.addcmul(folded.b_3.to(dt), gate.reshape(-1, 1), v[:, :c])  # [N, C]
-    y = s + _dropout(z3, keep1, scale)
-    # Update block: LN2 + conv4, SimpleGate, conv5 (gamma folded).
-    a = torch.addmm(folded.b_4.to(dt), _layer_norm(folded, y), folded.w_4.to(dt))  # [N, F]
-    z5 = torch.addmm(folded.b_5.to(dt), a[:, :f2] * a[:, f2:], folded.w_5.to(dt))  # [N, C]
-    z = y + _dropout(z5, keep2, scale)
-    # Head and masked update of the output + hidden channels.
-    update = torch.addmm(folded.b_o.to(dt), _layer_norm(folded, z), folded.w_o.to(dt))  # [N, U]
-    if update_mask is not None:
-        update = update * update_mask.reshape(-1, 1).to(dt)
-    out = torch.cat([s[:, :cin], s[:, cin:] + update], dim=1)  # [N, C]
+    m_all = update_mask.reshape(n, 1).to(dt) if update_mask is not None else None
+    out = torch.empty_like(s)
+    for n0, n1 in ws.chunks:
+        rows = n1 - n0
+        s_c, v3 = s[n0:n1], ws.v[n0:n1, :c]
+        y = ws.y[:rows]
+        if keep1 is None:
+            torch.add(s_c, wt["b_3"], out=y).addcmul_(gate[n0:n1], v3)
+        else:  # s + keep * (b_3 + gate * v3) / (1 - p)
+            torch.addcmul(wt["b_3"], gate[n0:n1], v3, out=y).mul_(_keep_factor(keep1.reshape(n, c)[n0:n1], rows, c, dt, scale))
+            y.add_(s_c)
+        ln = torch.native_layer_norm(y, (c,), one, zero, folded.eps)[0]
+        a = torch.addmm(wt["b_4"], ln, wt["w_4"], out=ws.a[:rows])
+        g = torch.mul(a[:, :f2], a[:, f2:], out=ws.g[:rows])
+        z = ws.z[:rows]
+        if keep2 is None:
+            torch.addmm(y, g, wt["w_5"], out=z).add_(wt["b_5"])
+        else:
+            torch.addmm(wt["b_5"], g, wt["w_5"], out=z).mul_(_keep_factor(keep2.reshape(n, c)[n0:n1], rows, c, dt, scale))
+            z.add_(y)
+        ln = torch.native_layer_norm(z, (c,), one, zero, folded.eps)[0]
+        u = torch.addmm(wt["b_o"], ln, wt["w_o"], out=ws.u[:rows])
+        o_c = out[n0:n1]
+        o_c[:, :cin].copy_(s_c[:, :cin])
+        if m_all is None:
+            torch.add(s_c[:, cin:], u, out=o_c[:, cin:])
+        else:
+            torch.addcmul(s_c[:, cin:], u, m_all[n0:n1], out=o_c[:, cin:])
     return out.view(b, h, w, c)
+
+
+def _infer_weights(folded: FoldedNAFCA, dtype) -> dict[str, torch.Tensor]:
+    """The folded tensors of the no-grad path, detached and in the state's dtype (once per rollout)."""
+    key = ("infer_weights", dtype)
+    if key not in folded.cache:
+        t = {k: getattr(folded, k) for k in ("w_in", "b_in", "b_tap", "b_3", "w_4", "b_4", "w_5", "b_5", "w_o", "b_o")}
+        t["w_p"] = folded.perception_out  # pair order when folded.pairs is set
+        if folded.pairs is not None:
+            p = folded.pairs
+            t.update(w_h=p.w_h, b_h=p.b_h, scale=p.scale, shift=p.shift)
+        folded.cache[key] = {k: v.detach().to(dtype) for k, v in t.items()}
+    return folded.cache[key]

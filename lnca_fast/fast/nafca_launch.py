@@ -119,7 +119,7 @@ KERNELS = {  # kernel kind -> its @triton.jit function (kernels/nafca_*.py)
     "wgrad": "_nafca_wgrad_kernel",
 }
 STEPS = {"fwd": ("taps", "fwd"), "bwd": ("taps", "gate_bwd", "perception_bwd", "wgrad")}  # a step's launches, in order
-BACKWARD_KERNELS = ("gate_bwd", "perception_bwd", "wgrad")  # the fp32 backward's exact dots (step_precision)
+BACKWARD_KERNELS = ("gate_bwd", "perception_bwd", "wgrad")  # launched by the backward step only
 # Layout segments (weights and biases) each kernel reads, once per launch.
 SEGMENTS = {
     "taps": ("w_in", "b_in", "w_tap", "w_3"),
@@ -183,18 +183,21 @@ def _check_kernel(kernel: str, dtype: torch.dtype, input_precision: str) -> None
 
 
 def step_precision(step: str, dtype: torch.dtype, input_precision: str) -> str:
-    """The dot precision every launch of a step runs: the requested one for the fp32 forward,
-    exact for the fp32 backward (docs/design/launch-configurations.md), "ieee" (unused) for fp16/bf16."""
+    """The dot precision every launch of a step runs: the requested one for fp32, in the forward and
+    the backward alike (TF32 gradients err no more than the fp16 path's: docs/design/tf32.md),
+    "ieee" (unused) for fp16/bf16."""
+    if step not in STEPS:
+        raise ValueError(f"step must be 'fwd' or 'bwd', got {step!r}")
     if input_precision not in PRECISIONS:
         raise ValueError(f"input_precision must be one of {PRECISIONS}, got {input_precision!r}")
-    return input_precision if (dtype == torch.float32 and step == "fwd") else "ieee"
+    return input_precision if dtype == torch.float32 else "ieee"
 
 
 def block_m_choices(kernel: str, dtype: torch.dtype, input_precision: str) -> tuple[int, ...]:
     """Every BM the launchers can pick for a kernel (a key of ``KERNELS``), dtype and fp32 dot
     precision."""
     _check_kernel(kernel, dtype, input_precision)
-    if kernel == "wgrad":  # the K of its dots: 64 rows per step, 32 for fp32 FMA dots (operand registers)
+    if kernel == "wgrad":  # the K of its dots: 64 rows per step, 32 for fp32 (operand registers and shared memory)
         return (32,) if dtype == torch.float32 else (64,)
     if kernel in BACKWARD_KERNELS or (dtype == torch.float32 and input_precision == "ieee"):
         return (16,)
@@ -207,14 +210,14 @@ def launch_config(dims: KernelDims, kernel: str, dtype: torch.dtype, input_preci
     _check_kernel(kernel, dtype, input_precision)
     if dtype != torch.float32:
         input_precision = "ieee"  # unused by fp16/bf16 dots; one compiled variant per dtype
-    if kernel in BACKWARD_KERNELS and input_precision != "ieee":
-        raise ValueError("the fp32 backward kernels run exact dots (input_precision='ieee'), "
-                         "see docs/design/launch-configurations.md")
     choices = block_m_choices(kernel, dtype, input_precision)
     if block_m not in choices:
         raise ValueError(f"block_m must be one of {choices} for the {kernel} kernel ({DTYPES[dtype]} "
                          f"{input_precision}), got {block_m}")
     exact_fp32 = dtype == torch.float32 and input_precision == "ieee"
+    # fp32 backward kernels keep 16-wide inner chunks with TF32 too: at 32, gate_bwd reaches 255
+    # registers and perception_bwd falls to 1 CTA per SM (docs/design/launch-configurations.md).
+    narrow = exact_fp32 or (dtype == torch.float32 and kernel in BACKWARD_KERNELS)
     if kernel == "wgrad":  # a streaming GEMM: 4 warps, its loads software-pipelined
         return LaunchConfig(kernel=kernel, dims=dims, BM=block_m, inner=WGRAD_TILE, PREC=input_precision, num_warps=4,
                             num_stages=WGRAD_STAGES[DTYPES[dtype]])
@@ -222,13 +225,13 @@ def launch_config(dims: KernelDims, kernel: str, dtype: torch.dtype, input_preci
         warps = (8 if dims.CP >= 64 else 4) if dtype == torch.float32 else 8  # FMA-dot operands grow with CP
     else:  # 8 warps only where the tiles are big (narrow cells spill with 8)
         warps = 8 if dims.CP >= 64 and (block_m == 64 or exact_fp32) else 4
-    return LaunchConfig(kernel=kernel, dims=dims, BM=block_m, inner=16 if exact_fp32 else dims.GRAIN,
+    return LaunchConfig(kernel=kernel, dims=dims, BM=block_m, inner=16 if narrow else dims.GRAIN,
                         PREC=input_precision, num_warps=warps)
 
 
 def default_input_precision(state: torch.Tensor) -> str:
-    """TF32 for fp32 forward dots on CUDA (tolerances in tests/tolerances.py); exact IEEE in the
-    interpreter (which computes in fp32 whatever the option)."""
+    """TF32 for fp32 dots on CUDA, forward and backward (docs/design/tf32.md; tolerances in
+    tests/tolerances.py); exact IEEE in the interpreter (which computes in fp32 whatever the option)."""
     return "tf32" if state.is_cuda else "ieee"
 
 

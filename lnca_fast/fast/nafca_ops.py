@@ -24,7 +24,7 @@ Launch configurations and the padded parameter layout: ``nafca_launch.py``.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -103,19 +103,32 @@ class StepMeta:
     input_precision: str
     block_m: int | None  # forward BM override (tests); None: the planner's choice
     cells_per_program: int | None  # unit override (tests); None: the planner's choice
+    has_mask: int = 0  # the kernels' flags: an update mask / dropout keep masks are passed
+    has_dropout: int = 0
+
+    @functools.cached_property
+    def operand_width(self) -> int:
+        return operand_width(self.dims)
+
+
+_NO_KEEP: dict[torch.device, torch.Tensor] = {}  # per device: the never-read stand-in for absent keep masks
 
 
 def _mask_args(state, update_mask, keep1, keep2):
-    """Kernel arguments for the optional masks. An absent one is a never-read stand-in of the same
-    pointer type (the state / a small uint8 buffer), so the kernels compile to the signatures
-    ``aot_specs`` reports whichever masks are present."""
-    b, h, w, _ = state.shape
-    mask = update_mask.to(state.dtype).reshape(b, h, w).contiguous() if update_mask is not None else state
+    """Kernel arguments for the optional masks, made once per step (the backward reuses the
+    forward's). An absent one is a never-read stand-in of the same pointer type (the state / a
+    small uint8 buffer, one per device: nothing writes it), so the kernels compile to the
+    signatures ``aot_specs`` reports whichever masks are present."""
+    # [B, H, W, 1] contiguous is the kernels' flat [B*H*W] per-cell mask already.
+    mask = update_mask.to(state.dtype).contiguous() if update_mask is not None else state
     if keep1 is None:
-        k1 = k2 = torch.empty(16, dtype=torch.uint8, device=state.device)
+        device = state.device
+        k1 = k2 = _NO_KEEP.get(device)
+        if k1 is None:
+            k1 = k2 = _NO_KEEP[device] = torch.empty(16, dtype=torch.uint8, device=device)
     else:
         k1, k2 = keep1.contiguous().view(torch.uint8), keep2.contiguous().view(torch.uint8)
-    return mask, k1, k2, int(update_mask is not None), int(keep1 is not None)
+    return mask, k1, k2
 
 
 # -- launchers ----------------------------------------------------------------------------------
@@ -138,6 +151,50 @@ def _plan(step: str, state: torch.Tensor, meta: StepMeta) -> list[KernelLaunch]:
                      block_m=meta.block_m, cells_per_program=meta.cells_per_program)
 
 
+@dataclass(frozen=True)
+class PlannedLaunch(KernelLaunch):
+    """A ``KernelLaunch`` with what every launch of it passes made once: the kernel, the grid, the
+    geometry arguments and the keyword arguments (constexprs, warps, stages). Derived from the
+    launch's fields, so ``dataclasses.replace`` (bench.tf32_emulation swaps configurations) gives a
+    consistent one."""
+
+    fn: object = field(init=False, repr=False, compare=False)  # the @triton.jit kernel
+    grid: tuple[int] = field(init=False, repr=False, compare=False)
+    geometry_args: tuple[int, int, int] = field(init=False, repr=False, compare=False)  # n_cells, unit, n_units
+    options: dict = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        cfg = self.config
+        object.__setattr__(self, "fn", _kernel_fn(cfg.kernel))
+        object.__setattr__(self, "grid", (self.programs,))
+        object.__setattr__(self, "geometry_args", self.geometry.args())
+        object.__setattr__(self, "options", dict(cfg.constexprs(), num_warps=cfg.num_warps, num_stages=cfg.num_stages))
+
+
+# A step's launches depend on the cell's dims, the cell count, dtype, device and the overrides only:
+# planned once per such key and then looked up (on small grids the host sets a step's pace).
+_PLANS: dict[tuple, tuple[PlannedLaunch, ...]] = {}
+_PLANS_MAX = 512  # keys; the cache starts over when full (a plan is cheap to make again)
+
+
+def _planned(step: str, state: torch.Tensor, meta: StepMeta) -> tuple[PlannedLaunch, ...]:
+    b, h, w, _ = state.shape
+    key = (step, meta.dims, meta.input_precision, meta.block_m, meta.cells_per_program, b * h * w, state.dtype,
+           state.device)
+    plan = _PLANS.get(key)
+    if plan is None:
+        plan = tuple(PlannedLaunch(launch.config, launch.geometry, launch.tiles) for launch in _plan(step, state, meta))
+        if len(_PLANS) >= _PLANS_MAX:
+            _PLANS.clear()
+        _PLANS[key] = plan
+    return plan
+
+
+def clear_launch_caches() -> None:
+    """Forget the planned launches (they hold the kernel objects, which bench.host_overhead swaps)."""
+    _PLANS.clear()
+
+
 def _scratch(*shape: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """An uninitialised buffer that the launches write completely before anything reads it (the
     exchange, hand-off, operand and partial buffers). Tests replace it with a NaN-filled one, so
@@ -145,77 +202,72 @@ def _scratch(*shape: int, dtype: torch.dtype, device: torch.device) -> torch.Ten
     return torch.empty(*shape, dtype=dtype, device=device)
 
 
-def _launch(kernel_fn, launch: KernelLaunch, *args):
-    cfg = launch.config
-    kernel_fn[(launch.programs,)](*args, **cfg.constexprs(), num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+def _f32_buffers(device, *sizes: int) -> tuple[torch.Tensor, ...]:
+    """Flat fp32 scratch buffers of ``sizes`` elements, cut from one allocation (one allocator call
+    for the backward's six; the kernels take flat pointers). Each starts 64-byte aligned, as the
+    kernels are compiled for (``aot_specs``); all but the last are padded to that, so the last has
+    exactly its size."""
+    padded = [-(-size // 16) * 16 for size in sizes[:-1]] + [sizes[-1]]
+    return _scratch(sum(padded), dtype=torch.float32, device=device).split_with_sizes(padded)
 
 
-def _taps(state, params, wparams, launch: KernelLaunch, meta: StepMeta):
-    """The first launch of either step: every cell's gate partial sums and pre-gate conv3 row."""
-    from ..kernels.nafca_taps import _nafca_taps_kernel
-
-    n = launch.geometry.n_cells
-    f32 = dict(device=state.device, dtype=torch.float32)
-    taps, v = _scratch(n, 16, **f32), _scratch(n, meta.dims.CP, **f32)
-    _launch(_nafca_taps_kernel, launch, state, wparams, params, taps, v, *launch.geometry.args(), meta.eps)
-    return taps, v
+def _launch(kernel_fn, launch: PlannedLaunch, *args):
+    kernel_fn[launch.grid](*args, **launch.options)
 
 
-def nafca_step_fwd(state, params, wparams, update_mask, keep1, keep2, meta: StepMeta) -> torch.Tensor:
-    """Launch the forward step: the taps launch, then the rest of the step."""
-    from ..kernels.nafca_fwd import _nafca_step_fwd_kernel
-
+def nafca_step_fwd(state, params, wparams, mask, k1, k2, meta: StepMeta) -> torch.Tensor:
+    """Launch the forward step (the taps launch, then the rest of the step); ``mask, k1, k2`` as
+    ``_mask_args`` makes them."""
     _, h, w, _ = state.shape
-    taps_launch, fwd_launch = _plan("fwd", state, meta)
-    taps, v = _taps(state, params, wparams, taps_launch, meta)
+    taps_launch, fwd_launch = _planned("fwd", state, meta)
+    n = taps_launch.geometry_args[0]
+    # The exchange: every cell's 16 gate partial sums and pre-gate conv3 row (written by taps, read by fwd).
+    taps = _scratch(n, 16, dtype=torch.float32, device=state.device)
+    v = _scratch(n, meta.dims.CP, dtype=torch.float32, device=state.device)
+    _launch(taps_launch.fn, taps_launch, state, wparams, params, taps, v, *taps_launch.geometry_args, meta.eps)
     out = torch.empty_like(state)
-    mask, k1, k2, has_mask, has_dropout = _mask_args(state, update_mask, keep1, keep2)
-    _launch(_nafca_step_fwd_kernel, fwd_launch, state, out, wparams, params, mask, k1, k2, taps, v,
-            *fwd_launch.geometry.args(), h, w, meta.eps, meta.drop_scale, has_mask, has_dropout)
+    _launch(fwd_launch.fn, fwd_launch, state, out, wparams, params, mask, k1, k2, taps, v, *fwd_launch.geometry_args,
+            h, w, meta.eps, meta.drop_scale, meta.has_mask, meta.has_dropout)
     return out
 
 
-def nafca_step_bwd(state, dout, params, wparams, update_mask, keep1, keep2, meta: StepMeta):
+def nafca_step_bwd(state, dout, params, wparams, mask, k1, k2, meta: StepMeta):
     """Launch the backward step; returns ``(d state, d params)`` (params in the kernel layout)."""
-    from ..kernels.nafca_bwd import _nafca_gate_bwd_kernel, _nafca_perception_bwd_kernel
-    from ..kernels.nafca_wgrad import _nafca_wgrad_kernel
-
     _, h, w, _ = state.shape
-    taps_launch, gate_launch, perc_launch, wgrad_launch = _plan("bwd", state, meta)
-    taps, v = _taps(state, params, wparams, taps_launch, meta)
-    d = meta.dims
-    n, rows = gate_launch.geometry.n_cells, gate_launch.programs
-    f32 = dict(device=state.device, dtype=torch.float32)
+    taps_launch, gate_launch, perc_launch, wgrad_launch = _planned("bwd", state, meta)
+    cp, n, rows, splits = meta.dims.CP, gate_launch.geometry_args[0], gate_launch.programs, wgrad_launch.geometry.programs
     # Every element of these is stored by exactly one program before anything reads it: no zeroing.
-    dgate, dy = _scratch(n, **f32), _scratch(n, d.CP, **f32)
-    ops = _scratch(n, operand_width(d), device=state.device, dtype=state.dtype)  # weight-gradient operands
-    bias_rows = _scratch(rows, 16 + d.CP, **f32)
-    mask, k1, k2, has_mask, has_dropout = _mask_args(state, update_mask, keep1, keep2)
-    _launch(_nafca_gate_bwd_kernel, gate_launch, state, dout, wparams, params, bias_rows, mask, k1, k2, taps, v,
-            dgate, dy, ops, *gate_launch.geometry.args(), h, w, meta.eps, meta.drop_scale, has_mask, has_dropout)
+    # The exchange (taps, v), the hand-off (dgate, dy), the gate's bias rows and the GEMM's partial
+    # rows (one per cell split) in fp32; the weight-gradient operands in the state's dtype.
+    taps, v, dgate, dy, bias_rows, partials = _f32_buffers(
+        state.device, n * 16, n * cp, n, n * cp, rows * (16 + cp), splits * params.numel())
+    ops = _scratch(n, meta.operand_width, device=state.device, dtype=state.dtype)
+    _launch(taps_launch.fn, taps_launch, state, wparams, params, taps, v, *taps_launch.geometry_args, meta.eps)
+    _launch(gate_launch.fn, gate_launch, state, dout, wparams, params, bias_rows, mask, k1, k2, taps, v, dgate, dy, ops,
+            *gate_launch.geometry_args, h, w, meta.eps, meta.drop_scale, meta.has_mask, meta.has_dropout)
     dstate = torch.empty_like(state)
-    _launch(_nafca_perception_bwd_kernel, perc_launch, state, dout, dstate, wparams, params, dgate, dy, ops,
-            *perc_launch.geometry.args(), h, w, meta.eps)
-    partials = _scratch(wgrad_launch.geometry.programs, params.numel(), **f32)  # one row per cell split
-    _launch(_nafca_wgrad_kernel, wgrad_launch, ops, bias_rows, partials, *wgrad_launch.geometry.args(), rows)
-    return dstate, partials.sum(dim=0)  # deterministic reduction over the splits
+    _launch(perc_launch.fn, perc_launch, state, dout, dstate, wparams, params, dgate, dy, ops,
+            *perc_launch.geometry_args, h, w, meta.eps)
+    _launch(wgrad_launch.fn, wgrad_launch, ops, bias_rows, partials, *wgrad_launch.geometry_args, rows)
+    return dstate, partials.view(splits, -1).sum(dim=0)  # deterministic reduction over the splits
 
 
 class NAFCAStepFunction(torch.autograd.Function):
     """``out = step(state; params)``. Saves only the input state, the masks and the parameters;
     the backward kernels recompute every intermediate. ``wparams`` is ``params`` in the state's
-    dtype (the tl.dot operands), not differentiated separately."""
+    dtype (the tl.dot operands), not differentiated separately; the masks come as the kernels
+    take them (``_mask_args``)."""
 
     @staticmethod
-    def forward(ctx, state, params, wparams, update_mask, keep1, keep2, meta: StepMeta):
-        ctx.save_for_backward(state, params, wparams, update_mask, keep1, keep2)
+    def forward(ctx, state, params, wparams, mask, k1, k2, meta: StepMeta):
+        ctx.save_for_backward(state, params, wparams, mask, k1, k2)
         ctx.meta = meta
-        return nafca_step_fwd(state, params, wparams, update_mask, keep1, keep2, meta)
+        return nafca_step_fwd(state, params, wparams, mask, k1, k2, meta)
 
     @staticmethod
     def backward(ctx, dout):
-        state, params, wparams, update_mask, keep1, keep2 = ctx.saved_tensors
-        dstate, dparams = nafca_step_bwd(state, dout.contiguous(), params, wparams, update_mask, keep1, keep2, ctx.meta)
+        state, params, wparams, mask, k1, k2 = ctx.saved_tensors
+        dstate, dparams = nafca_step_bwd(state, dout.contiguous(), params, wparams, mask, k1, k2, ctx.meta)
         return dstate, dparams, None, None, None, None, None
 
 
@@ -235,24 +287,34 @@ def nafca_step(
 
     ``update_mask [B, H, W, 1]`` (None: every cell updates), ``keep1/keep2`` bool
     ``[B, H, W, C]`` dropout keep masks (None: no dropout) with keep scale ``1 / (1 - p)``.
-    ``input_precision`` ("ieee"/"tf32") for fp32 forward dots (default: ``default_input_precision``).
+    ``input_precision`` ("ieee"/"tf32") for fp32 dots, forward and backward (default:
+    ``default_input_precision``).
     Tests only: ``block_m`` overrides the forward launches' cells per chunk, ``cells_per_program``
     the cells each program owns (one unit per program: many programs in the interpreter)."""
     _check_inputs(state, folded, update_mask, keep1, keep2)
     params = kernel_params(folded)
+    cache = folded.cache
     key = ("kernel_params", state.dtype)
-    if key not in folded.cache:  # the tl.dot operands in the state's dtype, once per rollout
-        folded.cache[key] = params if state.dtype == torch.float32 else params.detach().to(state.dtype)
-    meta = StepMeta(
-        dims=kernel_dims(folded.channels, folded.embed, folded.ffn, folded.cell_in), eps=folded.eps,
-        drop_scale=1.0 / (1.0 - dropout_p) if keep1 is not None else 1.0,
-        input_precision=input_precision or default_input_precision(state), block_m=block_m,
-        cells_per_program=cells_per_program,
-    )
-    # Fail here rather than inside autograd's backward: the same planner picks both steps' launches.
-    for step in STEPS:
-        _plan(step, state, meta)
-    return NAFCAStepFunction.apply(state, params, folded.cache[key], update_mask, keep1, keep2, meta)
+    wparams = cache.get(key)
+    if wparams is None:  # the tl.dot operands in the state's dtype, once per rollout
+        wparams = cache[key] = params if state.dtype == torch.float32 else params.detach().to(state.dtype)
+    precision = input_precision or default_input_precision(state)
+    has_mask, has_dropout = int(update_mask is not None), int(keep1 is not None)
+    key = ("step_meta", precision, block_m, cells_per_program, has_mask, has_dropout, dropout_p)
+    meta = cache.get(key)
+    if meta is None:  # once per rollout and set of options
+        meta = cache[key] = StepMeta(
+            dims=kernel_dims(folded.channels, folded.embed, folded.ffn, folded.cell_in), eps=folded.eps,
+            drop_scale=1.0 / (1.0 - dropout_p) if has_dropout else 1.0, input_precision=precision, block_m=block_m,
+            cells_per_program=cells_per_program, has_mask=has_mask, has_dropout=has_dropout,
+        )
+    if not (torch.is_grad_enabled() and (state.requires_grad or params.requires_grad)):
+        # Nothing for autograd to record: the forward launches without an autograd node (same result).
+        return nafca_step_fwd(state, params, wparams, *_mask_args(state, update_mask, keep1, keep2), meta)
+    # Fail here rather than inside autograd's backward: the backward is planned at the first step of
+    # a shape that autograd records (a lookup after that), never for inference.
+    _planned("bwd", state, meta)
+    return NAFCAStepFunction.apply(state, params, wparams, *_mask_args(state, update_mask, keep1, keep2), meta)
 
 
 # -- launch plans -------------------------------------------------------------------------------
@@ -277,7 +339,7 @@ def launch_plan(kind: str, batch: int, height: int, width: int, dtype: torch.dty
                 input_precision: str | None = None, cell: str = "paper") -> list[Launch]:
     """The launches of one step (``kind`` "fwd" or "bwd") on a ``[batch, height, width, C]``
     state of ``AOT_CELLS[cell]`` on a CUDA device with ``sms`` SMs, from the planner the launchers
-    use (``nafca_launch.plan_step``). ``input_precision``: fp32 forward dots (default "tf32", the
+    use (``nafca_launch.plan_step``). ``input_precision``: fp32 dots of either step (default "tf32", the
     CUDA default). Counts assume an inference forward (no update mask, no dropout) and a training
     backward (update mask and both dropout sites); ``flops`` are ``nafca_launch.flops_per_row``
     (the folded step on the padded dims, recomputation included) times every chunk row executed;
@@ -351,12 +413,14 @@ def launch_variants() -> list[tuple[str, torch.dtype, str, int]]:
         for dtype, prec in ((torch.float32, "ieee"), (torch.float32, "tf32"), (torch.float16, "ieee"),
                             (torch.bfloat16, "ieee")):
             if kernel in BACKWARD_KERNELS and prec != step_precision("bwd", dtype, prec):
-                continue  # the fp32 backward always runs exact dots (docs/design/launch-configurations.md)
+                continue  # not a precision the backward step runs
             out += [(kernel, dtype, prec, bm) for bm in block_m_choices(kernel, dtype, prec)]
     return out
 
 
 def _kernel_fn(kernel: str):
+    """The ``@triton.jit`` object of a kernel kind (a key of ``KERNELS``), read from its module on
+    every call (launch plans keep what it returned)."""
     from ..kernels import nafca_bwd, nafca_fwd, nafca_taps, nafca_wgrad
 
     modules = {"taps": nafca_taps, "fwd": nafca_fwd, "gate_bwd": nafca_bwd, "perception_bwd": nafca_bwd,

@@ -25,6 +25,7 @@ class PreparedViTCA:
         self._tables: dict[tuple[int, int], torch.Tensor] = {}
         self._packed: dict[torch.dtype, torch.Tensor] = {}
         self._pe: dict[tuple[int, int], torch.Tensor] = {}
+        self.cache: dict = {}  # the CPU no-grad path's buffers and transposed weights
 
     def table(self, height: int, width: int) -> torch.Tensor:
         """``be + PE`` ``[H, W, E]`` for the CPU path."""
@@ -62,12 +63,26 @@ class FastViTCA(FastCell, ViTCA):
     def prepare(self) -> PreparedViTCA:
         return PreparedViTCA(fold_vitca(self))
 
-    def fused_step(self, state, prepared: PreparedViTCA, update_mask, dropout_masks, backend: str) -> torch.Tensor:
+    def activation_bytes(self, state: torch.Tensor) -> int:
+        """What autograd keeps per step through ``cpu_vitca_step`` beyond the input state, by
+        count of its saved tensors (checked in tests/test_fast_model.py): about 13 E-wide rows
+        (embedding, 3 LayerNorm inputs and outputs, q/k/v, padded k and v, attention output),
+        2 M (MLP), the update and the 9 x heads logits and probabilities."""
+        cfg = self.config
+        b, h, w, _ = state.shape
+        e, m, u = cfg.embed, cfg.mlp, cfg.layout.update_channels
+        ring = (h + 2) * (w + 2) / (h * w)  # the zero-ringed k and v
+        floats = 11 * e + 2 * e * ring + 2 * m + u + 2 * 9 * cfg.heads
+        return int(b * h * w * floats * state.element_size())
+
+    def fused_step(
+        self, state, prepared: PreparedViTCA, update_mask, dropout_masks, backend: str, *, recompute: bool = False
+    ) -> torch.Tensor:
         if dropout_masks is not None:
             raise ValueError("ViTCA has no dropout: expected dropout_masks=None")
         _, h, w, _ = state.shape
         if backend == "torch":
-            return cpu_vitca_step(state, prepared.folded, prepared.table(h, w), update_mask)
+            return cpu_vitca_step(state, prepared.folded, prepared.table(h, w), update_mask, prepared.cache)
         return vitca_ops.vitca_step(
             state, update_mask, prepared.packed(state.dtype), prepared.pe(h, w), prepared.layout,
             self.config.ln_eps, **self.launch_options,

@@ -49,7 +49,8 @@ def _pow2(n: int) -> int:
 
 @dataclass(frozen=True)
 class PackLayout:
-    """Padded sizes of one ViTCA configuration and the order of the packed weight segments."""
+    """Padded sizes of one ViTCA configuration and the order of the packed weight segments. The
+    derived sizes are computed once per instance (every launch reads several)."""
 
     channels: int
     cell_in: int
@@ -61,27 +62,27 @@ class PackLayout:
     def of(cls, cfg: ViTCAConfig) -> PackLayout:
         return cls(cfg.channels, cfg.cell_in, cfg.embed, cfg.heads, cfg.mlp)
 
-    @property
+    @functools.cached_property
     def head_dim(self) -> int:
         return self.embed // self.heads
 
-    @property
+    @functools.cached_property
     def cp(self) -> int:
         return _pow2(self.channels)
 
-    @property
+    @functools.cached_property
     def ep(self) -> int:
         return _pow2(self.embed)
 
-    @property
+    @functools.cached_property
     def dp(self) -> int:
         return _pow2(self.head_dim)
 
-    @property
+    @functools.cached_property
     def mp(self) -> int:
         return _pow2(self.mlp)
 
-    @property
+    @functools.cached_property
     def ap(self) -> int:
         return self.heads * self.dp
 
@@ -95,11 +96,11 @@ class PackLayout:
             ("wh_t", (ep, cp)), ("bh", (cp,)),
         ]  # fmt: skip
 
-    @property
+    @functools.cached_property
     def size(self) -> int:
         return sum(int(torch.Size(shape).numel()) for _, shape in self.segments())
 
-    @property
+    @functools.cached_property
     def kv_size(self) -> int:
         """Elements of the K/V end (WE .. BV): the weights the K/V launches (``vitca_kv``) read."""
         return sum(int(torch.Size(shape).numel()) for _, shape in self.segments()[:6])
@@ -107,7 +108,7 @@ class PackLayout:
     def constexprs(self) -> dict[str, int]:
         return dict(E=self.embed, NH=self.heads, CP=self.cp, EP=self.ep, DP=self.dp, MP=self.mp)
 
-    @property
+    @functools.cached_property
     def kv_width(self) -> int:
         """Values per cell of the K | V buffer."""
         return 2 * self.ap
@@ -121,7 +122,7 @@ class PackLayout:
         return [("q", ap), ("dao", ap), ("a", win), ("dl", win), ("x", ep), ("n1", ep), ("dq", ap), ("dk", ap),
                 ("dv", ap), ("mix", ap), ("dx1", ep), ("n2", ep), ("df", mp), ("g", mp), ("dx2", ep), ("n3", ep)]
 
-    @property
+    @functools.cached_property
     def row_width(self) -> int:
         """Values per cell of the backward's per-cell rows (``row_columns``)."""
         return sum(width for _, width in self.row_columns())

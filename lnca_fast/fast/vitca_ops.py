@@ -23,6 +23,8 @@ Launch geometry and plans: ``vitca_launch``; the design figures: docs/design/ (R
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -33,6 +35,7 @@ from .fold_vitca import FoldedViTCA
 from .vitca_launch import (
     _DTYPES,
     INPUT_PRECISION,
+    ROLES,
     Geometry,
     geometry,
     role_bytes_per_cell,
@@ -85,6 +88,7 @@ def padded_pe(cfg: ViTCAConfig, layout: PackLayout, height: int, width: int, dev
     return F.pad(pe.reshape(height * width, cfg.embed), (0, layout.ep - cfg.embed, 0, 1)).contiguous()
 
 
+@functools.lru_cache(maxsize=64)
 def max_cells(layout: PackLayout, kind: str) -> int:
     """The most cells one step of ``kind`` ("fwd" or "bwd") can take: the kernels' offsets are 32-bit,
     ``cell * width + column`` into the widest per-cell buffer that kind's launches touch. The forward
@@ -129,10 +133,18 @@ def _aligned(t: torch.Tensor) -> torch.Tensor:
     return t if t.data_ptr() % 16 == 0 else t.clone()
 
 
+_ONES: dict[tuple, torch.Tensor] = {}  # (device, dtype) -> the read-only 1.0 of an absent mask
+
+
 def _mask_arg(update_mask, state):
-    """The mask pointer and its stride: ``None`` -> a single 1.0 read with stride 0."""
+    """The mask pointer and its stride: ``None`` -> a single 1.0 read with stride 0 (one per device
+    and dtype: the kernels only read it)."""
     if update_mask is None:
-        return state.new_ones(1), 0
+        key = (state.device, state.dtype)
+        one = _ONES.get(key)
+        if one is None:
+            one = _ONES[key] = state.new_ones(1)
+        return one, 0
     return _aligned(update_mask.to(state.dtype)), 1
 
 
@@ -144,44 +156,74 @@ def _partial_rows(splits: int, width: int, device) -> torch.Tensor:
 
 def _launch(kernel, g: Geometry, layout: PackLayout, *args):
     kernel[(g.programs,)](
-        *args, **layout.constexprs(), BLOCK_M=g.block_m, BN=g.bn, IP=g.input_precision,
+        *args, **_constexprs(layout), BLOCK_M=g.block_m, BN=g.bn, IP=g.input_precision,
         num_warps=g.num_warps, num_stages=g.num_stages,
     )  # fmt: skip
 
 
-def _kv_forward(state, packed, pe, layout: PackLayout, eps: float, geom) -> torch.Tensor:
-    """Launch ``_vitca_kv_fwd_kernel``: K | V of every cell, ``[B * H * W, 2 AP]``."""
-    from ..kernels.vitca_kv import _vitca_kv_fwd_kernel
+@functools.lru_cache(maxsize=64)
+def _constexprs(layout: PackLayout) -> dict[str, int]:
+    return layout.constexprs()  # read-only here: the keyword arguments of every launch
 
+
+def _kernels() -> dict[str, object]:
+    """Role -> its ``@triton.jit`` object (``vitca_launch.KERNELS``), read from the kernel modules
+    on every call (the launch plans keep what it returned)."""
+    from ..kernels import vitca_bwd, vitca_fwd, vitca_kv, vitca_wgrad
+
+    return {"kv": vitca_kv._vitca_kv_fwd_kernel, "fwd": vitca_fwd._vitca_step_fwd_kernel,
+            "bwd": vitca_bwd._vitca_step_bwd_kernel, "kv_bwd": vitca_kv._vitca_kv_bwd_kernel,
+            "wgrad": vitca_wgrad._vitca_wgrad_kernel}  # fmt: skip
+
+
+# A step's launches depend on the cell count, layout, dtype, device and launch options only:
+# planned once per such key and then looked up (on small grids the host sets a step's pace).
+_PLANS: dict[tuple, dict[str, tuple[object, Geometry]]] = {}
+_PLANS_MAX = 512  # keys; the cache starts over when full (a plan is cheap to make again)
+
+
+def _geometries(kind, state, layout, cells_per_program, input_precision, blocks) -> dict[str, tuple[object, Geometry]]:
+    """Role -> (kernel, its launch geometry) for the launches of one direction (``ROLES[kind]``) of
+    a step on ``state``."""
+    b, h, w, _ = state.shape
+    key = (kind, b * h * w, layout, state.dtype, state.device, cells_per_program, input_precision, blocks)
+    plan = _PLANS.get(key)
+    if plan is None:
+        kernels = _kernels()
+        plan = {role: (kernels[role], geometry(role, b * h * w, layout, state.dtype, state.device,
+                                               cells_per_program=cells_per_program, input_precision=input_precision,
+                                               blocks=blocks))
+                for role in ROLES[kind]}  # fmt: skip
+        if len(_PLANS) >= _PLANS_MAX:
+            _PLANS.clear()
+        _PLANS[key] = plan
+    return plan
+
+
+def clear_launch_caches() -> None:
+    """Forget the planned launches (they hold the kernel objects, which bench.host_overhead swaps)."""
+    _PLANS.clear()
+
+
+def _kv_forward(state, packed, pe, layout: PackLayout, eps: float, plan) -> torch.Tensor:
+    """Launch ``_vitca_kv_fwd_kernel``: K | V of every cell, ``[B * H * W, 2 AP]``."""
     b, h, w, _ = state.shape
     kv = torch.empty(b * h * w, layout.kv_width, device=state.device, dtype=state.dtype)
-    _launch(_vitca_kv_fwd_kernel, geom("kv"), layout, state, packed, pe, kv, h, w, layout.channels, b * h * w, eps)
+    _launch(*plan["kv"], layout, state, packed, pe, kv, h, w, layout.channels, b * h * w, eps)
     return kv
-
-
-def _geometries(state, layout, cells_per_program, input_precision, blocks):
-    b, h, w, _ = state.shape
-
-    def geom(role):
-        return geometry(role, b * h * w, layout, state.dtype, state.device, cells_per_program=cells_per_program,
-                        input_precision=input_precision, blocks=blocks)
-
-    return geom
 
 
 def vitca_step_fwd(state, update_mask, packed, pe, layout: PackLayout, eps: float, *, cells_per_program=None,
                    input_precision="tf32", blocks="auto") -> torch.Tensor:
     """Launch the fused forward (two launches, ``ROLES["fwd"]``): the new state ``[B, H, W, C]``."""
-    from ..kernels.vitca_fwd import _vitca_step_fwd_kernel
-
     _check_inputs(state, update_mask, packed, pe, layout, "fwd")
     state, packed, pe = _aligned(state), _aligned(packed), _aligned(pe)
-    geom = _geometries(state, layout, cells_per_program, input_precision, blocks)
+    plan = _geometries("fwd", state, layout, cells_per_program, input_precision, blocks)
     b, h, w, _ = state.shape
-    kv = _kv_forward(state, packed, pe, layout, eps, geom)
+    kv = _kv_forward(state, packed, pe, layout, eps, plan)
     mask, stride_m = _mask_arg(update_mask, state)
     out = torch.empty_like(state)
-    _launch(_vitca_step_fwd_kernel, geom("fwd"), layout,
+    _launch(*plan["fwd"], layout,
             state, mask, packed, pe, kv, out, h, w, layout.channels, b * h * w, stride_m, eps)  # fmt: skip
     return out
 
@@ -190,26 +232,22 @@ def vitca_step_bwd(state, update_mask, packed, pe, grad_out, layout: PackLayout,
                    input_precision="tf32", blocks="auto") -> tuple[torch.Tensor, torch.Tensor]:
     """Launch the fused backward (four launches, ``ROLES["bwd"]``): ``(grad_state, grad_packed)``;
     the weight gradient is the sum of the GEMM's per-split partial rows (deterministic: no atomics)."""
-    from ..kernels.vitca_bwd import _vitca_step_bwd_kernel
-    from ..kernels.vitca_kv import _vitca_kv_bwd_kernel
-    from ..kernels.vitca_wgrad import _vitca_wgrad_kernel
-
     _check_inputs(state, update_mask, packed, pe, layout, "bwd")
     state, packed, pe, grad_out = _aligned(state), _aligned(packed), _aligned(pe), _aligned(grad_out.to(state.dtype))
-    geom = _geometries(state, layout, cells_per_program, input_precision, blocks)
+    plan = _geometries("bwd", state, layout, cells_per_program, input_precision, blocks)
     b, h, w, _ = state.shape
     cells = b * h * w
-    kv = _kv_forward(state, packed, pe, layout, eps, geom)
+    kv = _kv_forward(state, packed, pe, layout, eps, plan)
     mask, stride_m = _mask_arg(update_mask, state)
     rows = torch.empty(cells, layout.row_width, device=state.device, dtype=state.dtype)
-    _launch(_vitca_step_bwd_kernel, geom("bwd"), layout,
+    _launch(*plan["bwd"], layout,
             state, mask, packed, pe, grad_out, kv, rows, h, w, layout.channels, cells, stride_m, eps)  # fmt: skip
     grad_state = torch.empty_like(state)
-    _launch(_vitca_kv_bwd_kernel, geom("kv_bwd"), layout,
+    _launch(*plan["kv_bwd"], layout,
             state, packed, pe, grad_out, rows, grad_state, h, w, layout.channels, cells, eps)  # fmt: skip
-    g_wgrad = geom("wgrad")
+    kernel, g_wgrad = plan["wgrad"]
     partials = _partial_rows(g_wgrad.splits, layout.size, state.device)
-    _launch(_vitca_wgrad_kernel, g_wgrad, layout, state, mask, grad_out, rows, partials, layout.channels, cells, stride_m)
+    _launch(kernel, g_wgrad, layout, state, mask, grad_out, rows, partials, layout.channels, cells, stride_m)
     return grad_state, partials.sum(0).to(packed.dtype)
 
 
@@ -234,6 +272,9 @@ LAUNCH_OPTIONS = ("cells_per_program", "input_precision", "blocks")
 
 def vitca_step(state, update_mask, packed, pe, layout: PackLayout, eps: float, **options) -> torch.Tensor:
     """Differentiable fused step (``options``: ``LAUNCH_OPTIONS``; see the launchers)."""
+    if not (torch.is_grad_enabled() and (state.requires_grad or packed.requires_grad)):
+        # Nothing for autograd to record: the forward launches without an autograd node (same result).
+        return vitca_step_fwd(state, update_mask, packed, pe, layout, eps, **options)
     return ViTCAStepFunction.apply(state, update_mask, packed, pe, layout, eps, options)
 
 
@@ -260,9 +301,17 @@ def launch_variants():
     return [(dtype, INPUT_PRECISION) for dtype in _DTYPES]  # fp16 / bf16 dots ignore the precision
 
 
-def aot_specs() -> list[AOTSpec]:
-    """Every kernel at every launch configuration the launchers can choose, for every preset's
-    cell configuration. Per cell: ``role_bytes_per_cell`` (with an update mask) and
+# A cell of the parity tests beyond the presets' (channel counts that are not powers of two,
+# five 4-wide heads): the GPU session compiles its variants ahead of the tests too (bench/precompile.py).
+PARITY_CELLS = {
+    "odd": ViTCAConfig(cell_in=2, cell_out=3, hidden=4, embed=20, heads=5, mlp=7, pe_order="tf-port", ln_eps=1e-3),
+}
+
+
+def aot_specs(layouts: dict[str, tuple[ViTCAConfig, PackLayout]] | None = None) -> list[AOTSpec]:
+    """Every kernel at every launch configuration the launchers can choose, for every cell
+    configuration of ``layouts`` (default ``spec_layouts()``: the presets'; keys name the cells in
+    the labels). Per cell: ``role_bytes_per_cell`` (with an update mask) and
     ``role_flops_per_cell``."""
     from ..kernels.vitca_bwd import _vitca_step_bwd_kernel
     from ..kernels.vitca_fwd import _vitca_step_fwd_kernel
@@ -272,7 +321,7 @@ def aot_specs() -> list[AOTSpec]:
     fns = {"kv": _vitca_kv_fwd_kernel, "fwd": _vitca_step_fwd_kernel, "bwd": _vitca_step_bwd_kernel,
            "kv_bwd": _vitca_kv_bwd_kernel, "wgrad": _vitca_wgrad_kernel}  # fmt: skip
     specs = []
-    for presets, (cfg, layout) in spec_layouts().items():
+    for presets, (cfg, layout) in (spec_layouts() if layouts is None else layouts).items():
         for dtype, precision in launch_variants():
             tname, itemsize = _DTYPES[dtype], torch.finfo(dtype).bits // 8
             for role, fn in fns.items():
