@@ -86,16 +86,17 @@ def test_interpreted_dot_follows_its_input_precision():
         c = tl.load(c_ptr + m[:, None] * N + n[None, :])
         tl.store(out_ptr + m[:, None] * N + n[None, :], tl.dot(a, b, acc=c, input_precision=IP))
 
+    device = devices.triton_device()  # the interpreter's CPU here (the test skips on a GPU, whose dots are real)
     g = torch.Generator().manual_seed(2)
-    a, b, c = (torch.randn(shape, generator=g) for shape in ((16, 32), (32, 16), (16, 16)))
+    a, b, c = (torch.randn(shape, generator=g).to(device) for shape in ((16, 32), (32, 16), (16, 16)))
     an, bn, cn = a.numpy(), b.numpy(), c.numpy()
     results = {}
     with emu.emulate_tf32() as seen:
         for precision in emu.PRECISIONS:
-            out = torch.empty(16, 16)
+            out = torch.empty(16, 16, device=device)
             dot_kernel[(1,)](a, b, c, out, 16, 16, 32, precision)
             results[precision] = out.numpy()
-        half = torch.empty(16, 16)
+        half = torch.empty(16, 16, device=device)
         dot_kernel[(1,)](a.half(), b.half(), c, half, 16, 16, 32, "tf32")
     assert seen == {"fp32 ieee": 1, "fp32 tf32": 1, "fp32 tf32x3": 1, "float16": 1}
     truncated = np.matmul(emu.tf32_truncate(an), emu.tf32_truncate(bn), dtype=np.float32) + cn
