@@ -41,25 +41,22 @@ Results: ``bench/results/tf32_emulation.md`` (``--markdown``) and JSON with ``--
 
 from __future__ import annotations
 
+import argparse
+import collections
+import contextlib
+import copy
+import dataclasses
+import itertools
+import json
+import math
 import os
+import sys
+import time
+from pathlib import Path
+from unittest import mock
 
-os.environ.setdefault("TRITON_INTERPRET", "1")  # before anything imports triton: the emulation patches the interpreter
-
-import argparse  # noqa: E402
-import collections  # noqa: E402
-import contextlib  # noqa: E402
-import copy  # noqa: E402
-import dataclasses  # noqa: E402
-import itertools  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-from unittest import mock  # noqa: E402
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
@@ -123,7 +120,8 @@ def emulate_tf32(rounding: str = "rz"):
     ``input_precision``. Yields a Counter of the dots seen, keyed ``"fp32 <precision>"`` or the
     operand dtype."""
     if os.environ.get("TRITON_INTERPRET") != "1":
-        raise RuntimeError("TF32 emulation patches Triton's interpreter: set TRITON_INTERPRET=1 before importing triton")
+        raise RuntimeError("TF32 emulation patches Triton's interpreter: set TRITON_INTERPRET=1 before importing triton "
+                           "(python -m bench.tf32_emulation does)")
     if rounding not in ROUNDINGS:
         raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
     from triton.runtime import interpreter
@@ -824,4 +822,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # Only when run: importing this module (the tests do) must not switch a GPU process to the
+    # interpreter. Nothing above imports triton, which reads the variable when a kernel is defined.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
     sys.exit(main())

@@ -184,7 +184,7 @@ def _check_kernel(kernel: str, dtype: torch.dtype, input_precision: str) -> None
 
 def step_precision(step: str, dtype: torch.dtype, input_precision: str) -> str:
     """The dot precision every launch of a step runs: the requested one for fp32, in the forward and
-    the backward alike (TF32 gradients err no more than the fp16 path's: docs/design/tf32.md),
+    the backward alike (TF32 gradient errors stay within the fp16 path's limits: docs/design/tf32.md),
     "ieee" (unused) for fp16/bf16."""
     if step not in STEPS:
         raise ValueError(f"step must be 'fwd' or 'bwd', got {step!r}")
