@@ -55,6 +55,7 @@ from .nafca_launch import (
     segment_sizes,
     step_precision,
 )
+from .plan_cache import PlanCache
 
 # Cells the AOT report compiles: the paper's (every latent-nafca preset) and the tiny preset's,
 # plus the odd configuration the parity tests use (so the GPU tier compiles what CI checks).
@@ -173,21 +174,15 @@ class PlannedLaunch(KernelLaunch):
 
 # A step's launches depend on the cell's dims, the cell count, dtype, device and the overrides only:
 # planned once per such key and then looked up (on small grids the host sets a step's pace).
-_PLANS: dict[tuple, tuple[PlannedLaunch, ...]] = {}
-_PLANS_MAX = 512  # keys; the cache starts over when full (a plan is cheap to make again)
+_PLANS: PlanCache[tuple[PlannedLaunch, ...]] = PlanCache()
 
 
 def _planned(step: str, state: torch.Tensor, meta: StepMeta) -> tuple[PlannedLaunch, ...]:
     b, h, w, _ = state.shape
     key = (step, meta.dims, meta.input_precision, meta.block_m, meta.cells_per_program, b * h * w, state.dtype,
            state.device)
-    plan = _PLANS.get(key)
-    if plan is None:
-        plan = tuple(PlannedLaunch(launch.config, launch.geometry, launch.tiles) for launch in _plan(step, state, meta))
-        if len(_PLANS) >= _PLANS_MAX:
-            _PLANS.clear()
-        _PLANS[key] = plan
-    return plan
+    return _PLANS.get(key, lambda: tuple(PlannedLaunch(launch.config, launch.geometry, launch.tiles)
+                                         for launch in _plan(step, state, meta)))
 
 
 def clear_launch_caches() -> None:

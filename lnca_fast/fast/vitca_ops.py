@@ -32,6 +32,7 @@ from ..reference.config import ViTCAConfig
 from ..reference.vitca import positional_encoding
 from .aot import AOTSpec
 from .fold_vitca import FoldedViTCA
+from .plan_cache import PlanCache
 from .vitca_launch import (
     _DTYPES,
     INPUT_PRECISION,
@@ -178,8 +179,7 @@ def _kernels() -> dict[str, object]:
 
 # A step's launches depend on the cell count, layout, dtype, device and launch options only:
 # planned once per such key and then looked up (on small grids the host sets a step's pace).
-_PLANS: dict[tuple, dict[str, tuple[object, Geometry]]] = {}
-_PLANS_MAX = 512  # keys; the cache starts over when full (a plan is cheap to make again)
+_PLANS: PlanCache[dict[str, tuple[object, Geometry]]] = PlanCache()
 
 
 def _geometries(kind, state, layout, cells_per_program, input_precision, blocks) -> dict[str, tuple[object, Geometry]]:
@@ -187,17 +187,15 @@ def _geometries(kind, state, layout, cells_per_program, input_precision, blocks)
     a step on ``state``."""
     b, h, w, _ = state.shape
     key = (kind, b * h * w, layout, state.dtype, state.device, cells_per_program, input_precision, blocks)
-    plan = _PLANS.get(key)
-    if plan is None:
+
+    def make() -> dict[str, tuple[object, Geometry]]:
         kernels = _kernels()
-        plan = {role: (kernels[role], geometry(role, b * h * w, layout, state.dtype, state.device,
+        return {role: (kernels[role], geometry(role, b * h * w, layout, state.dtype, state.device,
                                                cells_per_program=cells_per_program, input_precision=input_precision,
                                                blocks=blocks))
                 for role in ROLES[kind]}  # fmt: skip
-        if len(_PLANS) >= _PLANS_MAX:
-            _PLANS.clear()
-        _PLANS[key] = plan
-    return plan
+
+    return _PLANS.get(key, make)
 
 
 def clear_launch_caches() -> None:
