@@ -36,8 +36,9 @@ from pathlib import Path
 import torch
 
 from . import occupancy as occ
+from . import precompile
+from .precompile import DTYPES
 
-DTYPES = {"fp32": (torch.float32, "tf32"), "fp16": (torch.float16, None), "bf16": (torch.bfloat16, None)}
 WHATS = ("fwd", "bwd", "rollout_graph", "rollout_eager")
 FIELDS = ("cell", "workload", "batch", "grid", "what", "dtype", "steps", "p20_us", "p50_us", "p80_us", "first_call_s",
           "status", "note")
@@ -175,8 +176,6 @@ def run(cfgs: list[Config], out: Path | None, budget_s: float, steps: int, warmu
 def warm(cfgs: list[Config], jobs: int, budget_s: float) -> int:
     """Compile every kernel variant the configurations launch in ``jobs`` processes, one variant
     per job (``bench/precompile.py``); its exit code."""
-    from . import precompile
-
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     variants = {}
     for spec in precompile.timing_specs(sorted({c.cell for c in cfgs}), sorted({c.dtype for c in cfgs}), sms=sms):

@@ -47,16 +47,14 @@ ROLLOUT_STEPS = 64
 TRAIN_STEPS = 16
 # Kernel modules and the @triton.jit objects the launchers take from them.
 KERNEL_MODULES = {
-    "lnca_fast.kernels.nafca_taps": ("_nafca_taps_kernel",),
-    "lnca_fast.kernels.nafca_fwd": ("_nafca_step_fwd_kernel",),
+    "lnca_fast.kernels.nafca_fwd": ("_nafca_taps_kernel", "_nafca_step_fwd_kernel"),
     "lnca_fast.kernels.nafca_bwd": ("_nafca_gate_bwd_kernel", "_nafca_perception_bwd_kernel"),
     "lnca_fast.kernels.nafca_wgrad": ("_nafca_wgrad_kernel",),
-    "lnca_fast.kernels.vitca_kv": ("_vitca_kv_fwd_kernel", "_vitca_kv_bwd_kernel"),
-    "lnca_fast.kernels.vitca_fwd": ("_vitca_step_fwd_kernel",),
-    "lnca_fast.kernels.vitca_bwd": ("_vitca_step_bwd_kernel",),
+    "lnca_fast.kernels.vitca_fwd": ("_vitca_kv_fwd_kernel", "_vitca_step_fwd_kernel"),
+    "lnca_fast.kernels.vitca_bwd": ("_vitca_step_bwd_kernel", "_vitca_kv_bwd_kernel"),
     "lnca_fast.kernels.vitca_wgrad": ("_vitca_wgrad_kernel",),
 }
-OPS_MODULES = ("lnca_fast.fast.nafca_ops", "lnca_fast.fast.vitca_ops")
+RUNTIME_MODULES = ("lnca_fast.fast.nafca", "lnca_fast.fast.vitca")  # each cell's launch-plan cache
 
 
 class NoLaunch:
@@ -77,7 +75,7 @@ class NoLaunch:
 def _clear_launch_caches() -> None:
     """Forget what the launchers cached (kernel objects included), so stand-ins swapped in or out
     are the ones launched."""
-    for name in OPS_MODULES:
+    for name in RUNTIME_MODULES:
         clear = getattr(importlib.import_module(name), "clear_launch_caches", None)
         if clear is not None:
             clear()

@@ -13,13 +13,13 @@ Three tables:
    and the HBM bytes and FLOPs per cell of ``lnca_fast/fast/work.py``;
 2. occupancy: per compiled row, the CTAs per SM that registers, shared memory, warps and the CTA
    cap allow on its target, and which one limits;
-3. workloads (needs sm_90): every launch of every ops module's ``launch_plan`` at the workloads of
+3. workloads (needs sm_90): every launch of every cost module's ``launch_plan`` at the workloads of
    ``bench/occupancy.py`` (programs, CTAs/SM, waves, fill, predicted microseconds), and per step
    the predicted time next to the ideal. Also written as markdown to ``--markdown`` (default
    ``bench/results/occupancy.md`` when the run is complete: every spec, sm_90, no error).
 
 Exit codes: 0 all good; 1 a compile failed, spilled, or fits no CTA on an SM; 2 bad inputs (an
-ops module listed in ``OPS_MODULES`` cannot be imported, lacks ``aot_specs`` or ``launch_plan``,
+cost module listed in ``OPS_MODULES`` cannot be imported, lacks ``aot_specs`` or ``launch_plan``,
 its ``aot_specs`` raises, a plan raises or names a configuration no spec has); 3 a workload
 launch stays under one SM-wave (programs < 132 x CTAs/SM) without the workload's recorded
 reason. The first that applies, in the order 2, 1, 3.
@@ -42,8 +42,8 @@ from pathlib import Path
 
 from . import occupancy as occ
 
-# Every ops module with kernels; each exposes aot_specs() -> list[lnca_fast.fast.aot.AOTSpec].
-OPS_MODULES = ("lnca_fast.fast.nafca_ops", "lnca_fast.fast.vitca_ops")
+# Every cost module with kernels; each exposes aot_specs() -> list[lnca_fast.fast.aot.AOTSpec].
+OPS_MODULES = ("lnca_fast.fast.nafca_cost", "lnca_fast.fast.vitca_cost")
 TARGETS = (80, 90)
 DEFAULT_MARKDOWN = Path(__file__).resolve().parent / "results" / "occupancy.md"
 
@@ -112,7 +112,7 @@ def cuobjdump_path() -> str:
 
 
 def load_specs(modules=OPS_MODULES) -> list:
-    """All AOT specs of the listed ops modules; a missing module is an error, not a skip."""
+    """All AOT specs of the listed cost modules; a missing module is an error, not a skip."""
     specs = []
     for name in modules:
         try:
@@ -123,7 +123,7 @@ def load_specs(modules=OPS_MODULES) -> list:
             raise ReportError(f"{name} has no aot_specs()")
         try:
             specs += module.aot_specs()
-        except Exception as exc:  # a broken ops module is bad input to the report: exit 2, one line
+        except Exception as exc:  # a broken cost module is bad input to the report: exit 2, one line
             raise ReportError(f"{name}.aot_specs() raised {type(exc).__name__}: {exc}") from None
     return specs
 

@@ -5,9 +5,9 @@ parallel, before any test or timing runs; and predict the session's wall time.
     python -m bench.precompile --list
     python -m bench.precompile --predict --parity-s P --timing-s K --bench-s B --fixed-s F [--limit-s 420]
 
-Which variants: the parity phase's, every AOT spec (``lnca_fast/fast/aot.py``: each ops module's
+Which variants: the parity phase's, every AOT spec (``lnca_fast/fast/aot.py``: each cost module's
 ``aot_specs``, every configuration its launchers can choose for the cells of the presets and of the
-parity tests, plus ``vitca_ops.PARITY_CELLS``); the timing phase's, the variants that
+parity tests, plus ``vitca_cost.PARITY_CELLS``); the timing phase's, the variants that
 ``launch_plan`` names for ``bench/gpu_kernels.py``'s workloads, cells and dtypes. A variant is what
 Triton compiles once: a kernel with its constexprs, warps, stages and argument types (pointers
 16-byte aligned, as the launchers pass them; every integer argument is unspecialised, a test
@@ -41,12 +41,14 @@ from pathlib import Path
 
 import torch
 
-OPS_MODULES = ("lnca_fast.fast.nafca_ops", "lnca_fast.fast.vitca_ops")
+OPS_MODULES = ("lnca_fast.fast.nafca_cost", "lnca_fast.fast.vitca_cost")
 TRITON36 = Path(__file__).resolve().parent / "results" / "triton36.txt"
 CHECK_JOBS = 2  # check_triton36.sh's default JOBS, for a summary that does not record its own
 WORKER_START_S = 12.0  # a spawned worker's imports (torch, triton, the kernels) and CUDA context: an estimate
 LIMIT_S = 420
 TIMING_DTYPES = ("fp32", "bf16")  # what gpu_session.sh times
+# A timed dtype's name -> (state dtype, fp32 dot precision): what bench.gpu_kernels runs, and so precompiles.
+DTYPES = {"fp32": (torch.float32, "tf32"), "fp16": (torch.float16, None), "bf16": (torch.bfloat16, None)}
 FIELDS = ("kernel", "config", "phases", "status", "seconds", "note")
 _POINTER_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "u8": torch.uint8,
                    "i8": torch.int8, "i32": torch.int32, "fp64": torch.float64}
@@ -76,18 +78,17 @@ def variant_of(spec) -> Variant:
 
 
 def parity_specs() -> list:
-    """Every AOT spec (the presets' and AOT cells), and the specs of ``vitca_ops.PARITY_CELLS``."""
-    from lnca_fast.fast import vitca_ops
+    """Every AOT spec (the presets' and AOT cells), and the specs of ``vitca_cost.PARITY_CELLS``."""
+    from lnca_fast.fast import vitca_cost
 
     specs = [spec for name in OPS_MODULES for spec in importlib.import_module(name).aot_specs()]
-    extra = {f"parity {name}": (cfg, vitca_ops.PackLayout.of(cfg)) for name, cfg in vitca_ops.PARITY_CELLS.items()}
-    return specs + vitca_ops.aot_specs(extra)
+    extra = {f"parity {name}": (cfg, vitca_cost.PackLayout.of(cfg)) for name, cfg in vitca_cost.PARITY_CELLS.items()}
+    return specs + vitca_cost.aot_specs(extra)
 
 
 def timing_specs(cells=("nafca", "vitca"), dtypes=TIMING_DTYPES, sms: int = 132) -> list:
     """The specs ``launch_plan`` names for every forward and backward that ``bench.gpu_kernels``
     times (its rollouts launch the forward's variants)."""
-    from . import gpu_kernels
     from . import occupancy as occ
 
     out = []
@@ -96,7 +97,7 @@ def timing_specs(cells=("nafca", "vitca"), dtypes=TIMING_DTYPES, sms: int = 132)
         by_label = {(s.name, s.config): s for s in module.aot_specs()}
         for w in occ.WORKLOADS:
             for name in dtypes:
-                dtype, precision = gpu_kernels.DTYPES[name]
+                dtype, precision = DTYPES[name]
                 for kind in occ.KINDS:
                     for launch in module.launch_plan(kind, w.batch, w.latent, w.latent, dtype, sms=sms,
                                                      input_precision=precision):

@@ -146,7 +146,7 @@ def emulate_tf32(rounding: str = "rz"):
 def dot_precision(forward: str, backward: str):
     """Every kernel launch inside a forward step (``nafca_step_fwd`` / ``vitca_step_fwd``) runs its
     dots at ``forward``, inside a backward step (its recomputation included) at ``backward``."""
-    from lnca_fast.fast import nafca_ops, vitca_ops
+    from lnca_fast.fast import nafca, vitca
 
     for p in (forward, backward):
         if p not in PRECISIONS:
@@ -167,7 +167,7 @@ def dot_precision(forward: str, backward: str):
             raise RuntimeError("a kernel launched outside a fused step: no precision to force")
         return forward if phase[-1] == "fwd" else backward
 
-    nafca_launch, vitca_launch = nafca_ops._launch, vitca_ops._launch
+    nafca_launch, vitca_launch = nafca._launch, vitca._launch
 
     def forced_nafca(kernel_fn, launch, *args):
         config = dataclasses.replace(launch.config, PREC=precision())
@@ -178,11 +178,11 @@ def dot_precision(forward: str, backward: str):
 
     with contextlib.ExitStack() as stack:
         for module, name, value in [
-            (nafca_ops, "_launch", forced_nafca), (vitca_ops, "_launch", forced_vitca),
-            (nafca_ops, "nafca_step_fwd", in_phase(nafca_ops.nafca_step_fwd, "fwd")),
-            (nafca_ops, "nafca_step_bwd", in_phase(nafca_ops.nafca_step_bwd, "bwd")),
-            (vitca_ops, "vitca_step_fwd", in_phase(vitca_ops.vitca_step_fwd, "fwd")),
-            (vitca_ops, "vitca_step_bwd", in_phase(vitca_ops.vitca_step_bwd, "bwd")),
+            (nafca, "_launch", forced_nafca), (vitca, "_launch", forced_vitca),
+            (nafca, "nafca_step_fwd", in_phase(nafca.nafca_step_fwd, "fwd")),
+            (nafca, "nafca_step_bwd", in_phase(nafca.nafca_step_bwd, "bwd")),
+            (vitca, "vitca_step_fwd", in_phase(vitca.vitca_step_fwd, "fwd")),
+            (vitca, "vitca_step_bwd", in_phase(vitca.vitca_step_bwd, "bwd")),
         ]:
             stack.enter_context(mock.patch.object(module, name, value))
         yield
@@ -356,17 +356,17 @@ def nafca_case_errors(case: dict, variant: Variant, dots: collections.Counter | 
     _import_tests()
     import nafca_cases
 
+    from lnca_fast.fast.cell import Prepared
     from lnca_fast.fast.fold_nafca import fold_nafca
-    from lnca_fast.fast.nafca_ops import nafca_step
+    from lnca_fast.fast.nafca import nafca_step
 
     cfg = {**nafca_cases.CELLS, "paper": nafca_cases.PAPER}[case["cell"]]
 
     def make_step(fast):
-        folded = fold_nafca(fast)
+        prepared = Prepared(fold_nafca(fast), cfg.dropout)
 
         def step(y, mask, keeps):
-            k1, k2 = keeps if keeps else (None, None)
-            return nafca_step(y, folded, mask, k1, k2, cfg.dropout, input_precision=variant.launch_precision,
+            return nafca_step(y, prepared, mask, keeps or None, input_precision=variant.launch_precision,
                               cells_per_program=case["cpp"])
 
         return step
@@ -386,7 +386,8 @@ def vitca_case_errors(case: dict, variant: Variant, dots: collections.Counter | 
     import test_vitca_kernel_parity as suite
     from lnca_fast.reference.state import apply_update
 
-    from lnca_fast.fast import vitca_ops as ops
+    from lnca_fast.fast import vitca as ops
+    from lnca_fast.fast.cell import Prepared
     from lnca_fast.fast.fold_vitca import fold_vitca
 
     cfg = suite.CELLS[case["cell"]]
@@ -404,14 +405,12 @@ def vitca_case_errors(case: dict, variant: Variant, dots: collections.Counter | 
         ref = apply_update(ref, cell64.delta(ref, None), torch.ones_like(ref[..., :1]) if m is None else m, cell64.layout)
     (ref * cot).sum().backward()
 
-    layout = ops.PackLayout.of(cfg)
     s = state0.to(variant.dtype).requires_grad_()
     with variant.context() as seen:
-        packed = ops.pack_weights(fold_vitca(cell), layout, variant.dtype)
-        pe = ops.padded_pe(cfg, layout, h, w, "cpu")
+        prepared = Prepared(fold_vitca(cell))
         out = s
         for m in steps:
-            out = ops.vitca_step(out, None if m is None else m.to(variant.dtype), packed, pe, layout, cfg.ln_eps,
+            out = ops.vitca_step(out, prepared, None if m is None else m.to(variant.dtype), None,
                                  cells_per_program=case["cpp"])
         (out.double() * cot).sum().backward()
     if dots is not None:
@@ -623,8 +622,7 @@ def wgrad_gemm_errors(seeds: list[int], rounding: str = "rz") -> dict:
     ``|got - want| / (atol + rtol |want|)`` (assert_close passes at <= 1)."""
     from lnca_fast.kernels.vitca_wgrad import _vitca_wgrad_kernel
 
-    from lnca_fast.fast import vitca_launch
-    from lnca_fast.fast import vitca_ops as ops
+    from lnca_fast.fast import vitca_layout
 
     _import_tests()
     import test_vitca_kernel_parity as suite
@@ -633,7 +631,7 @@ def wgrad_gemm_errors(seeds: list[int], rounding: str = "rz") -> dict:
     candidates = [(1e-2, 1e-1), (1e-2, 5e-2), (0.0, 1e-1), (5e-3, 5e-2)]
     for seed, (cfg_name, cells, splits, blocks) in itertools.product(seeds, [("odd", 37, 3, "auto"), ("latent", 70, 2, "gpu")]):
         cfg = suite.CELLS[cfg_name]
-        layout = ops.PackLayout.of(cfg)
+        layout = vitca_layout.PackLayout.of(cfg)
         g = torch.Generator().manual_seed(seed)
         rows = torch.randn(cells, layout.row_width, generator=g, dtype=torch.float64)
         state = torch.randn(cells, layout.channels, generator=g, dtype=torch.float64)
@@ -641,7 +639,7 @@ def wgrad_gemm_errors(seeds: list[int], rounding: str = "rz") -> dict:
         mask = (torch.rand(cells, generator=g) < 0.5).double()
         widths = dict(layout.row_columns())
         offsets = dict(zip(widths, [0, *itertools.accumulate(widths.values())]))
-        geom = vitca_launch.geometry("wgrad", cells, layout, torch.float32, "cpu", blocks=blocks)
+        geom = vitca_layout.geometry("wgrad", cells, layout, torch.float32, "cpu", blocks=blocks)
         partials = torch.full((splits, layout.size), float("nan"))
         with emulate_tf32(rounding):
             _vitca_wgrad_kernel[(splits * geom.programs // geom.splits,)](
@@ -654,7 +652,7 @@ def wgrad_gemm_errors(seeds: list[int], rounding: str = "rz") -> dict:
         pad = (0, layout.cp - layout.channels)
         operand = {name: rows[:, offsets[name]: offsets[name] + width] for name, width in widths.items()}
         operand.update({"s": torch.nn.functional.pad(state, pad), "g*m": torch.nn.functional.pad(grad * mask[:, None], pad)})
-        for weight, bias, x, dy in vitca_launch.WGRAD_JOBS:
+        for weight, bias, x, dy in vitca_layout.WGRAD_JOBS:
             for name, want in ((weight, operand[x].t() @ operand[dy]), (bias, operand[dy].sum(0))):
                 diff = (got[name].view(want.shape) - want).abs()
                 abs_err, scale = max(abs_err, diff.max().item()), max(scale, want.abs().max().item())

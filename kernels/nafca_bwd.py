@@ -4,7 +4,7 @@ is saved besides the masks and the folded parameters).
 
 Four launches (docs/design/halo-vs-split.md says why), each over contiguous ranges of
 the flat ``[B*H*W]`` raster:
-1. ``nafca_taps._nafca_taps_kernel``: gate partial sums and pre-gate conv3 rows of every cell;
+1. ``nafca_fwd._nafca_taps_kernel``: gate partial sums and pre-gate conv3 rows of every cell;
 2. ``_nafca_gate_bwd_kernel``: (a) per chunk, recompute the step after the gate and backpropagate
    the head and LN3; (b) per chunk, recompute the beta residual and LN2, then the FFN, LN2 and the
    residuals down to the gate: write every cell's gate gradient (``dgate``), the gradient of its
@@ -132,7 +132,7 @@ def _nafca_gate_bwd_kernel(
     ops_ptr,  # [B*H*W, OPW] state dtype (written): columns y_hat, d_4, h, dz5, z_hat, du, dv
     # sizes and scalars
     n_cells,  # B*H*W
-    unit,  # cells per unit of work (nafca_launch.Geometry)
+    unit,  # cells per unit of work (nafca_layout.Geometry)
     n_units,  # ceil(n_cells / unit)
     H,  # grid height
     W,  # grid width
@@ -241,7 +241,7 @@ def _nafca_perception_bwd_kernel(
     ops_ptr,  # [B*H*W, OPW] state dtype: reads column dv (the gate launch's); writes s_hat, d_in, x, dtaps
     # sizes and scalars
     n_cells,  # B*H*W
-    unit,  # cells per unit of work (nafca_launch.Geometry)
+    unit,  # cells per unit of work (nafca_layout.Geometry)
     n_units,  # ceil(n_cells / unit)
     H,  # grid height
     W,  # grid width

@@ -1,7 +1,7 @@
 """Device helpers shared by the fused NAFCA step kernels (forward and backward).
 
 Conventions (see ``lnca_fast/fast/fold_nafca.py`` for the folded math and
-``lnca_fast/fast/nafca_launch.py`` for the geometry):
+``lnca_fast/fast/nafca_layout.py`` for the geometry):
 - every launch sees the batch as one flat raster of ``n_cells = B*H*W`` cells, images back to
   back; a program owns a contiguous range of it (``_program_range``), which may start and end
   anywhere in an image and span several images. The kernels move every pointer to the range's
@@ -12,7 +12,7 @@ Conventions (see ``lnca_fast/fast/fold_nafca.py`` for the folded math and
   launch) but never outside the image (zero there, as the reference's padding);
 - a chunk is a ``[BM, CP]`` fp32 register tile of cells x channels (``CP`` = C padded to a power
   of two >= 16; padded columns are kept at exactly 0, rows past the range are never stored);
-- the folded parameters come in the *padded kernel layout* of ``nafca_launch.kernel_layout``: every
+- the folded parameters come in the *padded kernel layout* of ``nafca_layout.kernel_layout``: every
   dimension padded with zeros (C -> CP, E -> EP, F/2 -> F2P, the 9 taps -> 16), so weight and bias
   tiles are loaded without masks (vectorised, few address registers). ``p_ptr`` holds them in
   fp32 (biases; the layout of the weight gradient), ``w_ptr`` in the dtype ``tl.dot`` consumes
@@ -28,7 +28,7 @@ import triton.language as tl
 
 @triton.jit
 def _param_offsets(CP: tl.constexpr, EP: tl.constexpr, F2P: tl.constexpr):
-    """Offsets of the folded tensors in the padded kernel layout (``nafca_ops.kernel_layout``)."""
+    """Offsets of the folded tensors in the padded kernel layout (``nafca_layout.kernel_layout``)."""
     w_in = 0  # [CP, 2 EP]: columns [0, EP) feed the gate's first half, [EP, 2 EP) its second
     b_in = w_in + CP * 2 * EP  # [2 EP]
     w_tap = b_in + 2 * EP  # [EP, 16]: 9 taps, zero columns 9..15
@@ -47,7 +47,7 @@ def _param_offsets(CP: tl.constexpr, EP: tl.constexpr, F2P: tl.constexpr):
 @triton.jit
 def _operand_offsets(CP: tl.constexpr, EP: tl.constexpr, F2P: tl.constexpr):
     """Column offsets of the weight-gradient operands in a row of the backward's ``[B*H*W, OPW]``
-    operand buffer (``nafca_launch.operand_layout`` computes the same; ``OPW = 6 CP + 3 EP +
+    operand buffer (``nafca_layout.operand_layout`` computes the same; ``OPW = 6 CP + 3 EP +
     3 F2P + 16``, spelled out as a constexpr where a kernel needs it). Per cell, each layer's input
     ``X`` and output gradient ``dY``, in the state's dtype (``dW = X^T dY``: ``nafca_wgrad``)."""
     s_hat = 0  # [CP] LN1 output: X of the merged C -> 2E layer (w_in)
@@ -71,7 +71,7 @@ def _split_range(idx, parts, n_cells, unit, n_units):
 
     ``idx*U // parts`` is formed as ``idx*q + idx*r // parts`` (``U = q*parts + r``) so that it
     stays in 32 bits (the GPU has no 64-bit divide; it is a long emulated sequence);
-    ``nafca_launch.Geometry`` checks that no product overflows."""
+    ``nafca_layout.Geometry`` checks that no product overflows."""
     q = n_units // parts
     r = n_units % parts
     start = (idx * q + idx * r // parts) * unit

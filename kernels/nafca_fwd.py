@@ -1,12 +1,17 @@
-"""Fused forward of one NAFCA CA step after the gate's exchange (reference:
+"""The fused forward of one NAFCA CA step: two launches (reference:
 ``lnca_fast.reference.nafca.NAFCA.forward`` with replayed masks; folded weights:
 ``lnca_fast.fast.fold_nafca``).
 
-Second launch of the forward step; the first (``nafca_taps._nafca_taps_kernel``) wrote every
-cell's 9 gate partial sums and pre-gate conv3 row. Per chunk of the program's cell range: each
-cell's gate from its neighbours' partial sums (zero outside the image), the beta residual, LN2,
-conv4, SimpleGate, conv5, the gamma residual, LN3, the head and the masked update. Input channels
-are copied bit-exactly (the head's columns for them are zero).
+``_nafca_taps_kernel`` (first launch of the forward and of the backward alike): for every cell,
+the 9 gate partial sums ``t_k = x . w_k`` (the "taps", 16 columns of which 9 are used) and the
+pre-gate conv3 row ``x @ w_3`` of its gated features ``x = SimpleGate(n(s) @ w_in + b_in)``, written
+to two global buffers that the next launch reads (a cell's gate sums its neighbours' taps, so they
+must all exist first).
+
+``_nafca_step_fwd_kernel``: per chunk of the program's cell range, each cell's gate from its
+neighbours' partial sums (zero outside the image), the beta residual, LN2, conv4, SimpleGate,
+conv5, the gamma residual, LN3, the head and the masked update. Input channels are copied
+bit-exactly (the head's columns for them are zero).
 
 Why two launches and not halo recompute: docs/design/halo-vs-split.md.
 
@@ -23,9 +28,49 @@ from .nafca_common import (
     _load_tile,
     _load_w,
     _param_offsets,
+    _perception_chunk,
     _program_range,
     _residual_1,
 )
+
+
+@triton.jit(do_not_specialize=["n_cells", "unit", "n_units"])
+def _nafca_taps_kernel(
+    # pointers
+    state_ptr,  # [B*H*W, C] input state, channels-last, contiguous (fp32/fp16/bf16)
+    w_ptr,  # [P] folded parameters (padded kernel layout) in the state's dtype: tl.dot operands
+    p_ptr,  # [P] the same in fp32: biases
+    tap_ptr,  # [B*H*W, 16] fp32 (written): gate partial sums of every cell (9 used, 7 zero)
+    v_ptr,  # [B*H*W, CP] fp32 (written): pre-gate conv3 rows
+    # sizes and scalars
+    n_cells,  # B*H*W
+    unit,  # cells per unit of work (nafca_layout.Geometry)
+    n_units,  # ceil(n_cells / unit)
+    eps,  # LayerNorm epsilon
+    # meta-parameters
+    C: tl.constexpr,  # cell channels
+    CP: tl.constexpr,  # C padded to a power of two >= 16 (tl.dot minimum)
+    EP: tl.constexpr,  # embed width padded to a multiple of BE
+    F2P: tl.constexpr,  # FFN width after its SimpleGate, padded (locates the layout's segments)
+    BE: tl.constexpr,  # gate channels per inner chunk (power of two >= 16)
+    BM: tl.constexpr,  # cells per chunk (power of two >= 16)
+    PREC: tl.constexpr,  # tl.dot input_precision for fp32 ("ieee" or "tf32")
+):
+    start, count = _program_range(n_cells, unit, n_units)
+    first = start.to(tl.int64)  # pointer offsets of the range's first cell in 64 bits
+    state_ptr += first * C
+    tap_ptr += first * 16
+    v_ptr += first * CP
+    c = tl.arange(0, CP)
+    cmask = c < C
+    k = tl.arange(0, 16)
+    for m0 in range(0, count, BM):
+        rows = m0 + tl.arange(0, BM)
+        rmask = rows < count
+        s_hat, _rstd = _layer_norm(_load_tile(state_ptr, rows, rmask, C, c, cmask), cmask, C, eps)
+        taps, v = _perception_chunk(s_hat, w_ptr, p_ptr, BM, CP, EP, BE, F2P, PREC)
+        tl.store(tap_ptr + rows[:, None] * 16 + k[None, :], taps, mask=rmask[:, None])
+        tl.store(v_ptr + rows[:, None] * CP + c[None, :], v, mask=rmask[:, None])
 
 
 @triton.jit(do_not_specialize=["n_cells", "unit", "n_units", "H", "W", "has_mask", "has_dropout"])
@@ -38,11 +83,11 @@ def _nafca_step_fwd_kernel(
     mask_ptr,  # [B*H*W] update mask (0/1, state dtype); read only when has_mask
     keep1_ptr,  # [B*H*W, C] uint8 dropout keep mask after conv3; read only when has_dropout
     keep2_ptr,  # [B*H*W, C] uint8 dropout keep mask after conv5; read only when has_dropout
-    tap_ptr,  # [B*H*W, 16] fp32: gate partial sums of every cell (the taps launch's output)
-    v_ptr,  # [B*H*W, CP] fp32: pre-gate conv3 rows (the taps launch's output)
+    tap_ptr,  # [B*H*W, 16] fp32: gate partial sums of every cell (``_nafca_taps_kernel``'s output)
+    v_ptr,  # [B*H*W, CP] fp32: pre-gate conv3 rows (``_nafca_taps_kernel``'s output)
     # sizes and scalars
     n_cells,  # B*H*W
-    unit,  # cells per unit of work (nafca_launch.Geometry)
+    unit,  # cells per unit of work (nafca_layout.Geometry)
     n_units,  # ceil(n_cells / unit)
     H,  # grid height
     W,  # grid width

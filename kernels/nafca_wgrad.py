@@ -41,7 +41,7 @@ def _nafca_wgrad_kernel(
     part_ptr,  # [splits, P] fp32 (written): weight-gradient partials, padded kernel layout, one row per split
     # sizes
     n_cells,  # B*H*W
-    unit,  # cells per unit of a split's range (nafca_launch.Geometry of the splits)
+    unit,  # cells per unit of a split's range (nafca_layout.Geometry of the splits)
     n_units,  # ceil(n_cells / unit)
     n_rows,  # rows of bias_ptr (the gate launch's programs)
     # meta-parameters

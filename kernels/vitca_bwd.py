@@ -3,7 +3,7 @@
 
 Inputs: the step's *input state* (the only activation saved per step), the update mask, the packed
 folded weights, the gradient of the new state and the K | V buffer of every cell (first launch,
-``vitca_kv._vitca_kv_fwd_kernel``). Every other intermediate is recomputed. A program owns a
+``vitca_fwd._vitca_kv_fwd_kernel``). Every other intermediate is recomputed. A program owns a
 contiguous range of cells (``vitca_common.program_cells``; across rows and images) and runs, in
 block loops separated by ``tl.debug_barrier()`` (the handoffs go through the cells' own rows of
 the per-cell buffer, ``vitca_common.row_columns``):
@@ -16,25 +16,25 @@ B1c. The MLP backward (hidden chunks) down to dx1: n2 -> N2, GELU output -> G, i
 B2.  Attention backward per head: dao = dx1 @ Wo -> DAO, dlogit -> DL, dq -> DQ, then LN1 for the
      q path: the gradient of x0 through the q path and the residual (``dx0q``) -> X.
 
-The third launch (``vitca_kv._vitca_kv_bwd_kernel``) gathers dk, dv of every cell from its 9
-neighbours' q, dao, a and dlogit and finishes the K/V projection, LN1 and embedding backward. No
-weight gradient is formed here: the columns N1 .. N3 are the operands (inputs and output
-gradients of every layer) from which the fourth launch (``vitca_wgrad``) computes all of them as
-GEMMs over the cells (docs/design/weight-gradient-gemm.md).
+No weight gradient is formed in these two launches: the columns N1 .. N3 are the operands
+(inputs and output gradients of every layer) from which the fourth launch (``vitca_wgrad``)
+computes all of them as GEMMs over the cells (docs/design/weight-gradient-gemm.md). The register
+figures behind the block loops: docs/design/launch-configurations.md.
 
-NOTE (cross-cell gradients): the alternative to the gather -- each cell writing its contributions
-to the 9 neighbours' dK/dV and summing them after the launch -- writes 9 x 2E values per cell;
-the gather reads each neighbour's q / dao (2 AP) and 2 x 16 window values per head instead.
-NOTE (registers): B1a/B1b/B1c/B2 are separate block loops (x1, dx2, dx1 round-trip through the
-per-cell rows; LN inputs are recomputed): as one loop they shared one register budget and spilled
-216 bytes per thread (sm_90, 8 warps, measured on a one-launch variant of the step). Each program
-runs its range once, no outer loop: inside a persistent loop over tiles, every value LLVM hoists
-out of the phases (thread-index-derived layout and shared-memory offsets, pointer bases) stayed
-live across the whole loop body, i.e. across the hottest phase: 32 bytes of spill at 255
-registers (LNCA config, fp32 tf32, sm_80, 8 warps). Measured and rejected (one-launch kernel,
-persistent loop, spill at 255 registers): splitting B2 further (32-40 bytes); re-reading dx1 (B2)
-and dx2 (B1c) in 32-wide chunks instead of holding the [16, 128] fp32 ``tl.dot`` A operand,
-which every warp replicates at BLOCK_M = 16 (16 bytes); also the LN(x1) operand of B1c (24).
+``_vitca_kv_bwd_kernel``, the third launch (below): cell p's key and value are used by its 9
+neighbours p' = p - o, so
+
+    dk(p) = sum_o dlogit_o(p') q(p'),    dv(p) = sum_o a_o(p') dao(p')
+
+The launch before stored q, dao = dx1 @ Wo, the softmax a and dlogit of every cell, and the
+gradient of x0 through the q path and the residual (``dx0q``), to the per-cell rows
+(``vitca_common.row_columns``). Per cell it gathers dk, dv from the 9 neighbours' rows (a neighbour
+outside the grid contributes nothing), recomputes n1 and runs the K/V projection, LN1 and
+embedding backward:
+
+    dx0 = dx0q + LN1'(dk @ Wk + dv @ Wv);   ds = g + dx0 @ We    (g: gradient of the new state)
+
+and stores dk, dv (columns DK, DV) and dx0 (over dx0q, column X).
 """
 
 import triton
@@ -86,10 +86,10 @@ def _vitca_step_bwd_kernel(
     # pointers
     s_ptr,  # *T [B, H, W, C] the step's input state, contiguous
     m_ptr,  # *T update mask [B, H, W]; a single 1.0 with stride_m = 0 = every cell updates
-    w_ptr,  # *T packed folded weights (vitca_launch.PackLayout)
+    w_ptr,  # *T packed folded weights (vitca_layout.PackLayout)
     pe_ptr,  # *fp32 [H * W + 1, EP] positional encoding, zero guard row
     g_ptr,  # *T [B, H, W, C] gradient of the new state
-    kv_ptr,  # *T [B * H * W, 2 * AP] K | V of every cell (vitca_kv._vitca_kv_fwd_kernel)
+    kv_ptr,  # *T [B * H * W, 2 * AP] K | V of every cell (vitca_fwd._vitca_kv_fwd_kernel)
     ex_ptr,  # *T [B * H * W, SW] per-cell rows (output: the columns of vitca_common.row_columns up to DX2 but DK, DV)
     # sizes
     H,  # grid height
@@ -204,3 +204,80 @@ def _vitca_step_bwd_kernel(
             dn += matmul_t(dq, wp, o_wq, 0, col, AP, EP, DP, IP)
         dx += layer_norm_bwd(n1, rstd1, dn, E, EP)  # dx0 through the q path and the residual
         tl.store(row + c_x, dx.to(XT), mask=valid[:, None])
+
+
+@triton.jit
+def gather_to_cells(wbase, vbase, valid, up, down, cols, dxo, wstep, BLOCK_M: tl.constexpr, DP: tl.constexpr):
+    """Cell p collects, from every in-grid cell p' = p - o whose window slot o points at it,
+    ``w[p', o] * vec[p']`` (``wbase [M]`` points at the cells' own ``[4, 4]`` window weights,
+    ``vbase [M, DP]`` at their own vectors; the window: ``vitca_common.window`` with SIGN = -1)."""
+    dx = tl.arange(0, 4)
+    out = tl.zeros([BLOCK_M, DP], tl.float32)
+    for dy in range(3):
+        live = tl.where(dy == 0, up, tl.where(dy == 2, down, valid))[:, None] & cols  # [M, 4]
+        delta = dxo + (dy - 1) * wstep  # p' = p - o
+        weights = tl.load(wbase[:, None] + delta[None, :] + dy * 4 + dx[None, :], mask=live, other=0.0).to(tl.float32)
+        vecs = tl.load(vbase[:, None, :] + delta[None, :, None], mask=live[:, :, None], other=0.0).to(tl.float32)  # [M, 4, DP]
+        out += tl.sum(weights[:, :, None] * vecs, 1)
+    return out
+
+
+@triton.jit(do_not_specialize=["H", "W", "C", "n_cells", "eps"])
+def _vitca_kv_bwd_kernel(
+    # pointers
+    s_ptr,  # *T [B, H, W, C] the step's input state, contiguous
+    w_ptr,  # *T packed folded weights (vitca_layout.PackLayout)
+    pe_ptr,  # *fp32 [H * W + 1, EP] positional encoding, zero guard row
+    g_ptr,  # *T [B, H, W, C] gradient of the new state
+    ex_ptr,  # *T [B * H * W, SW] per-cell rows written by vitca_bwd (vitca_common.row_columns); writes DK, DV, X
+    ds_ptr,  # *T [B, H, W, C] gradient of the input state (output)
+    # sizes
+    H,  # grid height
+    W,  # grid width
+    C,  # state channels
+    n_cells,  # B * H * W
+    # scalars
+    eps,  # LayerNorm epsilon
+    # constexpr
+    E: tl.constexpr,  # embedding width
+    NH: tl.constexpr,  # attention heads
+    CP: tl.constexpr,  # C padded to a power of two (>= 16)
+    EP: tl.constexpr,  # E padded
+    DP: tl.constexpr,  # head dim padded
+    MP: tl.constexpr,  # MLP width padded
+    BLOCK_M: tl.constexpr,  # cells per register block
+    BN: tl.constexpr,  # width of the channel chunks of the embedding
+    IP: tl.constexpr,  # tl.dot input_precision for fp32 ("tf32")
+):
+    AP: tl.constexpr = NH * DP
+    BC: tl.constexpr = min(CP, BN)
+    XT: tl.constexpr = ex_ptr.dtype.element_ty
+    o_be, o_wq, o_bq, o_wk, o_bk, o_wv, o_bv, o_wo, o_bo, o_w1, o_b1, o_w2, o_b2, o_wh, o_bh = pack_offsets(CP, EP, AP, MP)
+    c_dao, c_a, c_dl, c_x, c_n1, c_dq, c_dk, c_dv, c_mix, c_dx1, c_n2, c_df, c_g, c_dx2, c_n3, SW = row_columns(NH, EP, AP, MP)
+    start, end = program_cells(n_cells)
+    e = tl.arange(0, EP)
+    for r0 in range(start, end, BLOCK_M):
+        wp = w_ptr + opaque_zero(pe_ptr, H, W, EP)  # weights (see opaque_zero)
+        cell, pos, y, x, valid = block_cells(r0, end, H, W, BLOCK_M)
+        own = ex_ptr + cell[:, None] * SW + tl.arange(0, DP)[None, :]  # [M, DP] the cells' rows
+        x0v, n1, rstd1 = embed_ln(s_ptr, wp, pe_ptr, cell, pos, valid, C, eps, E, CP, EP, BN, IP)
+        up, down, cols, dxo, wstep = window(y, x, valid, H, W, SW, -1)
+        dn = tl.zeros([BLOCK_M, EP], tl.float32)
+        for h in range(NH):
+            col = h * DP
+            dk = gather_to_cells(ex_ptr + cell * SW + c_dl + h * SLOTS, own + col, valid, up, down, cols, dxo, wstep,
+                                 BLOCK_M, DP)
+            tl.store(own + c_dk + col, dk.to(XT), mask=valid[:, None])
+            dv = gather_to_cells(ex_ptr + cell * SW + c_a + h * SLOTS, own + c_dao + col, valid, up, down, cols, dxo,
+                                 wstep, BLOCK_M, DP)
+            tl.store(own + c_dv + col, dv.to(XT), mask=valid[:, None])
+            dn += matmul_t(dk, wp, o_wk, 0, col, AP, EP, DP, IP) + matmul_t(dv, wp, o_wv, 0, col, AP, EP, DP, IP)
+        xptr = ex_ptr + cell[:, None] * SW + c_x + e[None, :]
+        dx = tl.load(xptr, mask=valid[:, None], other=0.0).to(tl.float32) + layer_norm_bwd(n1, rstd1, dn, E, EP)  # dx0
+        tl.debug_barrier()  # every thread has read its dx0q
+        tl.store(xptr, dx.to(XT), mask=valid[:, None])
+        for c0 in range(0, CP, BC):  # embedding backward: the state gradient, in channel chunks
+            c = c0 + tl.arange(0, BC)
+            ds = load_cells(g_ptr, cell, valid, C, c0, BC) + matmul_t(dx, wp, 0, c0, 0, EP, BC, EP, IP)
+            io = cell[:, None] * C + c[None, :]
+            tl.store(ds_ptr + io, ds.to(ds_ptr.dtype.element_ty), mask=valid[:, None] & (c[None, :] < C))

@@ -1,13 +1,13 @@
-"""Device helpers shared by the ViTCA step kernels (``vitca_kv``, ``vitca_fwd``, ``vitca_bwd``,
+"""Device helpers shared by the ViTCA step kernels (``vitca_fwd``, ``vitca_bwd``,
 ``vitca_wgrad``).
 
-Conventions (the launcher ``lnca_fast.fast.vitca_ops`` guarantees them):
+Conventions (the launcher ``lnca_fast.fast.vitca`` guarantees them):
 - The cells of a state ``[B, H, W, C]`` are numbered flat, ``(b * H + y) * W + x``. The programs of
   a launch split them into contiguous ranges whose sizes differ by at most one
   (``program_cells``): a range may start and end anywhere, across rows and images. The rows of a
   ``[BLOCK_M, ...]`` block are consecutive cells of the program's range.
 - Cells exchange data through per-cell buffers in global memory written by an earlier launch
-  (``[B * H * W, SW]``, ``SW`` values per cell; K | V from ``vitca_kv``, the backward's q, dao,
+  (``[B * H * W, SW]``, ``SW`` values per cell; K | V from ``_vitca_kv_fwd_kernel``, the backward's q, dao,
   softmax and dlogit from ``vitca_bwd``: ``row_columns``). The window slot ``o = (dy - 1, dx - 1)`` of a cell is
   the buffer row ``(dy - 1) * W + dx - 1`` away; a slot whose position is outside the grid is
   masked and reads an exact zero vector (ViTCA's zero padding: k = v = 0 there, still in the
@@ -16,9 +16,9 @@ Conventions (the launcher ``lnca_fast.fast.vitca_ops`` guarantees them):
   column 3 padding) = ``SLOTS`` floats. Window row ``dy`` of every cell is one ``[M, 4, DP]``
   masked load (inlined: each device-function call costs ~0.2 ms in the interpreter).
 - The PE table is ``[H * W + 1, EP]`` fp32; its last row is zeros (``opaque_zero``).
-- Packed weights (``vitca_launch.PackLayout``), zero-padded to powers of two, each ``W^T`` row-major
+- Packed weights (``vitca_layout.PackLayout``), zero-padded to powers of two, each ``W^T`` row-major
   ``[in, out]``, the K/V end first: WE [CP, EP], BE [EP], WK/WV [EP, AP], BK/BV [AP] (the
-  segments ``vitca_kv`` reads and whose gradient its backward writes), then WQ [EP, AP], BQ [AP],
+  segments the K/V kernels read and whose gradient its backward writes), then WQ [EP, AP], BQ [AP],
   WO [AP, EP], BO [EP], W1 [EP, MP], B1 [MP], W2 [MP, EP], B2 [EP], WH [EP, CP] (zero
   input-channel columns), BH [CP]. Attention channels use a padded head-major layout: channel
   ``h * DP + d`` (``AP = NH * DP``). Zero padding keeps padded channels of every activation
@@ -44,7 +44,7 @@ def pack_offsets(CP: tl.constexpr, EP: tl.constexpr, AP: tl.constexpr, MP: tl.co
     """Element offsets of the packed segments (``PackLayout`` order: the K/V end first, then from
     WQ on); returned in the order ``be, wq, bq, wk, bk, wv, bv, wo, bo, w1, b1, w2, b2, wh, bh``
     (WE is at 0). ``wq`` is also the width of the K/V end: the split of the weight gradient
-    between ``vitca_kv`` and ``vitca_bwd``; ``bh + CP`` is the packed size."""
+    between the K/V kernels and the step kernels; ``bh + CP`` is the packed size."""
     o_be = CP * EP
     o_wk = o_be + EP
     o_bk = o_wk + EP * AP

@@ -1,7 +1,7 @@
 """Fused forward of one ViTCA cell step (must equal ``reference.vitca.ViTCA`` + ``state.apply_update``).
 
 For every cell of a channels-last state ``s [B, H, W, C]`` (weights folded by
-``lnca_fast.fast.fold_vitca`` and packed by ``vitca_launch.PackLayout``):
+``lnca_fast.fast.fold_vitca`` and packed by ``vitca_layout.PackLayout``):
 
     x0  = s @ We^T + be + PE[y * W + x]
     n1  = LN(x0);  q, k, v = n1 @ Wq^T + bq, ...          (LN affine and d^-0.5 folded in)
@@ -10,14 +10,15 @@ For every cell of a channels-last state ``s [B, H, W, C]`` (weights folded by
     x2  = x1 + GELU(LN(x1) @ W1^T + b1) @ W2^T + b2       (exact erf GELU)
     out = s + m * (LN(x2) @ Wh^T + bh)                     (Wh has zero input-channel columns)
 
-Two launches. ``vitca_kv._vitca_kv_fwd_kernel`` stores K | V of every cell to a
-``[B * H * W, 2 AP]`` buffer; this kernel then runs the rest of the step for a contiguous range of
-cells per program (``vitca_common.program_cells``: ranges cross rows and images freely), reading
-each neighbour's K and V from that buffer at a fixed row offset per window slot (one [M, 4, DP]
-gather per window row; a slot outside the grid is masked to an exact zero vector, which stays in
-the softmax). It recomputes x0 and n1 from the state (one embedding and LN per cell) instead of
-reading them: 17 kFLOP instead of 1 KB per cell (LNCA config). The 9x K/V copy and the attention
-matrix never exist in memory.
+Two launches. ``_vitca_kv_fwd_kernel`` (the first launch of the forward and of the backward)
+computes, per cell, ``n1 = LN(x0)`` and ``k, v = n1 @ Wk^T + bk, n1 @ Wv^T + bv`` and stores K | V
+of every cell to a ``[B * H * W, 2 AP]`` buffer; ``_vitca_step_fwd_kernel`` then runs the rest of
+the step for a contiguous range of cells per program (``vitca_common.program_cells``: ranges cross
+rows and images freely), reading each neighbour's K and V from that buffer at a fixed row offset per
+window slot (one [M, 4, DP] gather per window row; a slot outside the grid is masked to an exact
+zero vector, which stays in the softmax). It recomputes x0 and n1 from the state (one embedding and
+LN per cell) instead of reading them: 17 kFLOP instead of 1 KB per cell (LNCA config). The 9x K/V
+copy and the attention matrix never exist in memory.
 
 NOTE (neighbour exchange): a Triton program cannot shift a register tensor by a grid offset and
 Triton has no grid-wide barrier, so K/V cross programs through global memory between two
@@ -45,8 +46,46 @@ from .vitca_common import (
     opaque_zero,
     pack_offsets,
     program_cells,
+    store_kv,
     window,
 )
+
+
+# Sizes are never specialised (one compiled kernel per configuration, whatever the grid); pointers
+# are specialised on 16-byte alignment, which the launcher guarantees.
+@triton.jit(do_not_specialize=["H", "W", "C", "n_cells", "eps"])
+def _vitca_kv_fwd_kernel(
+    # pointers
+    s_ptr,  # *T [B, H, W, C] input state, contiguous (T = fp32 / fp16 / bf16)
+    w_ptr,  # *T packed folded weights (vitca_layout.PackLayout)
+    pe_ptr,  # *fp32 [H * W + 1, EP] positional encoding, zero-padded channels, zero guard row
+    kv_ptr,  # *T [B * H * W, 2 * AP] K | V of every cell (output, in the state's dtype)
+    # sizes
+    H,  # grid height
+    W,  # grid width
+    C,  # state channels
+    n_cells,  # B * H * W
+    # scalars
+    eps,  # LayerNorm epsilon
+    # constexpr
+    E: tl.constexpr,  # embedding width
+    NH: tl.constexpr,  # attention heads
+    CP: tl.constexpr,  # C padded to a power of two (>= 16)
+    EP: tl.constexpr,  # E padded
+    DP: tl.constexpr,  # head dim padded
+    MP: tl.constexpr,  # MLP width padded
+    BLOCK_M: tl.constexpr,  # cells per register block
+    BN: tl.constexpr,  # width of the channel chunks of the embedding
+    IP: tl.constexpr,  # tl.dot input_precision for fp32 ("tf32")
+):
+    AP: tl.constexpr = NH * DP
+    o_be, o_wq, o_bq, o_wk, o_bk, o_wv, o_bv, o_wo, o_bo, o_w1, o_b1, o_w2, o_b2, o_wh, o_bh = pack_offsets(CP, EP, AP, MP)
+    start, end = program_cells(n_cells)
+    for r0 in range(start, end, BLOCK_M):
+        wp = w_ptr + opaque_zero(pe_ptr, H, W, EP)  # weights (see opaque_zero)
+        cell, pos, y, x, valid = block_cells(r0, end, H, W, BLOCK_M)
+        x0, n1, rstd1 = embed_ln(s_ptr, wp, pe_ptr, cell, pos, valid, C, eps, E, CP, EP, BN, IP)
+        store_kv(n1, wp, o_wk, o_bk, o_wv, o_bv, kv_ptr, cell, valid, NH, DP, EP, AP, IP)
 
 
 # Sizes are never specialised (one compiled kernel per configuration, whatever the grid); pointers
@@ -56,9 +95,9 @@ def _vitca_step_fwd_kernel(
     # pointers
     s_ptr,  # *T [B, H, W, C] input state, contiguous (T = fp32 / fp16 / bf16)
     m_ptr,  # *T update mask [B, H, W] in {0, 1}; a single 1.0 with stride_m = 0 = every cell updates
-    w_ptr,  # *T packed folded weights (vitca_launch.PackLayout)
+    w_ptr,  # *T packed folded weights (vitca_layout.PackLayout)
     pe_ptr,  # *fp32 [H * W + 1, EP] positional encoding, zero-padded channels, zero guard row
-    kv_ptr,  # *T [B * H * W, 2 * AP] K | V of every cell (vitca_kv._vitca_kv_fwd_kernel)
+    kv_ptr,  # *T [B * H * W, 2 * AP] K | V of every cell (vitca_fwd._vitca_kv_fwd_kernel)
     out_ptr,  # *T [B, H, W, C] new state
     # sizes
     H,  # grid height

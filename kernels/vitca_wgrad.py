@@ -75,7 +75,7 @@ def _vitca_wgrad_kernel(
     s_ptr,  # *T [B * H * W, C] the step's input state (X of WE)
     m_ptr,  # *T update mask [B * H * W]; a single 1.0 with stride_m = 0 = every cell updates
     g_ptr,  # *T [B * H * W, C] gradient of the new state (dY of WH, times the mask)
-    ex_ptr,  # *T [B * H * W, SW] per-cell rows of vitca_bwd and vitca_kv_bwd (vitca_common.row_columns)
+    ex_ptr,  # *T [B * H * W, SW] per-cell rows of _vitca_step_bwd_kernel and _vitca_kv_bwd_kernel (vitca_common.row_columns)
     part_ptr,  # *fp32 [splits, PACK] (written) weight-gradient partial rows in the packed layout, one per split
     # sizes
     C,  # state channels

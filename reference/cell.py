@@ -44,6 +44,24 @@ class NCACell(nn.Module):
             raise ValueError(f"expected {len(shapes)} dropout keep masks of shapes {shapes}, got {got}")
         return given
 
+    def step_masks(self, state: torch.Tensor, update_mask: torch.Tensor | None, update_rate: float,
+                   dropout_masks: tuple[torch.Tensor, ...] | None, generator: torch.Generator | None, *,
+                   all_ones_as_none: bool = False) -> tuple[torch.Tensor | None, tuple[torch.Tensor, ...] | None]:
+        """A step's randomness, the one place every implementation (reference and fast) takes it
+        from, so they draw the same numbers in the same order: the update mask first (checked when
+        given), then the dropout keep masks. ``all_ones_as_none``: an update rate >= 1 gives ``None``
+        (every cell updates; nothing is drawn either way) for implementations that skip the mask."""
+        if update_mask is not None:
+            update_mask = check_update_mask(update_mask, state)
+        elif not (all_ones_as_none and update_rate >= 1.0):
+            b, h, w, _ = state.shape
+            update_mask = masks.update_mask(b, h, w, update_rate, generator=generator, device=state.device, dtype=state.dtype)
+        if dropout_masks is None:
+            dropout_masks = self.draw_dropout_masks(state, generator)
+        else:
+            dropout_masks = self._check_dropout_masks(dropout_masks, state)
+        return update_mask, dropout_masks
+
     def forward(
         self,
         state: torch.Tensor,
@@ -58,13 +76,5 @@ class NCACell(nn.Module):
         Randomness is an input: pass ``update_mask`` ``[B, H, W, 1]`` and ``dropout_masks`` to
         replay a step exactly; otherwise they are drawn from ``generator`` (update mask first).
         """
-        b, h, w, _ = state.shape
-        if update_mask is None:
-            update_mask = masks.update_mask(b, h, w, update_rate, generator=generator, device=state.device, dtype=state.dtype)
-        else:
-            update_mask = check_update_mask(update_mask, state)
-        if dropout_masks is None:
-            dropout_masks = self.draw_dropout_masks(state, generator)
-        else:
-            dropout_masks = self._check_dropout_masks(dropout_masks, state)
+        update_mask, dropout_masks = self.step_masks(state, update_mask, update_rate, dropout_masks, generator)
         return apply_update(state, self.delta(state, dropout_masks), update_mask, self.layout)

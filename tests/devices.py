@@ -36,9 +36,10 @@ def triton_device() -> torch.device:
 
 def triton_runnable() -> bool:
     """Whether the kernels can run here: Triton installed, and a GPU or the interpreter (set by conftest)."""
-    from lnca_fast.fast import backend  # here, not at the top: lnca_fast may import triton, and conftest imports this first
+    # Imported here, not at the top: lnca_fast may import triton, and conftest imports this first.
+    from lnca_fast.fast import cell
 
-    return backend.triton_available() and (not interpreted() or backend.interpreter_enabled())
+    return cell.triton_available() and (not interpreted() or cell.interpreter_enabled())
 
 
 def dot_precision(dtype: torch.dtype, device, input_precision: str = "tf32") -> str:

@@ -10,7 +10,7 @@ from lnca_fast.reference import masks
 from lnca_fast.reference.nafca import NAFCA
 
 from lnca_fast.fast.nafca import FastNAFCA
-from lnca_fast.fast.nafca_ops import AOT_CELLS
+from lnca_fast.fast.nafca_cost import AOT_CELLS
 
 # The tiny preset's cell (5/5/7, E=12, F=34) and an odd one with E and F/2 beyond one inner chunk
 # (3/4/6, E=37, F=78): channel counts that are not powers of two. The paper cell (8x8x64 state)

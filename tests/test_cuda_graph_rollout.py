@@ -24,6 +24,7 @@ import tolerances as tol
 import torch
 from lnca_fast.reference import masks
 
+from bench import cuda_graph_rollout
 from lnca_fast import create_model
 from lnca_fast.fast import rollout_graph
 from lnca_fast.fast.cell import FastCell
@@ -507,6 +508,6 @@ def test_gpu_benchmark_hook_runs():
     model = _cuda_model("latent-nafca")
     with torch.no_grad():
         state = model.seed(model.encode(torch.rand(8, 3, 32, 32, device="cuda"))[1]).contiguous()
-    row = rollout_graph.benchmark_rollout(model, state, 16, update_rate=0.5, runs=3, warmup=1)
+    row = cuda_graph_rollout.benchmark_rollout(model, state, 16, update_rate=0.5, runs=3, warmup=1)
     assert row["bitwise_equal"] and row["graph_stats"]["captures"] == 1
     assert {"eager_ms", "graph_ms", "graph_first_ms", "speedup"} <= set(row)

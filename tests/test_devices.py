@@ -23,7 +23,7 @@ import devices
 import pytest
 import torch
 
-from lnca_fast.fast import backend
+from lnca_fast.fast import cell as backend
 
 TESTS = Path(__file__).parent
 
@@ -53,9 +53,9 @@ def test_with_a_gpu_the_kernels_get_cuda_tensors_and_tf32_limits(fake_gpu):
     # the CPU tensors the tests used to build are refused.
     if backend.triton_available():
         on_helper_device = types.SimpleNamespace(is_cuda=devices.triton_device().type == "cuda")
-        assert backend.resolve("triton", on_helper_device) == "triton"
+        assert backend.resolve_backend("triton", on_helper_device) == "triton"
         with pytest.raises(RuntimeError, match="CUDA tensors"):
-            backend.resolve("triton", torch.zeros(1))
+            backend.resolve_backend("triton", torch.zeros(1))
 
 
 @pytest.mark.parametrize("module", ["test_nafca_kernel_parity", "test_vitca_kernel_parity"])

@@ -20,7 +20,7 @@ import test_vitca_fast_path
 import test_vitca_kernel_parity
 
 from bench import parity_shards, precompile
-from lnca_fast.fast import nafca_launch, vitca_launch, vitca_ops
+from lnca_fast.fast import nafca_layout, vitca_cost, vitca_layout
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,18 +80,18 @@ def test_every_parity_test_cell_is_precompiled(variants):
     keys = {(v.kernel, tuple(sorted((k, x) for k, x in v.constexprs if k in ("C", "CP", "EP", "F2P", "E", "NH", "DP", "MP"))),
              v.signature[0][1]) for v, _ in variants.values()}
     for cfg in nafca_cases.CELLS.values():
-        d = nafca_launch.kernel_dims(cfg.channels, cfg.embed, cfg.ffn, cfg.cell_in)
-        for kernel in nafca_launch.KERNELS.values():
+        d = nafca_layout.kernel_dims(cfg.channels, cfg.embed, cfg.ffn, cfg.cell_in)
+        for kernel in nafca_layout.KERNELS.values():
             consts = {"CP": d.CP, "EP": d.EP, "F2P": d.F2P} | ({} if "wgrad" in kernel else {"C": d.C})
             for pointer in ("*fp32", "*fp16", "*bf16"):
                 assert (kernel, tuple(sorted(consts.items())), pointer) in keys, (kernel, cfg)
     cells = list(test_vitca_kernel_parity.CELLS.values()) + list(test_vitca_fast_path.CELLS.values())
     for cfg in cells:
-        consts = tuple(sorted(vitca_launch.PackLayout.of(cfg).constexprs().items()))
-        for kernel in vitca_launch.KERNELS.values():
+        consts = tuple(sorted(vitca_layout.PackLayout.of(cfg).constexprs().items()))
+        for kernel in vitca_layout.KERNELS.values():
             for pointer in ("*fp32", "*fp16", "*bf16"):
                 assert (kernel, consts, pointer) in keys, (kernel, cfg)
-    assert set(vitca_ops.PARITY_CELLS.values()) <= set(cells)  # no listed cell the tests have dropped
+    assert set(vitca_cost.PARITY_CELLS.values()) <= set(cells)  # no listed cell the tests have dropped
 
 
 def test_every_integer_argument_is_unspecialised():
@@ -156,35 +156,33 @@ _JIT_SCRIPT = textwrap.dedent("""
 
     os.environ["TRITON_INTERPRET"] = "1"  # the launchers' CPU-tensor checks; the kernels stay JIT functions
     from nafca_cases import CELLS, PAPER, twins
-    from lnca_fast.fast import nafca_launch, nafca_ops, vitca_ops
+    from lnca_fast.fast import nafca, nafca_layout, vitca, vitca_cost
+    from lnca_fast.fast.cell import Prepared
     from lnca_fast.fast.fold_vitca import fold_vitca
     from lnca_fast.reference.presets import PRESETS
     from lnca_fast.reference.vitca import ViTCA
-    nafca_ops.device_target = lambda device: nafca_launch.Target.gpu(132)
+    nafca.device_target = lambda device: nafca_layout.Target.gpu(132)
     launches = 0
     for cfg in [*CELLS.values(), PAPER]:
         for dtype, prec in ((torch.float32, "tf32"), (torch.float32, "ieee"), (torch.float16, "ieee"), (torch.bfloat16, "ieee")):
-            for block_m in nafca_launch.block_m_choices("fwd", dtype, prec):
+            for block_m in nafca_layout.block_m_choices("fwd", dtype, prec):
                 _, cell = twins(cfg, 0, dtype=torch.float32)
-                folded = cell.prepare()
+                prepared = cell.prepare()
                 x = torch.rand(2, 9, 7, cfg.channels, dtype=dtype, requires_grad=True)
                 mask = torch.ones(2, 9, 7, 1, dtype=dtype)
                 keep = torch.ones(2, 9, 7, cfg.channels, dtype=torch.bool)
-                out = nafca_ops.nafca_step(x, folded, mask, keep, keep, 0.1, input_precision=prec, block_m=block_m)
+                out = nafca.nafca_step(x, prepared, mask, (keep, keep), input_precision=prec, block_m=block_m)
                 out.backward(torch.ones_like(out))
                 with torch.no_grad():
-                    nafca_ops.nafca_step(x, folded, None, None, None, 0.1, input_precision=prec, block_m=block_m)
+                    nafca.nafca_step(x, prepared, None, None, input_precision=prec, block_m=block_m)
                 launches += 8
     cells = [PRESETS[n].nca for n in ("latent-vitca", "vitca", "tiny-latent-vitca", "tiny-vitca", "latent-vitca-plus-l")]
-    for cfg in cells + list(vitca_ops.PARITY_CELLS.values()):
-        layout = vitca_ops.PackLayout.of(cfg)
-        folded = fold_vitca(ViTCA(cfg))
+    for cfg in cells + list(vitca_cost.PARITY_CELLS.values()):
+        cell = ViTCA(cfg)
         for dtype in (torch.float32, torch.float16, torch.bfloat16):
-            packed = vitca_ops.pack_weights(folded, layout, dtype).detach().requires_grad_(True)
-            pe = vitca_ops.padded_pe(cfg, layout, 5, 6, "cpu")
             x = torch.rand(2, 5, 6, cfg.channels, dtype=dtype, requires_grad=True)
             for mask in (None, torch.ones(2, 5, 6, 1, dtype=dtype)):
-                out = vitca_ops.vitca_step(x, mask, packed, pe, layout, cfg.ln_eps, blocks="gpu")
+                out = vitca.vitca_step(x, Prepared(fold_vitca(cell)), mask, None, blocks="gpu")
                 out.backward(torch.ones_like(out))
                 launches += 6
     print(json.dumps(dict(variants=len(variants), warmed=warmed, launches=launches, compiled=compiled)))

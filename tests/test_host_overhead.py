@@ -12,7 +12,7 @@ import torch
 
 from bench import host_overhead
 from lnca_fast import create_model
-from lnca_fast.fast import nafca_ops, vitca_ops
+from lnca_fast.fast import nafca, vitca
 
 DEVICE = devices.triton_device()
 
@@ -35,8 +35,8 @@ def _counting(monkeypatch, module, name):
     return calls
 
 
-@pytest.mark.parametrize("preset, module, planner", [("tiny-latent-nafca", nafca_ops, "plan_step"),
-                                                     ("tiny-latent-vitca", vitca_ops, "geometry")])
+@pytest.mark.parametrize("preset, module, planner", [("tiny-latent-nafca", nafca, "plan_step"),
+                                                     ("tiny-latent-vitca", vitca, "geometry")])
 def test_plans_once_per_shape_and_the_backward_only_when_recorded(monkeypatch, preset, module, planner):
     calls = _counting(monkeypatch, module, planner)
     cell = create_model(preset, fast=True).to(DEVICE).nca.eval()
@@ -50,7 +50,7 @@ def test_plans_once_per_shape_and_the_backward_only_when_recorded(monkeypatch, p
             first = list(calls)
             cell.run_eager(x, 4)  # a new rollout, same shape: no new plan
             assert calls == first
-        assert first == (["fwd"] if module is nafca_ops else ["kv", "fwd"])  # inference never plans the backward
+        assert first == (["fwd"] if module is nafca else ["kv", "fwd"])  # inference never plans the backward
         assert sum(s.launches for s in stubs.values()) == 2 * (3 + 4)
         cell.train()
         prepared = cell.prepare()
@@ -60,7 +60,7 @@ def test_plans_once_per_shape_and_the_backward_only_when_recorded(monkeypatch, p
             torch.autograd.grad(out.sum(), x)
         # The backward once: NAFCA at the first step autograd records (to fail there, not in backward),
         # ViTCA at its first backward.
-        assert calls == first + (["bwd"] if module is nafca_ops else ["kv", "bwd", "kv_bwd", "wgrad"])
+        assert calls == first + (["bwd"] if module is nafca else ["kv", "bwd", "kv_bwd", "wgrad"])
         with torch.no_grad():
             cell.step_prepared(torch.rand(1, 4, 5, cell.config.channels, device=DEVICE), prepared)  # a new shape
         assert len(calls) > len(first) + 1

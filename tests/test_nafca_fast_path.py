@@ -124,12 +124,12 @@ def test_model_restores_and_trains_like_reference(backend):
 @pytest.mark.interpret
 @TRITON
 def test_kernel_launcher_rejects_bad_input():
-    from lnca_fast.fast.nafca_ops import nafca_step
+    from lnca_fast.fast.nafca import nafca_step
 
     cfg = CELLS["tiny"]
     _, fast = twins(cfg, 0, devices.triton_device())
-    folded = fold_nafca(fast)
-    dev = folded.w_in.device
+    prepared = fast.prepare()
+    dev = prepared.folded.w_in.device
     good = torch.randn(2, 3, 4, cfg.channels, device=dev)
     keep = torch.ones(2, 3, 4, cfg.channels, dtype=torch.bool, device=dev)
     cases = {
@@ -143,11 +143,11 @@ def test_kernel_launcher_rejects_bad_input():
     }
     for message, (state, mask, k1, k2) in cases.items():
         with pytest.raises(ValueError, match=message):
-            nafca_step(state, folded, mask, k1, k2, cfg.dropout)
+            nafca_step(state, prepared, mask, None if k1 is None and k2 is None else (k1, k2))
     with pytest.raises(ValueError, match="block_m"):
-        nafca_step(good, folded, None, None, None, cfg.dropout, input_precision="ieee", block_m=64)
+        nafca_step(good, prepared, None, None, input_precision="ieee", block_m=64)
     with pytest.raises(ValueError, match="input_precision"):
-        nafca_step(good, folded, None, None, None, cfg.dropout, input_precision="fp8")
+        nafca_step(good, prepared, None, None, input_precision="fp8")
 
 
 def test_masks_module_is_the_only_randomness():

@@ -9,7 +9,7 @@ w.r.t. the ORIGINAL module parameters: autograd carries the kernels' folded-para
 back through the folding.
 
 Every launch cuts the batch's flat raster of cells into contiguous program ranges
-(``nafca_launch.Geometry``), so images span several programs and programs straddle image rows,
+(``nafca_layout.Geometry``), so images span several programs and programs straddle image rows,
 image boundaries and the grid border: the interpreter plans its largest blocks (programs of one
 chunk, the backward's spread over 4 programs), ``cells_per_program`` cuts ranges anywhere.
 """
@@ -30,9 +30,11 @@ DEVICE = devices.triton_device()
 if not devices.triton_runnable():
     pytest.skip("Triton kernels need CUDA or TRITON_INTERPRET=1", allow_module_level=True)
 
-from lnca_fast.fast import nafca_ops  # noqa: E402
+from lnca_fast.fast import cell as fast_cell  # noqa: E402
 from lnca_fast.fast.fold_nafca import fold_nafca  # noqa: E402
-from lnca_fast.fast.nafca_launch import (  # noqa: E402
+from lnca_fast.fast.nafca import device_target, nafca_step  # noqa: E402
+from lnca_fast.fast.nafca_cost import AOT_CELLS, aot_specs, launch_plan, launch_variants  # noqa: E402
+from lnca_fast.fast.nafca_layout import (  # noqa: E402
     PROGRAMS_PER_SM,
     STEPS,
     WGRAD_JOBS,
@@ -46,7 +48,6 @@ from lnca_fast.fast.nafca_launch import (  # noqa: E402
     plan_step,
     wgrad_tiles,
 )
-from lnca_fast.fast.nafca_ops import AOT_CELLS, aot_specs, device_target, launch_plan, launch_variants, nafca_step  # noqa: E402
 
 pytestmark = pytest.mark.interpret
 # fp32 and fp16 run everywhere; bf16 only on a GPU (the interpreter multiplies bf16 bit patterns).
@@ -63,7 +64,7 @@ def _nan_scratch():
         return torch.full(shape, float("nan"), dtype=dtype, device=device)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(nafca_ops, "_scratch", nan_filled)
+        patch.setattr(fast_cell, "scratch", nan_filled)
         yield
 
 
@@ -75,11 +76,10 @@ def run_pair(cell: str, b: int, h: int, w: int, steps: int, rate: float, dropout
     cfg = CONFIGS[cell]
 
     def make_step(fast):
-        folded = fold_nafca(fast)  # once per rollout, as FastNAFCA.run does
+        prepared = fast_cell.Prepared(fold_nafca(fast), cfg.dropout)  # once per rollout, as FastNAFCA.run does
 
         def step(y, mask, keeps):
-            k1, k2 = keeps if keeps else (None, None)
-            return nafca_step(y, folded, mask, k1, k2, cfg.dropout, input_precision=prec, block_m=block_m,
+            return nafca_step(y, prepared, mask, keeps or None, input_precision=prec, block_m=block_m,
                               cells_per_program=cells_per_program)
 
         return step

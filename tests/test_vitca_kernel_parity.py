@@ -1,4 +1,4 @@
-"""Fused ViTCA step kernels (forward and backward, through ``vitca_ops.vitca_step``) against the
+"""Fused ViTCA step kernels (forward and backward, through ``vitca.vitca_step``) against the
 float64 reference cell: the new state, the state gradient and the gradient of every *original*
 module parameter (through folding and packing), for single steps and short rollouts with
 replayed update masks. On a CPU-only machine the kernels run in Triton's interpreter (conftest).
@@ -27,8 +27,9 @@ from lnca_fast.reference.vitca import ViTCA
 from random_params import fill_fan_in
 from tolerances import VITCA_WGRAD_GEMM, vitca_kernel_limits
 
-from lnca_fast.fast import vitca_launch, work
-from lnca_fast.fast import vitca_ops as ops
+from lnca_fast.fast import vitca as ops
+from lnca_fast.fast import vitca_cost, vitca_layout, work
+from lnca_fast.fast.cell import Prepared
 from lnca_fast.fast.fold_vitca import fold_vitca
 
 pytestmark = pytest.mark.skipif(not devices.triton_runnable(), reason="needs CUDA or TRITON_INTERPRET=1 with triton installed")
@@ -66,14 +67,11 @@ def relative_errors(cell64, cell, state0, masks_, grad, dtype, options):
         ref = apply_update(ref, cell64.delta(ref, None), torch.ones_like(ref[..., :1]) if m is None else m, cell64.layout)
     (ref * grad).sum().backward()
 
-    h, w = state0.shape[1:3]
-    layout = ops.PackLayout.of(cell.config)
     s = state0.to(DEVICE, dtype).requires_grad_()
-    packed = ops.pack_weights(fold_vitca(cell), layout, dtype)
-    pe = ops.padded_pe(cell.config, layout, h, w, DEVICE)
+    prepared = Prepared(fold_vitca(cell))  # once per rollout, as FastViTCA.run does
     out = s
     for m in masks_:
-        out = ops.vitca_step(out, None if m is None else m.to(DEVICE, dtype), packed, pe, layout, cell.config.ln_eps, **options)
+        out = ops.vitca_step(out, prepared, None if m is None else m.to(DEVICE, dtype), None, **options)
     (out.double() * grad.to(DEVICE)).sum().backward()
 
     def rel(a, b):
@@ -154,7 +152,7 @@ def test_rollout_parity(case):
     check(**case)
 
 
-@pytest.mark.parametrize("presets", list(ops.spec_layouts()))
+@pytest.mark.parametrize("presets", list(vitca_cost.spec_layouts()))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("blocks", ["gpu", "auto"])
 def test_every_launch_config(presets, dtype, blocks):
@@ -163,7 +161,7 @@ def test_every_launch_config(presets, dtype, blocks):
     interpreter's; the GPU-only bf16 variant is in ``test_gpu_bf16``. Two 5 x 6 images in three
     ranges of 20 cells: starts mid-row, one range across the image boundary (cells 20-39), and
     with the GPU's 16-cell blocks two blocks per program (the second adds to the partial rows)."""
-    cfg, _ = ops.spec_layouts()[presets]
+    cfg, _ = vitca_cost.spec_layouts()[presets]
     check(presets, 2, 5, 6, 0.5, 1, dtype, 20, 7, blocks=blocks, cfg=cfg)
 
 
@@ -221,7 +219,7 @@ def test_backward_is_deterministic(monkeypatch):
 ])
 def test_weight_gradient_gemm(cfg_name, cells, splits, blocks):
     """``_vitca_wgrad_kernel`` alone on random per-cell rows against float64 torch: every job's
-    ``X^T dY`` and column sum lands in its packed segment (``vitca_launch.WGRAD_JOBS``), the
+    ``X^T dY`` and column sum lands in its packed segment (``vitca_layout.WGRAD_JOBS``), the
     embedding's X is the state and the head's dY the incoming gradient times the update mask
     (zero rows / columns past C), and every element of every split's partial row is written
     (NaN-filled before)."""
@@ -236,7 +234,7 @@ def test_weight_gradient_gemm(cfg_name, cells, splits, blocks):
     mask = (torch.rand(cells, generator=g) < 0.5).double()
     widths = dict(layout.row_columns())
     offsets = dict(zip(widths, [0, *itertools.accumulate(widths.values())]))
-    geom = vitca_launch.geometry("wgrad", cells, layout, torch.float32, DEVICE, blocks=blocks)
+    geom = vitca_layout.geometry("wgrad", cells, layout, torch.float32, DEVICE, blocks=blocks)
     partials = torch.full((splits, layout.size), float("nan"), device=DEVICE)
     on = dict(device=DEVICE, dtype=torch.float32)
     _vitca_wgrad_kernel[(splits * geom.programs // geom.splits,)](
@@ -254,7 +252,7 @@ def test_weight_gradient_gemm(cfg_name, cells, splits, blocks):
             return torch.nn.functional.pad(grad * mask[:, None], (0, layout.cp - layout.channels))
         return rows[:, offsets[name]: offsets[name] + widths[name]]
 
-    for weight, bias, x, dy in vitca_launch.WGRAD_JOBS:
+    for weight, bias, x, dy in vitca_layout.WGRAD_JOBS:
         want_w, want_b = operand(x).t() @ operand(dy), operand(dy).sum(0)
         assert want_w.shape == shapes[weight], weight
         torch.testing.assert_close(got[weight].view(shapes[weight]), want_w, **limits, msg=weight)
@@ -275,16 +273,16 @@ def test_plans_fill_an_h200(kind, dtype, precision):
     programs: splitting blocks further only adds waves; its GEMM one split per chunk."""
     layout = ops.PackLayout.of(PRESETS["latent-vitca"].nca)
     for batch, side in WORKLOADS:
-        plan = ops.launch_plan(kind, batch, side, side, dtype, sms=132, input_precision=precision)
+        plan = vitca_cost.launch_plan(kind, batch, side, side, dtype, sms=132, input_precision=precision)
         kernels = [launch for launch in plan if not launch.kernel.startswith("torch")]
-        assert [launch.kernel for launch in kernels] == [vitca_launch.KERNELS[r] for r in vitca_launch.ROLES[kind]]
+        assert [launch.kernel for launch in kernels] == [vitca_layout.KERNELS[r] for r in vitca_layout.ROLES[kind]]
         cells = batch * side * side
         for launch in kernels:
             assert launch.cells == cells and launch.flops > 0 and launch.hbm_bytes > 0
-            if launch.kernel != vitca_launch.KERNELS["wgrad"]:
+            if launch.kernel != vitca_layout.KERNELS["wgrad"]:
                 assert launch.programs == (32 if cells == 512 else 528), (batch, side, launch)
             elif cells == 512:
-                chunk = vitca_launch.geometry("wgrad", cells, layout, dtype, "cuda", sms=132).block_m
+                chunk = vitca_layout.geometry("wgrad", cells, layout, dtype, "cuda", sms=132).block_m
                 assert launch.programs == 24 * (512 // chunk), (batch, side, launch)
             else:
                 assert launch.programs == 22 * 24, (batch, side, launch)
@@ -294,14 +292,14 @@ def test_plans_fill_an_h200(kind, dtype, precision):
 def test_plan_configs_exist_in_aot_specs():
     """Every launch of every plan names exactly one compiled variant (kernel and configuration),
     for every cell layout, kind, dtype and a spread of shapes; every spec is some plan's."""
-    specs = ops.aot_specs()
+    specs = vitca_cost.aot_specs()
     labels = [s.config for s in specs]
     used = set()
-    for cell in ["latent", "pixel", *ops.spec_layouts()]:
+    for cell in ["latent", "pixel", *vitca_cost.spec_layouts()]:
         for kind in ("fwd", "bwd"):
             for dtype, precision in DTYPES:
                 for batch, side in [*WORKLOADS, (1, 1), (3, 7)]:
-                    for launch in ops.launch_plan(kind, batch, side, side, dtype, input_precision=precision, cell=cell):
+                    for launch in vitca_cost.launch_plan(kind, batch, side, side, dtype, input_precision=precision, cell=cell):
                         if launch.kernel.startswith("torch"):
                             continue
                         match = [s for s in specs if s.config == launch.config]
@@ -310,7 +308,7 @@ def test_plan_configs_exist_in_aot_specs():
                         used.add(launch.config)
     assert len(set(labels)) == len(labels) and used == set(labels)
     with pytest.raises(ValueError, match="cell must be one of"):
-        ops.launch_plan("fwd", 1, 8, 8, torch.float32, cell="nafca")
+        vitca_cost.launch_plan("fwd", 1, 8, 8, torch.float32, cell="nafca")
 
 
 def test_plan_programs_is_the_cheapest_split():
@@ -318,13 +316,13 @@ def test_plan_programs_is_the_cheapest_split():
     waves x blocks (CTAS_PER_SM programs per SM at a time), and it takes >= the target when a
     cheapest split does."""
     sms, block_m = 6, 4
-    target, slots = vitca_launch.PROGRAMS_PER_SM * sms, vitca_launch.CTAS_PER_SM * sms
+    target, slots = vitca_layout.PROGRAMS_PER_SM * sms, vitca_layout.CTAS_PER_SM * sms
 
     def cost(cells, p):
         return math.ceil(p / slots) * math.ceil(math.ceil(cells / p) / block_m)
 
     for cells in [*range(1, 300), 1000, 1999]:
-        p = vitca_launch.plan_programs(cells, block_m, sms)
+        p = vitca_layout.plan_programs(cells, block_m, sms)
         costs = {q: cost(cells, q) for q in range(1, cells + 1)}
         best = min(costs.values())
         assert costs[p] == best, (cells, p)
@@ -332,17 +330,17 @@ def test_plan_programs_is_the_cheapest_split():
 
 
 def test_flops_parts_sum_to_the_model():
-    for cfg in [*CELLS.values(), *(c for c, _ in ops.spec_layouts().values())]:
-        assert sum(vitca_launch.flops_parts(cfg).values()) == work.vitca_flops_per_cell(cfg)
+    for cfg in [*CELLS.values(), *(c for c, _ in vitca_cost.spec_layouts().values())]:
+        assert sum(work.vitca_flops_parts(cfg).values()) == work.vitca_flops_per_cell(cfg)
         model = work.vitca_flops_per_cell(cfg)
-        parts = vitca_launch.flops_parts(cfg)
+        parts = work.vitca_flops_parts(cfg)
         extra = parts["embed"] + parts["ln1"]
-        fwd = sum(vitca_launch.role_flops_per_cell(r, cfg) for r in vitca_launch.ROLES["fwd"])
-        bwd = sum(vitca_launch.role_flops_per_cell(r, cfg) for r in vitca_launch.ROLES["bwd"])
+        fwd = sum(vitca_cost.role_flops_per_cell(r, cfg) for r in vitca_layout.ROLES["fwd"])
+        bwd = sum(vitca_cost.role_flops_per_cell(r, cfg) for r in vitca_layout.ROLES["bwd"])
         assert fwd == model + extra
         assert bwd == 3 * model + 3 * extra + parts["ln2"] + parts["ff1"] + parts["gelu"]
         # The GEMM executes every weight and bias gradient: one x^T dy (2 x in x out) and one column sum each.
-        assert vitca_launch.role_flops_per_cell("wgrad", cfg) == sum(vitca_launch.weight_grad_flops(cfg).values())
+        assert vitca_cost.role_flops_per_cell("wgrad", cfg) == sum(vitca_cost.weight_grad_flops(cfg).values())
 
 
 def test_launcher_rejects_bad_input():

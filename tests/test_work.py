@@ -95,3 +95,20 @@ def test_parameter_counts_match_section_6_2():
     vitca = create_model("latent-vitca").nca
     assert sum(p.numel() for p in nafca.parameters()) == pytest.approx(46.8e3, rel=0.002)
     assert sum(p.numel() for p in vitca.parameters()) == pytest.approx(97.5e3, rel=0.002)
+
+
+def test_launch_shares_are_built_on_the_one_model():
+    """Each NAFCA launch's FLOPs are parts of ``work.nafca_flops_parts``: the forward launches add
+    up to the model, the backward's to 3x the model (forward, 2x backward) plus what it recomputes
+    (the front again in its taps launch, the gate-to-conv4 stretch in the gate backward's second
+    loop); the weight-gradient GEMM's are the weight gradients' alone."""
+    from lnca_fast.fast import nafca_cost
+
+    for cfg in (NAFCAConfig(), NAFCAConfig(cell_in=3, cell_out=4, hidden=6, embed=37, ffn_expand=6)):
+        parts, model = work.nafca_flops_parts(cfg), work.nafca_flops_per_cell(cfg)
+        flops = {k: nafca_cost.kernel_flops_per_cell(k, cfg) for k in ("taps", "fwd", "gate_bwd", "perception_bwd", "wgrad")}
+        assert flops["taps"] + flops["fwd"] == model
+        front = sum(parts[p] for p in ("ln1", "conv1", "conv2", "gate1", "taps", "conv3"))
+        again = sum(parts[p] for p in ("gate_mul", "beta", "ln2", "conv4"))
+        assert flops["taps"] + flops["gate_bwd"] + flops["perception_bwd"] + flops["wgrad"] == 3 * model + front + again
+        assert flops["wgrad"] == sum(nafca_cost.weight_grad_flops(cfg).values())

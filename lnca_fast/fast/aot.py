@@ -5,7 +5,7 @@ registers, spills and shared memory from the cubin, and combines them with the l
 a few workloads into the occupancy report (programs per launch, CTAs per SM, waves, predicted
 time per step).
 
-Each ops module (``nafca_ops``, ``vitca_ops``) exposes
+Each cost module (``nafca_cost``, ``vitca_cost``) exposes
 - ``aot_specs() -> list[AOTSpec]``: every compiled variant;
 - ``launch_plan(kind, batch, height, width, dtype, *, sms=132, input_precision=None) -> list[Launch]``:
   the launches one step's forward (``kind="fwd"``) or backward (``kind="bwd"``) issues on a CUDA
@@ -33,8 +33,8 @@ class AOTSpec:
     num_warps: int = 4
     num_stages: int = 2
     config: str = ""  # human-readable label of the launch configuration, e.g. "BLOCK_M=64 fp32"
-    bytes_per_cell: float = 0.0  # HBM bytes the kernel moves per cell (formula in the ops module)
-    flops_per_cell: float = 0.0  # FLOPs per cell (formula in the ops module)
+    bytes_per_cell: float = 0.0  # HBM bytes the kernel moves per cell (formula in the cost module)
+    flops_per_cell: float = 0.0  # FLOPs per cell (formula in the cost module)
     attrs: dict = field(default_factory=dict)  # optional ASTSource attrs (e.g. divisibility hints)
 
 

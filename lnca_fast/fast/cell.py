@@ -1,36 +1,171 @@
-"""What every fast cell shares with its reference twin: the same parameters (it *is* a subclass of
-the reference cell), the same randomness drawn in the same order, and a step loop that prepares
-(folds) the weights once per rollout instead of once per step.
+"""The contract both fast cells implement and the machinery they share between ``FastCell`` and
+their kernels: which implementation runs a step (``resolve_backend``), the rollout's prepared
+weights (``Prepared``), launch options, the launch-plan cache, scratch buffers, dtype names and the
+integer helpers of planning. Each cell's runtime file (``nafca.py``, ``vitca.py``) supplies only
+its own: the layout of its weights and its block table (``*_layout.py``) and its kernels.
 
-A fast cell implements two methods:
-- ``prepare()``: fold the weights into what the fused step consumes. Differentiable: autograd
-  flows through the folding back to the module's parameters, so training needs no special case.
+A fast cell *is* a subclass of its reference cell (same parameters, same ``state_dict``), draws the
+same randomness in the same order (``reference.cell.draw_step_masks``) and prepares (folds) its
+weights once per rollout instead of once per step. It implements:
+- ``prepare() -> Prepared``: the folded weights. Differentiable: autograd flows through the
+  folding back to the module's parameters, so training needs no special case.
 - ``fused_step(state, prepared, update_mask, dropout_masks, backend, *, recompute)``: one step.
   ``update_mask`` is ``[B, H, W, 1]`` or ``None`` (every cell updates); ``dropout_masks`` are the
   reference's bool keep masks or ``None`` (no dropout). ``backend`` is ``"triton"`` or ``"torch"``.
 - ``activation_bytes(state)``: what the CPU path keeps per step under autograd, which the
   ``recompute="auto"`` choice weighs (docs/design/cpu-fast-path.md).
 
-``run`` replays an inference rollout on CUDA as one captured CUDA graph when it can
-(``rollout_graph``: no autograd, no training dropout, Triton backend; the same masks from the same
-generator) and runs the eager step loop otherwise.
+Backends: ``"triton"`` runs the Triton kernels on CUDA tensors, or on CPU tensors under
+``TRITON_INTERPRET=1`` (Triton's interpreter: slow, but parity is checked through the public API
+without a GPU); ``"torch"`` is the CPU fast path. Chosen per call from the tensor's device, never at
+import time. Plans are made once per shape and option set, then looked up: on the paper's small
+grids the host, not the GPU, sets a step's pace (``python -m bench.host_overhead``). ``run``
+replays an inference rollout on CUDA as one captured graph when ``rollout_graph`` allows it.
 """
 
 from __future__ import annotations
 
+import functools
+import os
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from ..reference import masks
-from ..reference.checks import check_update_mask
-from . import backend as backends
 from . import rollout_graph
+
+BACKENDS = ("auto", "triton", "torch")
+DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}  # the kernels' state dtypes
+
+
+@functools.lru_cache(maxsize=1)
+def triton_available() -> bool:
+    try:
+        import triton  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def interpreter_enabled() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def resolve_backend(backend: str, state: torch.Tensor) -> str:
+    """The concrete backend for ``state`` (``"triton"`` or ``"torch"``), or a clear error."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        backend = "triton" if (state.is_cuda or interpreter_enabled()) else "torch"
+    if backend == "triton":
+        if not triton_available():
+            raise RuntimeError("the Triton backend needs the 'triton' package (pip install triton==3.7.1)")
+        if not state.is_cuda and not interpreter_enabled():
+            raise RuntimeError(
+                "Triton kernels need CUDA tensors, or TRITON_INTERPRET=1 (set before importing triton) for CPU tensors"
+            )
+    elif state.is_cuda:
+        raise RuntimeError("the 'torch' backend is the CPU fast path; CUDA tensors use the 'triton' backend")
+    return backend
+
+
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def pow2(n: int, lo: int = 16) -> int:
+    """``n`` rounded up to a power of two, at least ``lo`` (``tl.dot`` needs every dim >= 16 on GPU)."""
+    return max(lo, 1 << (max(n, 1) - 1).bit_length())
+
+
+@functools.lru_cache(maxsize=8)
+def _sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def device_sms(device: torch.device) -> int:
+    """Streaming multiprocessors of a CUDA device (what a GPU plan fills)."""
+    device = torch.device(device)
+    return _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+
+
+class Prepared:
+    """One rollout's folded weights and what a step derives from them (packed kernel weights per
+    dtype, tables per grid size, CPU workspaces), each made once by ``derive``. Everything stays
+    differentiable w.r.t. the module's parameters: a training rollout prepares under autograd.
+    ``dropout_p`` is the cell's dropout rate (0 for cells without dropout)."""
+
+    def __init__(self, folded, dropout_p: float = 0.0):
+        self.folded = folded
+        self.dropout_p = dropout_p
+        self.derived: dict = {}
+
+    def derive(self, key: Hashable, make: Callable[[], object]):
+        value = self.derived.get(key)
+        if value is None:
+            value = self.derived[key] = make()
+        return value
+
+
+T = TypeVar("T")
+
+
+class PlanCache(Generic[T]):
+    """Launch plans kept per key, so a rollout plans once, not per step. Bounded by a key count and
+    started over when full: a plan is cheap to make again, and a process restoring many image sizes
+    must not grow without limit. ``clear`` exists because plans hold the kernel objects, which
+    ``bench.host_overhead`` swaps for no-ops."""
+
+    def __init__(self, max_keys: int = 512):
+        self.max_keys = max_keys
+        self._plans: dict[Hashable, T] = {}
+
+    def get(self, key: Hashable, make: Callable[[], T]) -> T:
+        """The plan for ``key``, made by ``make()`` the first time."""
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = make()
+            if len(self._plans) >= self.max_keys:
+                self._plans.clear()
+            self._plans[key] = plan
+        return plan
+
+    def clear(self) -> None:
+        self._plans.clear()
+
+    def __len__(self) -> int:
+        return len(self._plans)
+
+
+def scratch(*shape: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """An uninitialised buffer that a step's launches write completely before anything reads it
+    (exchange, hand-off, operand and partial buffers). Tests replace it with a NaN-filled one, so an
+    element read before it is written cannot go unnoticed."""
+    return torch.empty(*shape, dtype=dtype, device=device)
+
+
+def f32_buffers(device, *sizes: int) -> tuple[torch.Tensor, ...]:
+    """Flat fp32 scratch buffers of ``sizes`` elements cut from one allocation (one allocator call
+    for a backward's several; the kernels take flat pointers). Each starts 64-byte aligned, as the
+    kernels are compiled for; all but the last are padded to that, so the last has exactly its size."""
+    padded = [cdiv(size, 16) * 16 for size in sizes[:-1]] + [sizes[-1]]
+    return scratch(sum(padded), dtype=torch.float32, device=device).split_with_sizes(padded)
+
+
+def check_cells_per_program(cells_per_program) -> None:
+    if cells_per_program is not None and (isinstance(cells_per_program, bool) or not isinstance(cells_per_program, int)
+                                          or cells_per_program < 1):
+        raise ValueError(f"cells_per_program must be a positive int, got {cells_per_program!r}")
 
 
 class FastCell:
     """Mixin placed before the reference cell: ``class FastNAFCA(FastCell, NAFCA)``."""
 
     backend: str = "auto"
+    # Triton launch options of this cell (``set_launch``): names in LAUNCH_OPTIONS; empty = the planner's choice.
+    LAUNCH_OPTIONS: tuple[str, ...] = ()
+    launch_options: dict = {}
     # CPU path under autograd: True saves one state per step and recomputes the step in backward
     # (the Triton backward always does); False keeps every intermediate (faster, ~20-30x the
     # bytes); "auto" recomputes only when a rollout's intermediates would pass
@@ -49,9 +184,21 @@ class FastCell:
 
     def set_backend(self, backend: str) -> None:
         """Pin ``"triton"``, ``"torch"`` or ``"auto"`` (by device; the default)."""
-        if backend not in backends.BACKENDS:
-            raise ValueError(f"backend must be one of {backends.BACKENDS}, got {backend!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.backend = backend
+
+    def backend_for(self, state: torch.Tensor) -> str:
+        """The backend a step on ``state`` runs (``resolve_backend`` of the pinned one)."""
+        return resolve_backend(self.backend, state)
+
+    def set_launch(self, **options) -> None:
+        """Pin Triton launch options (the cell's ``LAUNCH_OPTIONS``; tests cover every configuration
+        with them). No options: the planner's choice."""
+        unknown = set(options) - set(self.LAUNCH_OPTIONS)
+        if unknown:
+            raise ValueError(f"unknown launch options {sorted(unknown)}; valid: {', '.join(self.LAUNCH_OPTIONS)}")
+        self.launch_options = dict(options)
 
     def set_cuda_graphs(self, enabled: bool = True) -> None:
         """Turn the CUDA-graph rollout on (the default) or off; off also frees the captured graphs."""
@@ -66,7 +213,7 @@ class FastCell:
         which the version-counter check cannot see)."""
         rollout_graph.clear(self)
 
-    def prepare(self):
+    def prepare(self) -> Prepared:
         raise NotImplementedError
 
     def fused_step(self, state, prepared, update_mask, dropout_masks, backend: str, *, recompute: bool = False) -> torch.Tensor:
@@ -84,7 +231,7 @@ class FastCell:
     def recompute_for(self, state: torch.Tensor, steps: int = 1) -> bool:
         """Whether a ``steps``-step rollout from ``state`` recomputes in backward (CPU path under
         autograd only; ``recompute`` says how it is chosen)."""
-        if not torch.is_grad_enabled() or backends.resolve(self.backend, state) != "torch":
+        if not torch.is_grad_enabled() or self.backend_for(state) != "torch":
             return False
         mode = self.recompute
         if mode == "auto":
@@ -107,16 +254,9 @@ class FastCell:
         """One step with already prepared weights; randomness exactly as ``NCACell.forward``.
         ``recompute``: None decides for this step alone (``recompute_for(state, 1)``); a rollout
         decides once for all its steps."""
-        b, h, w, _ = state.shape
-        if update_mask is not None:
-            update_mask = check_update_mask(update_mask, state)
-        elif update_rate < 1.0:  # rate 1 draws nothing and updates every cell: pass None
-            update_mask = masks.update_mask(b, h, w, update_rate, generator=generator, device=state.device, dtype=state.dtype)
-        if dropout_masks is None:
-            dropout_masks = self.draw_dropout_masks(state, generator)
-        else:
-            dropout_masks = self._check_dropout_masks(dropout_masks, state)
-        backend = backends.resolve(self.backend, state)
+        update_mask, dropout_masks = self.step_masks(state, update_mask, update_rate, dropout_masks, generator,
+                                                     all_ones_as_none=True)
+        backend = self.backend_for(state)
         if recompute is None:
             recompute = self.recompute_for(state, 1)
         if backend == "torch" and recompute and torch.is_grad_enabled():

@@ -23,18 +23,13 @@ after them. If capture raises, the call returns the warm-up's result, the cell w
 that key runs eagerly from then on.
 
 Testing without a GPU: the capture mechanism is injectable (``cell.graph_capture``; ``None`` =
-``CudaGraphCapture``). Benchmark hook: ``benchmark_rollout`` times eager against graph rollouts on
-CUDA; ``main`` prints it as JSON lines for a few presets and sizes.
+``CudaGraphCapture``). Eager against graph rollouts on CUDA: ``python -m bench.cuda_graph_rollout``.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
-import math
 import os
-import statistics
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable
@@ -42,8 +37,6 @@ from itertools import chain
 from typing import Protocol
 
 import torch
-
-from . import backend as backends
 
 ENV_SWITCH = "LNCA_CUDA_GRAPHS"  # "0" turns the graph path off process-wide
 MASK_ROW_ALIGN = 64  # elements: every step's mask row starts 16-byte aligned in any dtype
@@ -243,7 +236,7 @@ def parameter_fingerprint(cell) -> tuple:
 
 
 def graph_key(cell, state: torch.Tensor, steps: int, update_rate: float) -> tuple:
-    options = getattr(cell, "launch_options", None)
+    options = cell.launch_options
     return (tuple(state.shape), state.dtype, state.device, steps, rate_class(update_rate),
             torch.is_inference_mode_enabled(), cell.training, repr(sorted(options.items())) if options else None)
 
@@ -269,7 +262,7 @@ def eager_reason(cell, state, steps, update_rate) -> str | None:
     if not mechanism_of(cell).supports(state):
         return f"state on {state.device.type} (CUDA graphs need CUDA tensors)"
     try:
-        backend = backends.resolve(cell.backend, state)
+        backend = cell.backend_for(state)
     except (RuntimeError, ValueError):
         return "no valid backend (the eager path raises the error)"
     if backend != "triton":
@@ -324,83 +317,3 @@ def run_graphed(cell, state: torch.Tensor, steps: int, update_rate: float, gener
         graphs.entries.popitem(last=False)
         graphs.stats["evictions"] += 1
     return out
-
-
-# -- benchmark hook -----------------------------------------------------------------------------
-def _cuda_ms(fn) -> tuple[float, object]:
-    """Milliseconds of one call of ``fn`` on the current stream (CUDA events), and its result."""
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    torch.cuda.synchronize()
-    start.record()
-    out = fn()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end), out
-
-
-def benchmark_rollout(model, state: torch.Tensor, steps: int = 64, *, update_rate: float | None = None,
-                      runs: int = 20, warmup: int = 3, seed: int = 0) -> dict:
-    """Time ``model.run(state, steps)`` (a fast NCA model, CUDA state) eagerly and through the
-    graph, under ``torch.no_grad()``, with a CUDA generator seeded ``seed`` per variant. Each run
-    is timed alone with CUDA events (mask draws, copy-in and the output copy included). Returns
-    medians in ms, the first call of each (the graph's: warm-up + capture) and whether a replay
-    gives the eager state bit for bit. Speed is a benchmark matter: nothing here asserts it."""
-    if not (isinstance(state, torch.Tensor) and state.is_cuda):
-        raise ValueError("benchmark_rollout times CUDA rollouts: expected a CUDA state [B, H, W, C]")
-    cell = model.nca
-    saved = cell.cuda_graphs
-    result, checks = {}, {}
-    try:
-        for name, enabled in (("eager", False), ("graph", True)):
-            cell.cuda_graphs = enabled
-            cell.clear_cuda_graphs()
-            generator = torch.Generator(device=state.device).manual_seed(seed)
-
-            def call(generator=generator):
-                with torch.no_grad():
-                    return model.run(state, steps, update_rate=update_rate, generator=generator)
-
-            result[f"{name}_first_ms"] = _cuda_ms(call)[0]
-            for _ in range(warmup):
-                call()
-            result[f"{name}_ms"] = statistics.median(_cuda_ms(call)[0] for _ in range(runs))
-            checks[name] = call(torch.Generator(device=state.device).manual_seed(seed))  # graph: a replay
-        result["graph_stats"] = dict(graphs_of(cell).stats)
-    finally:
-        cell.cuda_graphs = saved
-    result["speedup"] = result["eager_ms"] / result["graph_ms"] if result["graph_ms"] > 0 else math.inf
-    result["bitwise_equal"] = bool(torch.equal(checks["eager"], checks["graph"]))
-    rate = model.config.update_rate if update_rate is None else update_rate
-    result.update(steps=steps, update_rate=rate, shape=list(state.shape), dtype=str(state.dtype).removeprefix("torch."))
-    return result
-
-
-def main(argv=None) -> None:
-    """One JSON line per (model, dtype, size, rate) with ``benchmark_rollout``'s numbers, e.g.
-    ``python -c 'from lnca_fast.fast.rollout_graph import main; main()' --model latent-nafca --size 32``
-    (not ``python -m``: the package imports this module first)."""
-    from ..factory import create_model
-
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--model", nargs="+", default=["latent-nafca", "latent-vitca"])
-    parser.add_argument("--size", nargs="+", type=int, default=[32, 64])
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--rate", nargs="+", type=float, default=[1.0, 0.5])
-    parser.add_argument("--dtype", nargs="+", default=["float32"], choices=["float32", "float16", "bfloat16"])
-    parser.add_argument("--steps", type=int, default=64)
-    parser.add_argument("--runs", type=int, default=20)
-    args = parser.parse_args(argv)
-    if not torch.cuda.is_available():
-        raise SystemExit("benchmark_rollout needs a CUDA GPU")
-    for name in args.model:
-        for dtype_name in args.dtype:
-            dtype = getattr(torch, dtype_name)
-            model = create_model(name, fast=True).to("cuda", dtype).eval()
-            for size in args.size:
-                x = torch.rand(args.batch, 3, size, size, generator=torch.Generator().manual_seed(size)).to("cuda", dtype)
-                with torch.no_grad():
-                    state = model.seed(model.encode(x)[1]).contiguous()
-                for rate in args.rate:
-                    row = benchmark_rollout(model, state, args.steps, update_rate=rate, runs=args.runs)
-                    print(json.dumps(dict(model=name, size=size, batch=args.batch, **row)), flush=True)
-

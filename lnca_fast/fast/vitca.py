@@ -1,67 +1,50 @@
-"""FastViTCA: the reference ViTCA cell (same parameters, same ``state_dict``) whose step runs fused:
-the Triton kernels (``vitca_ops``; CUDA, or CPU tensors under TRITON_INTERPRET=1) or the CPU fast
-path (``cpu_vitca``). Weights are folded once per rollout (``prepare``); what depends on the grid
-size (the positional-encoding table) is derived lazily per (H, W) and cached in the prepared
-object, so a rollout pays for it once."""
+"""FastViTCA: the reference ViTCA cell (same parameters, same ``state_dict``) whose step runs
+fused: the Triton kernels, whose runtime this file is (pack, plan, launch, the
+``autograd.Function``), or the CPU fast path (``cpu_vitca``). Weights are folded once per rollout
+(``prepare``); what depends on the grid size (the positional-encoding table) is derived lazily per
+(H, W) and kept in the ``Prepared``, so a rollout pays for it once.
+
+``vitca_step(state, prepared, update_mask, dropout_masks, **launch_options)``: one step with the
+reference's semantics. The state is channels-last ``[B, H, W, C]``, made contiguous here; the
+kernels see the folded weights as one packed buffer (``PackLayout``) whose gradient comes back as
+per-split partial rows of the weight-gradient GEMM. One step is a few launches (``ROLES``), each
+over the flat cells ``[B * H * W]`` split into contiguous per-program ranges; neighbours' data
+crosses launches through per-cell buffers in global memory (the only activation kept per step is
+its input state):
+- forward: ``kv`` (embedding, LN1, K | V of every cell -> ``[cells, 2 AP]``), then ``fwd`` (the
+  rest of the step, reading the 9 neighbours' K / V; out-of-grid slots are zero in the softmax);
+- backward: ``kv`` again, ``bwd`` (the forward rest and the backward down to the attention, and
+  every layer's weight-gradient operands -> ``[cells, row_width]``), ``kv_bwd`` (dk, dv gathered
+  from the 9 neighbours, K / V projection, LN1 and embedding backward, state gradient), ``wgrad``
+  (every weight and bias gradient as GEMMs over the cells, one fp32 partial row per cell split),
+  then the torch sum of those rows.
+
+Layout, block table and planner: ``vitca_layout.py``; FLOPs, bytes, launch plans and AOT specs:
+``vitca_cost.py``; the design figures: docs/design/ (README.md indexes them).
+"""
 
 from __future__ import annotations
 
-import torch
+import functools
 
-from ..reference.vitca import ViTCA
-from . import vitca_ops
-from .cell import FastCell
+import torch
+import torch.nn.functional as F
+
+from ..reference.config import ViTCAConfig
+from ..reference.vitca import ViTCA, positional_encoding
+from .cell import FastCell, PlanCache, Prepared
 from .cpu_vitca import cpu_vitca_step
 from .fold_vitca import FoldedViTCA, fold_vitca
+from .vitca_layout import ROLES, Geometry, PackLayout, geometry
 
-
-class PreparedViTCA:
-    """The folded weights of one rollout and what each backend derives from them (lazily, once).
-    Everything stays differentiable w.r.t. the module's parameters."""
-
-    def __init__(self, folded: FoldedViTCA):
-        self.folded = folded
-        self.layout = vitca_ops.PackLayout.of(folded.config)
-        self._tables: dict[tuple[int, int], torch.Tensor] = {}
-        self._packed: dict[torch.dtype, torch.Tensor] = {}
-        self._pe: dict[tuple[int, int], torch.Tensor] = {}
-        self.cache: dict = {}  # the CPU no-grad path's buffers and transposed weights
-
-    def table(self, height: int, width: int) -> torch.Tensor:
-        """``be + PE`` ``[H, W, E]`` for the CPU path."""
-        key = (height, width)
-        if key not in self._tables:
-            self._tables[key] = self.folded.table(height, width)
-        return self._tables[key]
-
-    def packed(self, dtype: torch.dtype) -> torch.Tensor:
-        """The packed kernel weights in the state's dtype."""
-        if dtype not in self._packed:
-            self._packed[dtype] = vitca_ops.pack_weights(self.folded, self.layout, dtype)
-        return self._packed[dtype]
-
-    def pe(self, height: int, width: int) -> torch.Tensor:
-        """The kernels' padded positional-encoding table ``[H * W + 1, EP]`` (no gradient)."""
-        key = (height, width)
-        if key not in self._pe:
-            self._pe[key] = vitca_ops.padded_pe(self.folded.config, self.layout, height, width, self.folded.we.device)
-        return self._pe[key]
+LAUNCH_OPTIONS = ("cells_per_program", "input_precision", "blocks")
 
 
 class FastViTCA(FastCell, ViTCA):
-    # Launch options of the Triton path (``vitca_ops.LAUNCH_OPTIONS``): cells_per_program,
-    # input_precision, blocks. Empty = the launcher's choice.
-    launch_options: dict = {}
+    LAUNCH_OPTIONS = LAUNCH_OPTIONS
 
-    def set_launch(self, **options) -> None:
-        """Pin Triton launch options (``cells_per_program``, ``input_precision``, ``blocks``)."""
-        unknown = set(options) - set(vitca_ops.LAUNCH_OPTIONS)
-        if unknown:
-            raise ValueError(f"unknown launch options {sorted(unknown)}; valid: {', '.join(vitca_ops.LAUNCH_OPTIONS)}")
-        self.launch_options = dict(options)
-
-    def prepare(self) -> PreparedViTCA:
-        return PreparedViTCA(fold_vitca(self))
+    def prepare(self) -> Prepared:
+        return Prepared(fold_vitca(self))
 
     def activation_bytes(self, state: torch.Tensor) -> int:
         """What autograd keeps per step through ``cpu_vitca_step`` beyond the input state, by
@@ -76,14 +59,257 @@ class FastViTCA(FastCell, ViTCA):
         return int(b * h * w * floats * state.element_size())
 
     def fused_step(
-        self, state, prepared: PreparedViTCA, update_mask, dropout_masks, backend: str, *, recompute: bool = False
+        self, state, prepared: Prepared, update_mask, dropout_masks, backend: str, *, recompute: bool = False
     ) -> torch.Tensor:
         if dropout_masks is not None:
             raise ValueError("ViTCA has no dropout: expected dropout_masks=None")
-        _, h, w, _ = state.shape
         if backend == "torch":
-            return cpu_vitca_step(state, prepared.folded, prepared.table(h, w), update_mask, prepared.cache)
-        return vitca_ops.vitca_step(
-            state, update_mask, prepared.packed(state.dtype), prepared.pe(h, w), prepared.layout,
-            self.config.ln_eps, **self.launch_options,
-        )  # fmt: skip
+            _, h, w, _ = state.shape
+            folded = prepared.folded
+            table = prepared.derive(("table", h, w), lambda: folded.table(h, w))  # be + PE [H, W, E]
+            return cpu_vitca_step(state, folded, table, update_mask, prepared.derive("cpu", dict))
+        return vitca_step(state, prepared, update_mask, None, **self.launch_options)
+
+
+def pack_weights(folded: FoldedViTCA, layout: PackLayout, dtype: torch.dtype) -> torch.Tensor:
+    """The folded weights as one zero-padded buffer in kernel layout (``PackLayout.segments``: each
+    weight as ``W^T`` ``[in, out]``). Differentiable: ``F.pad`` and ``cat`` route the packed
+    gradient back to the folded tensors, dropping the padding."""
+    e, nh, d, cin = layout.embed, layout.heads, layout.head_dim, layout.cell_in
+    ep, dp, cp, mp = layout.ep, layout.dp, layout.cp, layout.mp
+
+    def block(w_t, n_rows, n_cols, left=0):  # [r, c] -> [n_rows, n_cols], the block at column `left`
+        return F.pad(w_t, (left, n_cols - left - w_t.shape[1], 0, n_rows - w_t.shape[0]))
+
+    def heads_cols(w):  # W [nh * d, E] -> W^T [EP, AP], head h at columns h * DP ..
+        return F.pad(w.t().reshape(e, nh, d), (0, dp - d, 0, 0, 0, ep - e)).reshape(ep, nh * dp)
+
+    def heads_vec(bias):  # [nh * d] -> [AP]
+        return F.pad(bias.reshape(nh, d), (0, dp - d)).reshape(-1)
+
+    def vec(bias, n, left=0):
+        return F.pad(bias, (left, n - left - bias.shape[0]))
+
+    wq, wk, wv = folded.wqkv.split(e)
+    bq, bk, bv = folded.bqkv.split(e)
+    wo_t = F.pad(folded.wo.t().reshape(nh, d, e), (0, ep - e, 0, dp - d)).reshape(nh * dp, ep)  # [AP, EP]
+    parts = [
+        block(folded.we.t(), cp, ep), vec(folded.be, ep), heads_cols(wk), heads_vec(bk), heads_cols(wv), heads_vec(bv),
+        heads_cols(wq), heads_vec(bq), wo_t, vec(folded.bo, ep),
+        block(folded.w1.t(), ep, mp), vec(folded.b1, mp), block(folded.w2.t(), mp, ep), vec(folded.b2, ep),
+        block(folded.wh.t(), ep, cp, left=cin), vec(folded.bh, cp, left=cin),
+    ]  # fmt: skip
+    return torch.cat([p.reshape(-1) for p in parts]).to(dtype)
+
+
+def padded_pe(cfg: ViTCAConfig, layout: PackLayout, height: int, width: int, device) -> torch.Tensor:
+    """The positional encoding the kernels read: ``[H * W + 1, EP]`` float32, zero-padded channels
+    and a zero guard row (``kernels/vitca_common.opaque_zero``). Unlike the CPU path's folded
+    ``be + PE`` table, the kernels add ``be`` (a packed segment) and this constant table
+    separately: ``be``'s gradient is then one EP-vector per program, where a folded table's
+    would be a per-position ``[H * W, E]`` gradient to reduce over the batch."""
+    pe = positional_encoding(height, width, cfg.embed, cfg.pe_order, dtype=torch.float32, device=device)
+    return F.pad(pe.reshape(height * width, cfg.embed), (0, layout.ep - cfg.embed, 0, 1)).contiguous()
+
+
+@functools.lru_cache(maxsize=64)
+def max_cells(layout: PackLayout, kind: str) -> int:
+    """The most cells one step of ``kind`` ("fwd" or "bwd") can take: the kernels' offsets are 32-bit,
+    ``cell * width + column`` into the widest per-cell buffer that kind's launches touch. The forward
+    touches the state, the PE table and the K | V buffer; only the backward has the per-cell rows
+    (``row_width``, ~7x wider), so inference on a large image must not be held to the backward's limit."""
+    if kind not in ("fwd", "bwd"):
+        raise ValueError(f"kind must be 'fwd' or 'bwd', got {kind!r}")
+    width = max(layout.channels, layout.ep, layout.kv_width)
+    if kind == "bwd":
+        width = max(width, layout.row_width)
+    return (2**31 - 1) // width
+
+
+def _check_inputs(state, update_mask, packed, pe, layout: PackLayout, kind: str):
+    if state.dim() != 4 or state.shape[-1] != layout.channels:
+        raise ValueError(f"expected a channels-last state [B, H, W, {layout.channels}], got {tuple(state.shape)}")
+    if min(state.shape) == 0:
+        raise ValueError(f"expected a non-empty state, got {tuple(state.shape)}")
+    if state.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise ValueError(f"state dtype must be float32, float16 or bfloat16, got {state.dtype}")
+    if packed.dtype != state.dtype or packed.numel() != layout.size or packed.device != state.device:
+        raise ValueError(
+            f"expected packed weights of {layout.size} {state.dtype} values on {state.device}, "
+            f"got {packed.numel()} {packed.dtype} on {packed.device}"
+        )
+    b, h, w, _ = state.shape
+    if tuple(pe.shape) != (h * w + 1, layout.ep) or pe.dtype != torch.float32:
+        raise ValueError(
+            f"expected a float32 PE table [{h * w + 1}, {layout.ep}] (padded_pe), got {tuple(pe.shape)} {pe.dtype}"
+        )
+    if update_mask is not None and tuple(update_mask.shape) != (b, h, w, 1):
+        raise ValueError(f"expected an update mask of shape {(b, h, w, 1)}, got {tuple(update_mask.shape)}")
+    if b * h * w > max_cells(layout, kind):
+        raise ValueError(f"state {tuple(state.shape)} too large for 32-bit kernel indexing: {b * h * w} cells > "
+                         f"{max_cells(layout, kind)}, the most the {kind} launches can index")
+
+
+def _aligned(t: torch.Tensor) -> torch.Tensor:
+    """Contiguous and 16-byte aligned: the kernels are compiled for aligned pointers (the only
+    pointer specialisation Triton makes here; ``aot_specs`` describes exactly that variant)."""
+    t = t.contiguous()
+    return t if t.data_ptr() % 16 == 0 else t.clone()
+
+
+_ONES: dict[tuple, torch.Tensor] = {}  # (device, dtype) -> the read-only 1.0 of an absent mask
+
+
+def _mask_arg(update_mask, state):
+    """The mask pointer and its stride: ``None`` -> a single 1.0 read with stride 0 (one per device
+    and dtype: the kernels only read it)."""
+    if update_mask is None:
+        key = (state.device, state.dtype)
+        one = _ONES.get(key)
+        if one is None:
+            one = _ONES[key] = state.new_ones(1)
+        return one, 0
+    return _aligned(update_mask.to(state.dtype)), 1
+
+
+def _partial_rows(splits: int, width: int, device) -> torch.Tensor:
+    """The weight-gradient GEMM's partial rows, one per cell split. Never zeroed: one program of
+    each split stores every element (``kernels/vitca_wgrad``)."""
+    return torch.empty(splits, width, device=device, dtype=torch.float32)
+
+
+def _launch(kernel, g: Geometry, layout: PackLayout, *args):
+    kernel[(g.programs,)](
+        *args, **_constexprs(layout), BLOCK_M=g.block_m, BN=g.bn, IP=g.input_precision,
+        num_warps=g.num_warps, num_stages=g.num_stages,
+    )  # fmt: skip
+
+
+@functools.lru_cache(maxsize=64)
+def _constexprs(layout: PackLayout) -> dict[str, int]:
+    return layout.constexprs()  # read-only here: the keyword arguments of every launch
+
+
+def _kernels() -> dict[str, object]:
+    """Role -> its ``@triton.jit`` object (``vitca_layout.KERNELS``), read from the kernel modules
+    on every call (the launch plans keep what it returned)."""
+    from ..kernels import vitca_bwd, vitca_fwd, vitca_wgrad
+
+    return {"kv": vitca_fwd._vitca_kv_fwd_kernel, "fwd": vitca_fwd._vitca_step_fwd_kernel,
+            "bwd": vitca_bwd._vitca_step_bwd_kernel, "kv_bwd": vitca_bwd._vitca_kv_bwd_kernel,
+            "wgrad": vitca_wgrad._vitca_wgrad_kernel}  # fmt: skip
+
+
+# A step's launches depend on the cell count, layout, dtype, device and launch options only:
+# planned once per such key and then looked up (on small grids the host sets a step's pace).
+_PLANS: PlanCache[dict[str, tuple[object, Geometry]]] = PlanCache()
+
+
+def _geometries(kind, state, layout, cells_per_program, input_precision, blocks) -> dict[str, tuple[object, Geometry]]:
+    """Role -> (kernel, its launch geometry) for the launches of one direction (``ROLES[kind]``) of
+    a step on ``state``."""
+    b, h, w, _ = state.shape
+    key = (kind, b * h * w, layout, state.dtype, state.device, cells_per_program, input_precision, blocks)
+
+    def make() -> dict[str, tuple[object, Geometry]]:
+        kernels = _kernels()
+        return {role: (kernels[role], geometry(role, b * h * w, layout, state.dtype, state.device,
+                                               cells_per_program=cells_per_program, input_precision=input_precision,
+                                               blocks=blocks))
+                for role in ROLES[kind]}  # fmt: skip
+
+    return _PLANS.get(key, make)
+
+
+def clear_launch_caches() -> None:
+    """Forget the planned launches (they hold the kernel objects, which bench.host_overhead swaps)."""
+    _PLANS.clear()
+
+
+def _kv_forward(state, packed, pe, layout: PackLayout, eps: float, plan) -> torch.Tensor:
+    """Launch ``_vitca_kv_fwd_kernel``: K | V of every cell, ``[B * H * W, 2 AP]``."""
+    b, h, w, _ = state.shape
+    kv = torch.empty(b * h * w, layout.kv_width, device=state.device, dtype=state.dtype)
+    _launch(*plan["kv"], layout, state, packed, pe, kv, h, w, layout.channels, b * h * w, eps)
+    return kv
+
+
+def vitca_step_fwd(state, update_mask, packed, pe, layout: PackLayout, eps: float, *, cells_per_program=None,
+                   input_precision="tf32", blocks="auto") -> torch.Tensor:
+    """Launch the fused forward (two launches, ``ROLES["fwd"]``): the new state ``[B, H, W, C]``."""
+    _check_inputs(state, update_mask, packed, pe, layout, "fwd")
+    state, packed, pe = _aligned(state), _aligned(packed), _aligned(pe)
+    plan = _geometries("fwd", state, layout, cells_per_program, input_precision, blocks)
+    b, h, w, _ = state.shape
+    kv = _kv_forward(state, packed, pe, layout, eps, plan)
+    mask, stride_m = _mask_arg(update_mask, state)
+    out = torch.empty_like(state)
+    _launch(*plan["fwd"], layout,
+            state, mask, packed, pe, kv, out, h, w, layout.channels, b * h * w, stride_m, eps)  # fmt: skip
+    return out
+
+
+def vitca_step_bwd(state, update_mask, packed, pe, grad_out, layout: PackLayout, eps: float, *, cells_per_program=None,
+                   input_precision="tf32", blocks="auto") -> tuple[torch.Tensor, torch.Tensor]:
+    """Launch the fused backward (four launches, ``ROLES["bwd"]``): ``(grad_state, grad_packed)``;
+    the weight gradient is the sum of the GEMM's per-split partial rows (deterministic: no atomics)."""
+    _check_inputs(state, update_mask, packed, pe, layout, "bwd")
+    state, packed, pe, grad_out = _aligned(state), _aligned(packed), _aligned(pe), _aligned(grad_out.to(state.dtype))
+    plan = _geometries("bwd", state, layout, cells_per_program, input_precision, blocks)
+    b, h, w, _ = state.shape
+    cells = b * h * w
+    kv = _kv_forward(state, packed, pe, layout, eps, plan)
+    mask, stride_m = _mask_arg(update_mask, state)
+    rows = torch.empty(cells, layout.row_width, device=state.device, dtype=state.dtype)
+    _launch(*plan["bwd"], layout,
+            state, mask, packed, pe, grad_out, kv, rows, h, w, layout.channels, cells, stride_m, eps)  # fmt: skip
+    grad_state = torch.empty_like(state)
+    _launch(*plan["kv_bwd"], layout,
+            state, packed, pe, grad_out, rows, grad_state, h, w, layout.channels, cells, eps)  # fmt: skip
+    kernel, g_wgrad = plan["wgrad"]
+    partials = _partial_rows(g_wgrad.splits, layout.size, state.device)
+    _launch(kernel, g_wgrad, layout, state, mask, grad_out, rows, partials, layout.channels, cells, stride_m)
+    return grad_state, partials.sum(0).to(packed.dtype)
+
+
+class ViTCAStepFunction(torch.autograd.Function):
+    """One fused ViTCA step; saves only the input state (plus mask, packed weights and PE)."""
+
+    @staticmethod
+    def forward(ctx, state, update_mask, packed, pe, layout, eps, options):
+        ctx.save_for_backward(state, update_mask, packed, pe)
+        ctx.layout, ctx.eps, ctx.options = layout, eps, options
+        return vitca_step_fwd(state, update_mask, packed, pe, layout, eps, **options)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        state, update_mask, packed, pe = ctx.saved_tensors
+        grad_state, grad_packed = vitca_step_bwd(state, update_mask, packed, pe, grad_out, ctx.layout, ctx.eps, **ctx.options)
+        return grad_state, None, grad_packed, None, None, None, None
+
+
+def _step_operands(prepared: Prepared, dtype: torch.dtype, height: int, width: int):
+    """``(layout, packed, pe, eps)`` of a rollout's steps: the packed weights in the state's dtype
+    (differentiable; one per rollout and dtype) and the grid's positional-encoding table."""
+    folded = prepared.folded
+    layout = prepared.derive("layout", lambda: PackLayout.of(folded.config))
+    packed = prepared.derive(("packed", dtype), lambda: pack_weights(folded, layout, dtype))
+    pe = prepared.derive(("pe", height, width), lambda: padded_pe(folded.config, layout, height, width, folded.we.device))
+    return layout, packed, pe, folded.config.ln_eps
+
+
+def vitca_step(state, prepared: Prepared, update_mask, dropout_masks, **options) -> torch.Tensor:
+    """One differentiable fused step (``options``: ``LAUNCH_OPTIONS``; see the launchers). ViTCA has
+    no dropout: ``dropout_masks`` must be None (the argument keeps both cells' entry points alike)."""
+    if dropout_masks is not None:
+        raise ValueError("ViTCA has no dropout: expected dropout_masks=None")
+    _, h, w, _ = state.shape
+    key = (state.dtype, h, w)
+    step = prepared.derived.get(key)  # once per rollout, dtype and grid size; a lookup per step after that
+    if step is None:
+        step = prepared.derived[key] = _step_operands(prepared, *key)
+    layout, packed, pe, eps = step
+    if not (torch.is_grad_enabled() and (state.requires_grad or packed.requires_grad)):
+        # Nothing for autograd to record: the forward launches without an autograd node (same result).
+        return vitca_step_fwd(state, update_mask, packed, pe, layout, eps, **options)
+    return ViTCAStepFunction.apply(state, update_mask, packed, pe, layout, eps, options)

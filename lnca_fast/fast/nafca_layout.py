@@ -1,8 +1,7 @@
 """What the fused NAFCA kernels are launched with: the padded kernel layout of the folded
-parameters, the launch configurations (block sizes, warps, dot precision) the launchers can
-choose, the geometry of a step's launches (programs and the cells each owns) and what each launch
-executes and moves (FLOPs, bytes). No Triton import: the AOT report, ``nafca_ops.launch_plan`` and
-the tests enumerate these without a GPU.
+parameters, the block table (block sizes, warps, dot precision) and the planner of a step's
+launches (programs and the cells each owns). No Triton import: the runtime (``nafca.py``), the
+cost model (``nafca_cost.py``, the AOT report) and the tests share it without a GPU.
 
 Padded layout: every dimension of the folded tensors padded with zeros (C -> CP, a power of two
 >= 16; E -> EP and F/2 -> F2P, multiples of 32, or 16 for narrow cells; the 9 taps -> 16), so
@@ -29,24 +28,15 @@ The register and spill figures behind each configuration: docs/design/launch-con
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from .cell import DTYPE_NAMES, cdiv, pow2
 from .fold_nafca import FoldedNAFCA
 
 PRECISIONS = ("ieee", "tf32")
-DTYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
-
-
-def _pow2(n: int, lo: int = 16) -> int:
-    return max(lo, 1 << (max(n, 1) - 1).bit_length())
-
-
-def _round_up(n: int, m: int) -> int:
-    return -(-n // m) * m
 
 
 @dataclass(frozen=True)
@@ -65,8 +55,8 @@ class KernelDims:
 
 def kernel_dims(channels: int, embed: int, ffn: int, cell_in: int) -> KernelDims:
     grain = 32 if min(embed, ffn // 2) > 16 else 16
-    return KernelDims(C=channels, CP=_pow2(channels), E=embed, EP=_round_up(embed, grain), F2=ffn // 2,
-                      F2P=_round_up(ffn // 2, grain), GRAIN=grain, cell_in=cell_in)
+    return KernelDims(C=channels, CP=pow2(channels), E=embed, EP=cdiv(embed, grain) * grain, F2=ffn // 2,
+                      F2P=cdiv(ffn // 2, grain) * grain, GRAIN=grain, cell_in=cell_in)
 
 
 def kernel_layout(d: KernelDims) -> list[tuple[str, tuple[int, ...]]]:
@@ -91,23 +81,21 @@ def _pad_halves(t: torch.Tensor, half: int, shape: tuple[int, ...]) -> torch.Ten
 
 
 def kernel_params(folded: FoldedNAFCA) -> torch.Tensor:
-    """The folded parameters as one fp32 vector in the padded kernel layout. Differentiable (the
-    kernels' weight gradients flow back through the padding to the folded tensors) and built
-    once per ``FoldedNAFCA``, i.e. once per rollout."""
-    if "kernel_params" not in folded.cache:
-        d = kernel_dims(folded.channels, folded.embed, folded.ffn, folded.cell_in)
-        head_w = torch.cat([folded.w_o.new_zeros(d.C, d.cell_in), folded.w_o], dim=1)  # [C, C]
-        head_b = torch.cat([folded.b_o.new_zeros(d.cell_in), folded.b_o])  # [C]
-        parts = {
-            "w_in": _pad_halves(folded.w_in, d.E, (d.CP, d.EP)), "b_in": _pad_halves(folded.b_in, d.E, (d.EP,)),
-            "w_tap": _pad(folded.w_tap, (d.EP, 16)), "b_tap": _pad(folded.b_tap, (16,)),
-            "w_3": _pad(folded.w_3, (d.EP, d.CP)), "b_3": _pad(folded.b_3, (d.CP,)),
-            "w_4": _pad_halves(folded.w_4, d.F2, (d.CP, d.F2P)), "b_4": _pad_halves(folded.b_4, d.F2, (d.F2P,)),
-            "w_5": _pad(folded.w_5, (d.F2P, d.CP)), "b_5": _pad(folded.b_5, (d.CP,)),
-            "w_o": _pad(head_w, (d.CP, d.CP)), "b_o": _pad(head_b, (d.CP,)),
-        }
-        folded.cache["kernel_params"] = torch.cat([parts[name].reshape(-1) for name, _ in kernel_layout(d)]).float()
-    return folded.cache["kernel_params"]
+    """The folded parameters as one fp32 vector in the padded kernel layout. Differentiable: the
+    kernels' weight gradients flow back through the padding to the folded tensors. The runtime
+    builds it once per rollout (``Prepared.derive``)."""
+    d = kernel_dims(folded.channels, folded.embed, folded.ffn, folded.cell_in)
+    head_w = torch.cat([folded.w_o.new_zeros(d.C, d.cell_in), folded.w_o], dim=1)  # [C, C]
+    head_b = torch.cat([folded.b_o.new_zeros(d.cell_in), folded.b_o])  # [C]
+    parts = {
+        "w_in": _pad_halves(folded.w_in, d.E, (d.CP, d.EP)), "b_in": _pad_halves(folded.b_in, d.E, (d.EP,)),
+        "w_tap": _pad(folded.w_tap, (d.EP, 16)), "b_tap": _pad(folded.b_tap, (16,)),
+        "w_3": _pad(folded.w_3, (d.EP, d.CP)), "b_3": _pad(folded.b_3, (d.CP,)),
+        "w_4": _pad_halves(folded.w_4, d.F2, (d.CP, d.F2P)), "b_4": _pad_halves(folded.b_4, d.F2, (d.F2P,)),
+        "w_5": _pad(folded.w_5, (d.F2P, d.CP)), "b_5": _pad(folded.b_5, (d.CP,)),
+        "w_o": _pad(head_w, (d.CP, d.CP)), "b_o": _pad(head_b, (d.CP,)),
+    }
+    return torch.cat([parts[name].reshape(-1) for name, _ in kernel_layout(d)]).float()
 
 
 # -- launch configurations --------------------------------------------------------------------
@@ -120,14 +108,6 @@ KERNELS = {  # kernel kind -> its @triton.jit function (kernels/nafca_*.py)
 }
 STEPS = {"fwd": ("taps", "fwd"), "bwd": ("taps", "gate_bwd", "perception_bwd", "wgrad")}  # a step's launches, in order
 BACKWARD_KERNELS = ("gate_bwd", "perception_bwd", "wgrad")  # launched by the backward step only
-# Layout segments (weights and biases) each kernel reads, once per launch.
-SEGMENTS = {
-    "taps": ("w_in", "b_in", "w_tap", "w_3"),
-    "fwd": ("b_tap", "b_3", "w_4", "b_4", "w_5", "b_5", "w_o", "b_o"),
-    "gate_bwd": ("b_tap", "b_3", "w_4", "b_4", "w_5", "b_5", "w_o", "b_o"),
-    "perception_bwd": ("w_in", "b_in", "w_tap", "w_3"),
-    "wgrad": (),
-}
 _INNER = {"taps": "BE", "fwd": "BF", "gate_bwd": "BF", "perception_bwd": "BE", "wgrad": "BT"}  # the inner constexpr
 PROGRAMS_PER_SM = 4  # a GPU plan's target: >= 4 programs per SM (and the gate backward's cap)
 WGRAD_TILE = 64  # BT: edge of a weight-gradient tile (nafca_wgrad)
@@ -176,7 +156,7 @@ class LaunchConfig:
 def _check_kernel(kernel: str, dtype: torch.dtype, input_precision: str) -> None:
     if kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {tuple(KERNELS)}, got {kernel!r}")
-    if dtype not in DTYPES:
+    if dtype not in DTYPE_NAMES:
         raise ValueError(f"the fused NAFCA kernels support float32/float16/bfloat16, got {dtype}")
     if input_precision not in PRECISIONS:
         raise ValueError(f"input_precision must be one of {PRECISIONS}, got {input_precision!r}")
@@ -212,7 +192,7 @@ def launch_config(dims: KernelDims, kernel: str, dtype: torch.dtype, input_preci
         input_precision = "ieee"  # unused by fp16/bf16 dots; one compiled variant per dtype
     choices = block_m_choices(kernel, dtype, input_precision)
     if block_m not in choices:
-        raise ValueError(f"block_m must be one of {choices} for the {kernel} kernel ({DTYPES[dtype]} "
+        raise ValueError(f"block_m must be one of {choices} for the {kernel} kernel ({DTYPE_NAMES[dtype]} "
                          f"{input_precision}), got {block_m}")
     exact_fp32 = dtype == torch.float32 and input_precision == "ieee"
     # fp32 backward kernels keep 16-wide inner chunks with TF32 too: at 32, gate_bwd reaches 255
@@ -220,7 +200,7 @@ def launch_config(dims: KernelDims, kernel: str, dtype: torch.dtype, input_preci
     narrow = exact_fp32 or (dtype == torch.float32 and kernel in BACKWARD_KERNELS)
     if kernel == "wgrad":  # a streaming GEMM: 4 warps, its loads software-pipelined
         return LaunchConfig(kernel=kernel, dims=dims, BM=block_m, inner=WGRAD_TILE, PREC=input_precision, num_warps=4,
-                            num_stages=WGRAD_STAGES[DTYPES[dtype]])
+                            num_stages=WGRAD_STAGES[DTYPE_NAMES[dtype]])
     if kernel in BACKWARD_KERNELS:
         warps = (8 if dims.CP >= 64 else 4) if dtype == torch.float32 else 8  # FMA-dot operands grow with CP
     else:  # 8 warps only where the tiles are big (narrow cells spill with 8)
@@ -255,7 +235,7 @@ class Geometry:
 
     @property
     def n_units(self) -> int:
-        return -(-self.n_cells // self.unit)
+        return cdiv(self.n_cells, self.unit)
 
     def args(self) -> tuple[int, int, int]:
         """The kernels' ``n_cells, unit, n_units`` arguments."""
@@ -270,7 +250,7 @@ class Geometry:
         partly past its range: those rows are computed and not stored)."""
         if self.unit % block_m == 0:  # whole chunks per unit; only the batch's last unit is short
             last = self.n_cells - (self.n_units - 1) * self.unit
-            return (self.n_units - 1) * (self.unit // block_m) + -(-last // block_m)
+            return (self.n_units - 1) * (self.unit // block_m) + cdiv(last, block_m)
         return sum(-(-self.program_cells(p) // block_m) for p in range(self.programs))
 
 
@@ -288,13 +268,13 @@ class KernelLaunch:
 
 def _choose_block_m(choices: tuple[int, ...], n_cells: int, fill: int) -> int:
     """The largest BM that still gives >= ``fill`` units, else the smallest."""
-    fits = [bm for bm in choices if -(-n_cells // bm) >= fill]
+    fits = [bm for bm in choices if cdiv(n_cells, bm) >= fill]
     return max(fits) if fits else min(choices)
 
 
 def _check_offsets(geo: Geometry, width: int, kernel: str) -> None:
     """The kernels address a range's rows of the ``[B*H*W, OPW]`` operand buffer in 32 bits."""
-    most = -(-geo.n_units // geo.programs) * geo.unit
+    most = cdiv(geo.n_units, geo.programs) * geo.unit
     if most * width >= 2**31:
         raise ValueError(f"{geo.n_cells} cells are too many for the {kernel} launch: {most} cells x {width} operand "
                          "columns per program overflow its 32-bit offsets")
@@ -323,13 +303,13 @@ def plan_step(step: str, dims: KernelDims, n_cells: int, dtype: torch.dtype, inp
         if kernel == "wgrad":
             tiles = wgrad_tiles(dims)
             unit = min(bm, n_cells)  # a split owns whole chunks of BM cells
-            splits = min(-(-n_cells // unit), max(target.min_splits, -(-target.wgrad_fill // tiles)))
+            splits = min(cdiv(n_cells, unit), max(target.min_splits, cdiv(target.wgrad_fill, tiles)))
             geo = Geometry(n_cells, unit, splits)
             _check_offsets(geo, width, kernel)
             launches.append(KernelLaunch(config, geo, tiles))
             continue
         unit = min(cells_per_program or bm, n_cells)
-        programs = -(-n_cells // unit)
+        programs = cdiv(n_cells, unit)
         if kernel == "gate_bwd" and cells_per_program is None:
             programs = min(programs, target.cap)  # bounds its per-program bias-gradient rows
         geo = Geometry(n_cells, unit, programs)
@@ -364,89 +344,6 @@ def wgrad_tiles(d: KernelDims) -> int:
     """Programs per cell split of the weight-gradient GEMM: one per ``WGRAD_TILE``-square tile of
     each matrix (15 for the paper cell; the last also sums the gate backward's bias rows)."""
     shapes = dict(kernel_layout(d))
-    return sum(-(-shapes[m][0] // WGRAD_TILE) * -(-shapes[m][1] // WGRAD_TILE) for m, *_ in WGRAD_JOBS)
+    return sum(cdiv(shapes[m][0], WGRAD_TILE) * cdiv(shapes[m][1], WGRAD_TILE) for m, *_ in WGRAD_JOBS)
 
 
-# -- work and traffic of a launch -------------------------------------------------------------
-def segment_sizes(d: KernelDims) -> dict[str, int]:
-    return {name: math.prod(shape) for name, shape in kernel_layout(d)}
-
-
-def flops_per_row(kernel: str, d: KernelDims) -> int:
-    """FLOPs one chunk row of ``kernel`` executes: the folded step on the padded dims (CP, EP, F2P,
-    16 taps), GEMMs as 2 x M x N x K, recomputation included; elementwise terms approximate
-    (LayerNorm 5 x CP forward, 8 x CP backward). Not work.py's model FLOPs. The weight gradients
-    are all in ``wgrad``: whole ``WGRAD_TILE``-square tiles (a masked edge tile runs whole) plus
-    the bias column sums."""
-    cp, ep, f2 = d.CP, d.EP, d.F2P
-    ln, ln_bwd = 5 * cp, 8 * cp
-    gated = ln + 2 * cp * 2 * ep + 2 * ep + ep  # LN1, the C -> 2E GEMM + bias, SimpleGate
-    taps, conv3 = 2 * ep * 16, 2 * ep * cp
-    ffn = 2 * cp * 2 * f2 + 2 * f2 + f2 + 2 * f2 * cp + cp  # conv4 + bias, SimpleGate, conv5 + bias
-    rest = 9 + 4 * cp + ln + ffn + 2 * cp + ln  # gate, beta residual, LN2, FFN, gamma residual, LN3
-    head = 2 * cp * cp + cp
-    if kernel == "taps":
-        return gated + taps + conv3
-    if kernel == "fwd":
-        return rest + head + 2 * cp  # + the masked update
-    if kernel == "gate_bwd":  # the forward after the gate, then back to it (conv4 recomputed again)
-        ffn_bwd = 2 * cp * 2 * f2 + 2 * cp * f2 + 4 * f2 + 2 * 2 * f2 * cp
-        #         conv4 again       dh            SG bwd   d y_hat
-        redo = 9 + 4 * cp + ln  # (b) recomputes the gate, the beta residual and LN2
-        return rest + 2 * cp * cp + ln_bwd + redo + ffn_bwd + ln_bwd + 5 * cp
-        #             head: dz_hat  LN3 bwd                  LN2 bwd  residual bwd, b_3
-    if kernel == "perception_bwd":  # the gated features again, then back through taps/conv3/front
-        return gated + ln + (taps + conv3) + 4 * ep + 2 * cp * 2 * ep + ln_bwd + 2 * cp
-        #                   dx of both     SG bwd   d s_hat           LN1 bwd  ds sum
-    if kernel == "wgrad":
-        return wgrad_tiles(d) * (2 * WGRAD_TILE * WGRAD_TILE + WGRAD_TILE)
-    raise ValueError(f"kernel must be one of {tuple(KERNELS)}, got {kernel!r}")
-
-
-def bytes_per_cell(kernel: str, d: KernelDims, itemsize: int, *, update_mask: bool, dropout: bool) -> int:
-    """Global-memory bytes a launch moves per cell, weights and per-program rows aside: state
-    (``itemsize``), the update mask (``itemsize``: it is passed in the state's dtype) and dropout
-    keep masks (1 byte per channel per site) when they are inputs, the fp32 exchange buffers (each
-    written once and read once; a neighbour's taps or gate gradient is counted once, its other 8
-    reads hit L1/L2) and the weight-gradient operands (``operand_layout``, ``itemsize``: written
-    once by the gate or perception launch, read once by ``wgrad``)."""
-    state, masks = d.C * itemsize, (itemsize if update_mask else 0) + (2 * d.C if dropout else 0)
-    exchange = (16 + d.CP) * 4  # taps (9 used of 16) and the pre-gate conv3 row
-    widths = dict(operand_layout(d))
-    if kernel == "taps":
-        return state + exchange  # read the state, write taps and v
-    if kernel == "fwd":
-        return exchange + 2 * state + masks  # read taps, v, state; write the new state
-    if kernel == "gate_bwd":
-        # read state, dout, taps, v (the second loop's re-reads hit L2); the in-program hand-off
-        # from its first to its second loop (dz in fp32, written then read); write dgate and dy
-        # (fp32) and the operands y_hat, z_hat, du, dz5, h, d_4 and dv.
-        written = sum(widths[k] for k in ("y_hat", "z_hat", "du", "dz5", "h", "d_4", "dv"))
-        return 2 * state + masks + exchange + 2 * d.CP * 4 + (1 + d.CP) * 4 + written * itemsize
-    if kernel == "perception_bwd":
-        # read dgate, dy (fp32), dv, state, dout; write the state gradient and the operands s_hat,
-        # d_in, x and dtaps.
-        written = sum(widths[k] for k in ("s_hat", "d_in", "x", "dtaps"))
-        return (1 + d.CP) * 4 + 3 * state + (d.CP + written) * itemsize
-    if kernel == "wgrad":
-        # every operand column once (x serves two jobs, and the tiles of a split share rows: the
-        # programs of a split run together, so those re-reads are L2 hits).
-        return operand_width(d) * itemsize
-    raise ValueError(f"kernel must be one of {tuple(KERNELS)}, got {kernel!r}")
-
-
-def launch_bytes(launch: KernelLaunch, itemsize: int, *, update_mask: bool, dropout: bool, bias_rows: int = 0) -> float:
-    """Global-memory bytes of one launch: per-cell traffic (``bytes_per_cell``), the parameters it
-    reads (once per launch; later chunks hit L1/L2), and the per-program rows: the gate backward's
-    bias-gradient rows (``16 + CP`` floats each, written), and for ``wgrad`` its fp32 partial rows
-    (``P`` floats per split, written once) and the ``bias_rows`` gate rows it reads."""
-    cfg, geo = launch.config, launch.geometry
-    sizes = segment_sizes(cfg.dims)
-    total = geo.n_cells * bytes_per_cell(cfg.kernel, cfg.dims, itemsize, update_mask=update_mask, dropout=dropout)
-    total += sum(sizes[s] * (4 if s.startswith("b_") else itemsize) for s in SEGMENTS[cfg.kernel])
-    row = (16 + cfg.dims.CP) * 4
-    if cfg.kernel == "gate_bwd":
-        total += geo.programs * row
-    if cfg.kernel == "wgrad":
-        total += geo.programs * sum(sizes.values()) * 4 + bias_rows * row
-    return float(total)
