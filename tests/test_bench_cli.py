@@ -45,11 +45,21 @@ def test_cli_bad_arguments(tmp_path):
     assert exc.value.code == 2
 
 
-def test_cli_without_checkout_says_so(tmp_path, monkeypatch):
-    monkeypatch.setattr(bench_cli, "_CHECKOUT", tmp_path)
-    with pytest.raises(CLIError, match="source checkout"):
-        bench_cli.load_bench_main()
+def test_cli_without_the_benchmarks_says_so(monkeypatch):
+    with pytest.raises(CLIError, match="not installed"):
+        bench_cli.load_bench_main("lnca_fast.no_such_bench.__main__")
+    monkeypatch.setattr(bench_cli, "BENCH_MAIN", "lnca_fast.no_such_bench.__main__")
     assert main(["bench", "--quick"]) == 2
+
+
+def test_cli_runs_the_installed_benchmarks():
+    """``lnca bench`` imports ``lnca_fast.bench`` (bench/ as installed), not a ``bench`` on sys.path."""
+    from pathlib import Path
+
+    import lnca_fast.bench.__main__ as installed
+
+    assert bench_cli.load_bench_main() is installed.main
+    assert Path(installed.__file__).resolve() == Path(__file__).resolve().parents[1] / "bench" / "__main__.py"
 
 
 # The cheapest real run (~5 s): one CA step grid, reference only, then the report.

@@ -1,4 +1,4 @@
-"""Packaging: every package under lnca_fast/ (and the mapped reference/, kernels/) is installed,
+"""Packaging: every package under lnca_fast/ (and the mapped reference/, kernels/, bench/) is installed,
 and importing lnca_fast touches no GPU and compiles nothing."""
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ def test_every_package_is_listed_in_pyproject():
     found = set()
     for init in (ROOT / "lnca_fast").rglob("__init__.py"):
         found.add(".".join(init.parent.relative_to(ROOT).parts))
-    found |= {"lnca_fast.reference", "lnca_fast.kernels"}
+    found |= {"lnca_fast.reference", "lnca_fast.kernels", "lnca_fast.bench"}
     assert found == listed, f"unlisted: {sorted(found - listed)}, stale: {sorted(listed - found)}"
     assert mapping["lnca_fast.reference"] == "reference" and mapping["lnca_fast.kernels"] == "kernels"
+    assert mapping["lnca_fast.bench"] == "bench"
 
 
 def test_import_is_light_and_needs_no_triton():

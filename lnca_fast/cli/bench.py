@@ -1,21 +1,18 @@
 """``lnca bench``: the same command as ``python -m bench``, every argument forwarded to it.
 
-The benchmarks live in ``bench/`` at the repository root and are not part of the installed
-package (``lnca_fast`` never imports them on its own). This subcommand therefore works from a
-source checkout (``pip install -e .``): it puts the checkout root on ``sys.path`` when it holds
-``bench/``, imports ``bench.__main__`` lazily, and otherwise fails with a message saying so.
-Forwarding the raw arguments keeps one definition of the options (``bench/__main__.py``).
+The benchmarks live in ``bench/`` at the repository root, installed as ``lnca_fast.bench`` (like
+``reference/`` and ``kernels/``), so this works from a regular ``pip install .`` as well as from a
+checkout; ``lnca_fast`` itself never imports them. The import is lazy (the benchmarks pull in
+more than the library needs). Forwarding the raw arguments keeps one definition of the options
+(``bench/__main__.py``).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import sys
-from pathlib import Path
 
-# The checkout root when lnca_fast is installed in editable mode (lnca_fast/cli/bench.py -> root).
-_CHECKOUT = Path(__file__).resolve().parents[2]
+BENCH_MAIN = "lnca_fast.bench.__main__"
 
 
 def register(sub) -> None:
@@ -27,21 +24,19 @@ def register(sub) -> None:
     parser.set_defaults(run=_run)
 
 
-def load_bench_main():
-    """``bench.__main__.main`` from the source checkout, or a CLIError saying what is missing."""
+def load_bench_main(name: str | None = None):
+    """``main`` of the installed benchmarks (``BENCH_MAIN``), or a CLIError saying they are missing."""
     from . import CLIError
 
-    if not (_CHECKOUT / "bench" / "__main__.py").is_file():
-        raise CLIError(
-            "the benchmarks are not installed with the package: they live in bench/ of a source checkout. "
-            "Clone the repository, `pip install -e .`, then run `lnca bench` or `python -m bench` there"
-        )
-    root = str(_CHECKOUT)
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    module = importlib.import_module("bench.__main__")
-    if Path(module.__file__).resolve().parents[1] != _CHECKOUT:
-        raise CLIError(f"'bench' resolves to {module.__file__}, not this checkout's bench/ (a package named 'bench' shadows it)")
+    name = name or BENCH_MAIN
+
+    try:
+        module = importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not name.startswith(exc.name):
+            raise  # a dependency of the benchmarks is missing: its own error says which
+        raise CLIError(f"the benchmarks ({name}) are not installed with this lnca_fast: reinstall it "
+                       "(`pip install .`, or `pip install -e .` in a checkout)") from None
     return module.main
 
 
