@@ -19,9 +19,9 @@ from tolerances import TILED_BLIND_ATOL, TILED_BLIND_MEAN, TILED_SEAM_RATIO_MAX
 from lnca_fast import create_model
 from lnca_fast.checkpoint import save_weights
 from lnca_fast.cli import main
-from lnca_fast.images import read_stored
 from lnca_fast.restoration.engine import Restorer
 from lnca_fast.restoration.png16 import write_png16
+from lnca_fast.restoration.stored import read_stored
 from lnca_fast.restoration.tiling import TilePlan, restore_tiled
 from lnca_fast.training.recipe import Recipe
 

@@ -12,9 +12,10 @@ import torch
 from PIL import Image
 
 from lnca_fast.atomic import check_writable_folder, staged_files
-from lnca_fast.images import encode_colour, load_image, output_format, read_stored, save_image, to_rgb_float, write_stored
+from lnca_fast.images import load_image, save_image, to_rgb_float
 from lnca_fast.restoration.palette import to_palette
 from lnca_fast.restoration.png16 import read_png16, write_png16
+from lnca_fast.restoration.stored import encode_colour, output_format, read_stored, write_stored
 
 
 @pytest.mark.parametrize(

@@ -87,8 +87,8 @@ def _load(args, device: str):
 
 def _plan(args, files: list[Path]):
     """Decode every input once (errors name the file) -> [(Target, description, (H, W))]."""
-    from ..images import output_format, read_stored
     from ..restoration.inputs import image_suffixes, target_for
+    from ..restoration.stored import output_format, read_stored
     from . import CLIError
 
     planned = []
@@ -109,10 +109,10 @@ def _run(args) -> int:
     from tqdm import tqdm
 
     from ..atomic import check_writable_folder, staged_files
-    from ..images import read_stored, write_stored
     from ..restoration.engine import Restorer
     from ..restoration.inputs import check_targets, collect
     from ..restoration.loading import pick_device
+    from ..restoration.stored import read_stored, write_stored
     from . import CLIError
 
     started = time.perf_counter()

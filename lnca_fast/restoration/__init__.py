@@ -6,4 +6,5 @@
 - ``api``: ``lnca_fast.restore`` for numpy arrays, PIL images and torch tensors;
 - ``inputs``: command-line paths to (input, output) pairs, checked before anything is written;
 - ``palette``, ``png16``, ``tiff``: file modes Pillow alone would not keep (palette with per-entry
-  alpha, 16-bit colour PNG, 16-bit TIFF); ``lnca_fast.images.read_stored`` / ``write_stored`` use them."""
+  alpha, 16-bit colour PNG, 16-bit TIFF), which ``stored`` uses;
+- ``stored``: the stored-image round trip (a file's mode, bit depth, alpha, palette and metadata kept)."""

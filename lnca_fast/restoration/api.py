@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..images import StoredImage, encode_colour, pillow_from_samples, stored_from_pillow, stored_from_samples
 from .engine import SYMMETRIES, Restorer, check_tiling
 from .loading import check_task, load_on, pick_device, read_recipe, steps_for, weights_file
+from .stored import StoredImage, encode_colour, pillow_from_samples, stored_from_pillow, stored_from_samples
 from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE
 
 # Loaded models per (weights file, device, impl), with the file's (mtime, size) and recipe when it

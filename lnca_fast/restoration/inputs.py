@@ -58,13 +58,13 @@ def collect(paths: list[Path]) -> tuple[list[Path], list[str]]:
 class Target:
     source: Path
     path: Path  # where the restoration goes
-    format: str  # the format it is written in (lnca_fast.images.output_format)
+    format: str  # the format it is written in (stored.output_format)
 
 
 def target_for(source: Path, out: Path, fmt: str, own_format: str) -> Target:
     """``out / (source's base name + suffix)``: the source's own suffix when the file is written in
     its own format and the suffix belongs to it, else the format's usual suffix."""
-    from ..images import EXTENSIONS
+    from .stored import EXTENSIONS
 
     keep = fmt == own_format and source.suffix.lower() in format_suffixes(fmt)
     return Target(source, out / (source.stem + (source.suffix if keep else EXTENSIONS[fmt])), fmt)
