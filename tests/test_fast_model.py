@@ -4,6 +4,7 @@ memory (one saved state per step, like the kernels' recompute backward)."""
 from __future__ import annotations
 
 import pytest
+import tolerances as tol
 import torch
 
 from lnca_fast import create_model
@@ -42,7 +43,7 @@ def test_cpu_path_recompute_saves_only_states_and_gives_the_same_gradients(name)
         grads[recompute] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     assert saved[True] < 0.3 * saved[False], saved
     for n, g in grads[False].items():
-        torch.testing.assert_close(grads[True][n], g, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(grads[True][n], g, **tol.CPU_RECOMPUTE_GRAD)
 
 
 @pytest.mark.parametrize("name", ["tiny-latent-nafca", "tiny-latent-vitca", "tiny-vitca"])
@@ -64,7 +65,7 @@ def test_same_constructor_state_dict_and_outputs(name):
         getattr(ref, mode)(), getattr(fast, mode)()
         a = ref(x, 3, update_rate=0.5, generator=torch.Generator().manual_seed(4))
         b = fast(x, 3, update_rate=0.5, generator=torch.Generator().manual_seed(4))
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(a, b, **tol.FAST_MODEL_IMAGE)
 
 
 @pytest.mark.parametrize("name", ["nafnet", "restormer", "tiny-nafnet", "tiny-restormer"])

@@ -11,6 +11,7 @@ import os
 import devices
 import numpy as np
 import pytest
+import tolerances as tol
 import torch
 
 from bench import tf32_emulation as emu
@@ -64,8 +65,8 @@ def test_emulated_dot_error_magnitudes():
     def err(precision, rounding="rz"):
         return np.abs(emu.emulated_dot(a, b, acc, precision, rounding) - want).max() / np.abs(want).max()
 
-    assert err("ieee") < 2e-6 and err("tf32x3") < 2e-6
-    assert 1e-4 < err("tf32") < 3e-3
+    assert err("ieee") < tol.FP32_DOT_RTOL and err("tf32x3") < tol.FP32_DOT_RTOL
+    assert tol.TF32_DOT_BAND[0] < err("tf32") < tol.TF32_DOT_BAND[1]
     assert err("tf32", "rna") < 0.8 * err("tf32")
     assert err("tf32x3") < 0.1 * err("tf32", "rna")
 
@@ -108,10 +109,10 @@ def test_interpreted_dot_follows_its_input_precision():
     tf32_exact = emu.tf32_truncate(an).astype(np.float64) @ emu.tf32_truncate(bn) + cn
     assert (np.abs(results["tf32"] - tf32_exact) <= 33 * 2.0**-24 * products).all()  # only fp32 sums round
     scale = np.abs(exact).max()
-    assert np.abs(results["tf32"] - exact).max() / scale > 1e-4
-    assert np.abs(results["tf32x3"] - exact).max() / scale < 2e-6
+    assert np.abs(results["tf32"] - exact).max() / scale > tol.TF32_DOT_BAND[0]
+    assert np.abs(results["tf32x3"] - exact).max() / scale < tol.FP32_DOT_RTOL
     half_want = (a.half().double() @ b.half().double() + c.double()).numpy()
-    assert np.abs(half.numpy() - half_want).max() / scale < 2e-6
+    assert np.abs(half.numpy() - half_want).max() / scale < tol.FP32_DOT_RTOL
 
 
 @INTERPRETED

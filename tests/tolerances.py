@@ -194,3 +194,16 @@ BLIND_FAST_ATOL = 1e-5
 # (NAFNet) / 6.7e-16 (Restormer) over 20 seeds x 3 widths; summation order is all that differs.
 # A 0.1 % change of one parameter (gamma) shows as 9e-5. Limit ~130x the measurement.
 BASELINE_BLOCK_FLOAT64_RTOL = 1e-13
+
+# The TF32 emulator's own checks (tests/test_tf32_emulation.py), relative to max |exact| of a
+# 64x256x64 fp32 product against float64: measured "ieee" 5.1e-7 and "tf32x3" 6.0e-7 (fp32's level:
+# limit FP32_DOT_RTOL), "tf32" truncated 8.6e-4 and round-to-nearest 3.3e-4 (2^-11 = 4.9e-4 per
+# product; TF32_DOT_BAND is the band a TF32 dot must land in: above fp32's level, below 3x its measure).
+FP32_DOT_RTOL = 2e-6
+TF32_DOT_BAND = (1e-4, 3e-3)
+# Fast models on the CPU path (tests/test_fast_model.py): gradients with and without recompute are
+# the same arithmetic (measured: bit-identical, latent-nafca / latent-vitca, 6 steps); the limit is
+# slack for reduction order should a thread count change it. Fast vs reference model images (tiny
+# presets, 3 steps, eval and train, 5 seeds): measured worst 5.1e-7 absolute.
+CPU_RECOMPUTE_GRAD = {"rtol": 1e-5, "atol": 1e-7}
+FAST_MODEL_IMAGE = {"rtol": 1e-5, "atol": 1e-6}
