@@ -131,12 +131,19 @@ class ResidualFusion(nn.Module):
     view for blur at no cost. ``s = sigmoid(.)`` is one strength per image from the head's features
     averaged over the whole image: how corrupted the image is, so that a clean one can be left
     alone (``s -> 0``) however much texture it has, which a local correction cannot tell from
-    noise. The last conv starts at zero: an untrained model is the identity."""
+    noise. The last conv starts at zero: an untrained model is the identity.
 
-    def __init__(self, features: int, image_channels: int, width: int, depth: int):
+    Options (AEConfig): ``median`` adds the 3x3 median of ``x`` to the inputs; ``limit`` k bounds
+    the correction softly, ``L tanh(s d / L)`` with ``L = k sigma_hat + LIMIT_FLOOR`` per image, so
+    that a photo without measurable noise comes back nearly untouched (denoisers only: a blurred
+    photo has no noise to measure and a large correction to make)."""
+
+    def __init__(
+        self, features: int, image_channels: int, width: int, depth: int, *, median: bool = False, limit: float = 0.0
+    ):
         super().__init__()
-        self.image_channels = image_channels
-        cin = features + 3 * 4 * image_channels
+        self.image_channels, self.median, self.limit = image_channels, median, float(limit)
+        cin = features + (4 if median else 3) * 4 * image_channels
         self.first = nn.Conv2d(cin, width, 3, padding=1)
         dilations = [2 ** (i % 3) for i in range(depth - 1)]
         self.body = nn.ModuleList(nn.Conv2d(width, width, 3, padding=d, dilation=d) for d in dilations)
@@ -151,14 +158,40 @@ class ResidualFusion(nn.Module):
             nn.init.zeros_(layer.bias)
 
     def forward(self, h: torch.Tensor, x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-        down = [F.pixel_unshuffle(t, 2) for t in (x, r, (x - r).abs())]  # 3 x [B, 12, H/2, W/2]
+        views = (x, r, (x - r).abs(), median3x3(x)) if self.median else (x, r, (x - r).abs())
+        down = [F.pixel_unshuffle(t, 2) for t in views]  # 3 or 4 x [B, 12, H/2, W/2]
         z = F.silu(self.first(torch.cat([h, *down], dim=1)))  # [B, width, H/2, W/2]
         for conv in self.body:
             z = z + F.silu(conv(z))
         delta = F.pixel_shuffle(self.out(z), 2)  # [B, 3, H, W]
-        logit = self.strength(z.mean(dim=(2, 3))) + self.noise_gain(torch.log(noise_level(x) + 1e-3))  # [B, 1]
-        s = torch.sigmoid(logit)
-        return (x + s[:, :, None, None] * delta).clamp(0.0, 1.0)
+        sigma = noise_level(x)  # [B, 1]
+        logit = self.strength(z.mean(dim=(2, 3))) + self.noise_gain(torch.log(sigma + 1e-3))  # [B, 1]
+        delta = torch.sigmoid(logit)[:, :, None, None] * delta
+        if self.limit:
+            bound = (self.limit * sigma + LIMIT_FLOOR)[:, :, None, None]  # [B, 1, 1, 1]
+            delta = bound * torch.tanh(delta / bound)
+        return (x + delta).clamp(0.0, 1.0)
+
+
+# The limit's floor: half an 8-bit level, so a noiseless image (sigma_hat = 0) still gets a
+# well-defined, vanishing correction rather than a division by zero.
+LIMIT_FLOOR = 0.5 / 255
+
+
+def median3x3(x: torch.Tensor) -> torch.Tensor:
+    """Per-channel 3x3 median of ``x [B, C, H, W]`` with replicated borders (exact: the 19
+    compare-exchanges of a 9-input median network, no sort or unfold of 9 copies)."""
+    b, c, h, w = x.shape
+    p = F.pad(x.reshape(b * c, 1, h, w), (1, 1, 1, 1), mode="replicate")
+    v = [p[..., i : i + h, j : j + w] for i in range(3) for j in range(3)]
+
+    def sort2(i: int, j: int) -> None:
+        v[i], v[j] = torch.minimum(v[i], v[j]), torch.maximum(v[i], v[j])
+
+    for i, j in ((1, 2), (4, 5), (7, 8), (0, 1), (3, 4), (6, 7), (1, 2), (4, 5), (7, 8), (0, 3),
+                 (5, 8), (4, 7), (3, 6), (1, 4), (2, 5), (4, 7), (4, 2), (6, 4), (4, 2)):
+        sort2(i, j)
+    return v[4].reshape(b, c, h, w)
 
 
 def noise_level(x: torch.Tensor) -> torch.Tensor:
@@ -190,7 +223,10 @@ class Decoder(nn.Module):
             self.trans_conv_layer_1 = AdjustedConv(c_skip, f, stride=2, activation="swish", config=config, transposed=True)
             self.to_image = AdjustedConv(f, c_out, stride=1, activation="sigmoid", config=config)
             if config.detail_channels:
-                self.fusion = ResidualFusion(c_skip, c_out, config.detail_channels, config.detail_depth)
+                self.fusion = ResidualFusion(
+                    c_skip, c_out, config.detail_channels, config.detail_depth,
+                    median=config.detail_median, limit=config.detail_limit,
+                )
             else:
                 self.fusion = FusionHead(f, c_out)
         else:

@@ -86,6 +86,14 @@ class AEConfig:
     # model is exactly the identity and "leave a clean photo alone" is where training starts.
     detail_channels: int = 0
     detail_depth: int = 4  # 3x3 conv layers of the residual head (first + depth - 1 residual ones)
+    # The head also sees the 3x3 median of x: the classical answer to impulse noise, which a few
+    # small convs do not learn from four training photos. A fixed input, no parameters but its
+    # share of the first conv.
+    detail_median: bool = False
+    # Denoisers only: the head's correction is soft-limited per image to detail_limit times the
+    # estimated noise sigma (reference/autoencoder.py noise_level), L * tanh(d / L). A photo with no
+    # measurable noise can then hardly be changed, whatever texture it has; 0 = no limit.
+    detail_limit: float = 0.0
 
     def __post_init__(self) -> None:
         _positive(self, "in_channels", "skip_channels", "latent_channels")
@@ -93,6 +101,10 @@ class AEConfig:
             raise ValueError("AEConfig: detail_channels (the residual fusion head) needs fusion_channels > 0")
         if not isinstance(self.detail_depth, int) or self.detail_depth < 1:
             raise ValueError(f"AEConfig.detail_depth must be a positive int, got {self.detail_depth!r}")
+        if (self.detail_median or self.detail_limit) and not self.detail_channels:
+            raise ValueError("AEConfig: detail_median / detail_limit shape the residual fusion head; set detail_channels")
+        if not isinstance(self.detail_limit, (int, float)) or not (0.0 <= self.detail_limit < float("inf")):
+            raise ValueError(f"AEConfig.detail_limit must be a finite number >= 0, got {self.detail_limit!r}")
         for name in ("stem_channels", "fusion_channels", "detail_channels"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ValueError(f"AEConfig.{name} must be an int >= 0, got {getattr(self, name)!r}")

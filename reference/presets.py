@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from .config import (
     AEConfig,
     LNCAConfig,
@@ -41,6 +43,11 @@ _BLIND_AE = AEConfig(
 _TINY_BLIND_AE = AEConfig(
     skip_channels=4, latent_channels=5, stem_channels=3, fusion_channels=5, detail_channels=6, detail_depth=2
 )
+# The blind denoiser's head also sees the 3x3 median and its correction is bounded by 3 estimated
+# noise sigmas per image (docs/training/blind.md: clean photos 34.5 -> 39.5 dB for -0.3..+0.3 dB
+# on Gaussian noise before retraining; k = 3 chosen on the validation photos).
+_BLIND_DENOISER_AE = replace(_BLIND_AE, detail_median=True, detail_limit=3.0)
+_TINY_BLIND_DENOISER_AE = replace(_TINY_BLIND_AE, detail_median=True, detail_limit=3.0)
 _PLUS_NCA_M = dict(cell_in=24, cell_out=24, hidden=16)  # 64 channels: the paper's NCA cost per step
 _PLUS_NCA_L = dict(cell_in=32, cell_out=32, hidden=32)  # 96 channels
 
@@ -60,6 +67,8 @@ PRESETS = {
     "latent-vitca-plus-l": LNCAConfig(core="vitca", ae=_PLUS_AE_L, nca=ViTCAConfig(**_PLUS_NCA_L)),
     "latent-nafca-blind": LNCAConfig(core="nafca", ae=_BLIND_AE, nca=NAFCAConfig(**_PLUS_NCA_M), steps=16),
     "tiny-latent-nafca-blind": LNCAConfig(core="nafca", ae=_TINY_BLIND_AE, nca=_TINY_NAFCA, steps=4),
+    "latent-nafca-blind-denoiser": LNCAConfig(core="nafca", ae=_BLIND_DENOISER_AE, nca=NAFCAConfig(**_PLUS_NCA_M), steps=16),
+    "tiny-latent-nafca-blind-denoiser": LNCAConfig(core="nafca", ae=_TINY_BLIND_DENOISER_AE, nca=_TINY_NAFCA, steps=4),
     "tiny-latent-nafca-plus": LNCAConfig(core="nafca", ae=_TINY_PLUS_AE, nca=_TINY_NAFCA, steps=4),
     "tiny-latent-nafca": LNCAConfig(core="nafca", ae=_TINY_AE, nca=_TINY_NAFCA, steps=4),
     "tiny-latent-vitca": LNCAConfig(core="vitca", ae=_TINY_AE, nca=_TINY_LATENT_VITCA, steps=4),

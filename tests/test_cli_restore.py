@@ -245,6 +245,28 @@ def test_tiling_the_shipped_model_leaves_no_seams():
     assert np.abs(pasted - whole).mean() > 2 * np.abs(tiled - whole).mean()
 
 
+@pytest.mark.parametrize("task", ["denoise", "deblur"])
+def test_shipped_defaults_leave_a_clean_photo_alone(task):
+    """Do no harm: a clean whole photo (astronaut, a validation photo: the strength of both
+    defaults is calibrated on it, lnca_fast/training/calibrate.py) comes back at >= 38 dB and SSIM
+    >= 0.98, the bar the held-out photos are reported against in docs/training/blind.md."""
+    import skimage.data
+
+    from lnca_fast.checkpoint import load_model
+    from lnca_fast.metrics import psnr, ssim
+    from lnca_fast.shipped import default_for
+
+    entry = default_for(task)
+    if not entry.path.is_file():
+        pytest.skip("no shipped weights in this checkout")
+    restorer = Restorer(load_model(entry.path, fast=True).set_backend("torch"), steps=16)
+    photo = skimage.data.astronaut().astype(np.float32) / 255
+    out = restorer.restore_image(photo, tile=512, overlap=64)
+    as_tensor = lambda a: torch.from_numpy(a).permute(2, 0, 1)[None]
+    assert float(psnr(as_tensor(out), as_tensor(photo))) >= 38.0
+    assert float(ssim(as_tensor(out), as_tensor(photo))) >= 0.98
+
+
 def test_shipped_denoiser_improves_the_sample_photo(tmp_path, capsys):
     from lnca_fast.metrics import ssim
     from lnca_fast.samples import FILES, clean_crop, corrupted_crop, sample_path

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from lnca_fast.reference.autoencoder import ResidualFusion, noise_level
+from lnca_fast.reference.autoencoder import LIMIT_FLOOR, ResidualFusion, median3x3, noise_level
 from lnca_fast.reference.config import AEConfig
 from tolerances import BLIND_FAST_ATOL
 
 from lnca_fast import create_model
 
-BLIND_PARAMS = {"latent-nafca-blind": 153_721}
+BLIND_PARAMS = {"latent-nafca-blind": 153_721, "latent-nafca-blind-denoiser": 158_905}
 
 
 def test_parameter_count_is_pinned_and_within_the_cap():
@@ -21,10 +21,11 @@ def test_parameter_count_is_pinned_and_within_the_cap():
         assert got == count and got <= 250_000
 
 
+@pytest.mark.parametrize("name", ["tiny-latent-nafca-blind", "tiny-latent-nafca-blind-denoiser"])
 @pytest.mark.parametrize("size", [(1, 1), (5, 7), (32, 32), (37, 50)])
-def test_untrained_model_is_exactly_the_identity(size):
+def test_untrained_model_is_exactly_the_identity(size, name):
     torch.manual_seed(0)
-    model = create_model("tiny-latent-nafca-blind").eval()
+    model = create_model(name).eval()
     x = torch.rand(2, 3, *size)
     assert torch.equal(model(x, steps=3), x)
 
@@ -140,3 +141,63 @@ def test_noise_level_drives_the_strength():
         head.noise_gain.bias.fill_(10.0)
         y = head(h, x, r) - x
     assert float(y[0].abs().max()) < 1e-6 < float(y[1].abs().max())
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (2, 3, 1, 5), (1, 3, 7, 2), (2, 3, 13, 11)])
+def test_median3x3_is_the_exact_median_of_the_replicated_neighbourhood(shape):
+    g = torch.Generator().manual_seed(sum(shape))
+    for x in (torch.rand(shape, generator=g), torch.randint(0, 3, shape, generator=g).float()):  # ties too
+        p = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="replicate").unfold(2, 3, 1).unfold(3, 3, 1)
+        assert torch.equal(median3x3(x), p.reshape(*shape, 9).median(dim=-1).values)
+
+
+def test_median_view_removes_isolated_impulses():
+    x = torch.full((1, 3, 9, 9), 0.4)
+    x[..., 4, 4] = 1.0
+    assert torch.equal(median3x3(x), torch.full_like(x, 0.4))
+
+
+def _limited_head(limit):
+    torch.manual_seed(5)
+    head = ResidualFusion(features=4, image_channels=3, width=5, depth=2, median=True, limit=limit)
+    with torch.no_grad():
+        head.out.bias.fill_(2.0)  # a large correction everywhere
+        head.strength.bias.fill_(40.0)  # s = 1
+    return head
+
+
+def test_limit_bounds_the_correction_by_the_estimated_noise():
+    head = _limited_head(3.0)
+    g = torch.Generator().manual_seed(6)
+    flat = torch.full((1, 3, 32, 32), 0.3)
+    x = torch.cat([flat, flat + torch.randn(1, 3, 32, 32, generator=g) * 0.05])  # sigma 0 and 0.05
+    h, r = torch.rand(2, 4, 16, 16, generator=g), torch.rand(2, 3, 32, 32, generator=g)
+    with torch.no_grad():
+        change = (head(h, x, r) - x).abs().flatten(1).amax(dim=1)
+        bound = 3.0 * noise_level(x).flatten() + LIMIT_FLOOR
+    assert float(change[0]) <= LIMIT_FLOOR  # nothing to measure: at most half an 8-bit level
+    assert bool((change <= bound + 1e-6).all())
+    assert float(change[1]) > 0.9 * float(bound[1])  # the bound is reached, not a clamp to zero
+    unlimited = _limited_head(0.0)
+    with torch.no_grad():
+        assert float((unlimited(h, x, r) - x).abs().max()) > 0.5
+
+
+def test_limit_is_smooth_for_small_corrections():
+    torch.manual_seed(7)
+    x = torch.rand(1, 3, 16, 16) * 0.5 + 0.25
+    h, r = torch.rand(1, 4, 8, 8), torch.rand(1, 3, 16, 16)
+    heads = [ResidualFusion(features=4, image_channels=3, width=5, depth=2, median=True, limit=k) for k in (3.0, 0.0)]
+    heads[1].load_state_dict(heads[0].state_dict())
+    with torch.no_grad():
+        for head in heads:
+            head.out.weight.normal_(0, 1e-5, generator=torch.Generator().manual_seed(8))
+        small = [head(h, x, r) - x for head in heads]
+    torch.testing.assert_close(small[0], small[1], rtol=1e-3, atol=1e-9)  # tanh(u) ~ u
+
+
+def test_limit_options_need_the_residual_head():
+    with pytest.raises(ValueError, match="detail_channels"):
+        AEConfig(fusion_channels=4, detail_limit=3.0)
+    with pytest.raises(ValueError, match="detail_limit"):
+        AEConfig(fusion_channels=4, detail_channels=8, detail_limit=-1.0)

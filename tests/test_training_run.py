@@ -155,3 +155,29 @@ def test_blind_run_starts_from_all_weights_and_trains_on_the_family(tmp_path):
     bad = _recipe(model="tiny-latent-nafca", init_weights=str(state))
     with pytest.raises(ValueError, match="does not hold this model's weights"):
         build_for_training(bad, torch.device("cpu"))
+
+
+def test_init_weights_into_a_head_with_more_inputs_starts_as_the_same_function(tmp_path):
+    """The blind denoiser's head takes the median view as extra inputs: warm-started from a blind
+    model's file, the new inputs get zero weight and, without the limit, the outputs are equal."""
+    from dataclasses import replace
+
+    from lnca_fast.checkpoint import save_weights
+    from lnca_fast.factory import build_model, create_model
+    from lnca_fast.reference.presets import PRESETS
+    from lnca_fast.training.models import load_all
+    from tolerances import WIDENED_INPUT_ATOL
+
+    torch.manual_seed(0)
+    old = create_model("tiny-latent-nafca-blind").eval()
+    with torch.no_grad():
+        old.decoder.fusion.out.weight.normal_(0, 0.1)
+    save_weights(old, tmp_path / "old.safetensors")
+    cfg = PRESETS["tiny-latent-nafca-blind-denoiser"]
+    new = build_model(replace(cfg, ae=replace(cfg.ae, detail_limit=0.0))).eval()
+    load_all(new, str(tmp_path / "old.safetensors"))
+    first = new.decoder.fusion.first.weight
+    assert torch.count_nonzero(first[:, old.decoder.fusion.first.weight.shape[1]:]) == 0
+    x = torch.rand(1, 3, 16, 20)
+    with torch.no_grad():
+        torch.testing.assert_close(new(x, steps=2), old(x, steps=2), rtol=0, atol=WIDENED_INPUT_ATOL)

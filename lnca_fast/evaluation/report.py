@@ -168,7 +168,7 @@ def _photos(runs, first: Recipe, sources: dict[str, list[str]], out: Path, echo)
     return photos_markdown(rows, test, first.task)
 
 
-def _photo_restorer(model, steps: int):
+def photo_restorer(model, steps: int):
     """Whole-photo restore as ``lnca restore`` runs it (tiled above 512 px, 64 px overlap)."""
     from ..restoration.engine import Restorer
 
@@ -189,13 +189,13 @@ def _families(runs, first: Recipe, out: Path, echo, *, shipped: tuple[str, ...] 
 
     learned = []
     for folder, recipe, model in runs:
-        learned.append((f"{recipe.model} ({folder.name})", _photo_restorer(model, recipe.eval_steps)))
-        learned.append((f"{recipe.model} ({folder.name}), NCA off: 0 steps", _photo_restorer(model, 0)))
+        learned.append((f"{recipe.model} ({folder.name})", photo_restorer(model, recipe.eval_steps)))
+        learned.append((f"{recipe.model} ({folder.name}), NCA off: 0 steps", photo_restorer(model, 0)))
     for name in shipped:
         entry = registry.lookup(first.task, name)
         model = load_model(registry.weights_path(entry), fast=True)
         steps = json.loads(read_weights(entry.path)[1].get("recipe", "{}")).get("eval_steps", model.config.steps)
-        learned.append((f"shipped {name}", _photo_restorer(model, int(steps))))
+        learned.append((f"shipped {name}", photo_restorer(model, int(steps))))
     out.mkdir(parents=True, exist_ok=True)
     cache = out / "peers-cache.json"  # peer rows (BM3D: minutes per corruption) reused for identical inputs
     rows = evaluate_families(learned, first.task, split_seed=first.split_seed, cache=cache, echo=echo)

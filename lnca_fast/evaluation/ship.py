@@ -11,13 +11,22 @@ from .classical import RESTORERS
 from .report import load_run
 
 
-def ship_run(run_dir: str | Path, dest: str | Path, *, classical: str, param) -> None:
+def ship_run(run_dir: str | Path, dest: str | Path, *, classical: str, param, weights: str | Path | None = None) -> None:
     """Write ``dest`` (safetensors) from ``run_dir``; ``classical``/``param`` name the restorer
-    (and its validation-tuned parameter) the demo compares against."""
+    (and its validation-tuned parameter) the demo compares against. ``weights``: a file to ship
+    instead of the run's own (its strength calibrated by lnca_fast.training.calibrate, whose
+    measurements are carried over)."""
+    from ..checkpoint import load_model, read_weights
+
     run_dir = Path(run_dir)
     if classical not in {r.name for r in RESTORERS}:
         raise ValueError(f"unknown classical restorer {classical!r}")
     recipe, model = load_run(run_dir)
     result = json.loads((run_dir / "result.json").read_text())
     extra = {"recipe": recipe.to_dict(), "result": result, "classical": [classical, param], "run": run_dir.name}
+    if weights is not None:
+        model = load_model(weights)
+        calibration = json.loads(read_weights(weights)[1].get("extra") or "{}").get("calibration")
+        if calibration is not None:
+            extra["calibration"] = calibration
     save_weights(model, dest, preset=recipe.model, extra=extra)

@@ -62,7 +62,10 @@ def load_all(model: nn.Module, path: str) -> None:
     """Every tensor of ``model`` from a weights file, or a training state's best weights (keys
     prefixed ``best.``; ``model.`` when no best is recorded). Tensors the file lacks keep their
     initial values (a run of an earlier version of a preset, before a layer was added; reported);
-    tensors the model lacks, or too few matches, are an error."""
+    tensors the model lacks, or too few matches, are an error. A layer whose input grew (the file's
+    weight has fewer input channels, dim 1, than the model's; new inputs are appended last, as
+    ``ResidualFusion``'s median view) takes the file's weights for its old inputs and zeros for the
+    new ones, so the model starts as exactly the file's function (reported)."""
     from safetensors.torch import load_file
 
     tensors = load_file(path)
@@ -75,9 +78,24 @@ def load_all(model: nn.Module, path: str) -> None:
     if set(tensors) - own or len(missing) * 10 > len(own):
         matched = len(set(tensors) & own)
         raise ValueError(f"{path} does not hold this model's weights ({matched} of {len(own)} tensors match by name)")
+    state = model.state_dict()
+    widened = [k for k in tensors if _widened_input(tensors[k], state[k])]
+    for key in widened:
+        grown = torch.zeros_like(state[key])
+        grown[:, : tensors[key].shape[1]] = tensors[key]
+        tensors[key] = grown
     model.load_state_dict(tensors, strict=False)
+    if widened:
+        print(f"init_weights: {', '.join(widened)} take more inputs than in {path}: new inputs start at zero weight")
     if missing:
         print(f"init_weights: {path} lacks {', '.join(missing)}: kept at their initial values")
+
+
+def _widened_input(saved: torch.Tensor, own: torch.Tensor) -> bool:
+    return (
+        saved.dim() == own.dim() >= 2 and saved.shape[1] < own.shape[1]
+        and saved.shape[:1] + saved.shape[2:] == own.shape[:1] + own.shape[2:]
+    )
 
 
 def load_autoencoder(model: nn.Module, path: str) -> None:

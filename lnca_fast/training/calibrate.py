@@ -1,0 +1,120 @@
+"""The blind models' strength calibrated on the validation photos so that a clean photo comes back
+unharmed: the do-no-harm bar (>= 38 dB PSNR and >= 0.98 SSIM) held with the least loss of
+restoration.
+
+A blind deblurrer cannot always tell a sharp photo from a slightly blurred one; training balances
+the two by the training mix, not by the bar. The residual head's output is ``x + s d`` with one
+strength ``s = sigmoid(logit)`` per image (reference/autoencoder.py ``ResidualFusion``): shifting
+the strength's bias moves every image's correction by the same factor, and clean-photo fidelity
+falls as the correction grows. So the largest shift for which every clean validation photo still
+meets the bar is found by bisection and written into a copy of the weights, with what was measured
+in its metadata (``extra["calibration"]``). Test photos are never looked at.
+
+    python -m lnca_fast.training.calibrate WEIGHTS --out FILE [--min-psnr 38] [--min-ssim 0.98]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+BISECTION_STEPS = 12
+SHIFT_RANGE = (-6.0, 2.0)  # logit shifts searched: s from ~0.002x to ~7x its trained odds
+
+
+def _fusion(model):
+    from ..reference.autoencoder import ResidualFusion
+
+    heads = [m for m in model.modules() if isinstance(m, ResidualFusion)]
+    if len(heads) != 1:
+        raise ValueError("calibration needs a model with one residual fusion head (the -blind presets)")
+    return heads[0]
+
+
+def clean_scores(model, steps: int, photos) -> list[tuple[str, float, float]]:
+    """``(photo, PSNR, SSIM)`` of each clean photo restored as ``lnca restore`` restores it."""
+    from ..evaluation.report import photo_restorer
+    from ..metrics import psnr, ssim
+
+    restore = photo_restorer(model, steps)
+    scores = []
+    for name, clean in photos:
+        with torch.no_grad():
+            out = restore(clean)
+        scores.append((name, float(psnr(out, clean)), float(ssim(out, clean))))
+    return scores
+
+
+def _meets(scores, min_psnr: float, min_ssim: float) -> bool:
+    return all(p >= min_psnr and s >= min_ssim for _, p, s in scores)
+
+
+def calibrate_strength(model, steps: int, photos, *, min_psnr: float = 38.0, min_ssim: float = 0.98) -> dict:
+    """Shift ``model``'s strength bias in place to the largest value in ``SHIFT_RANGE`` at which
+    every clean photo of ``photos`` meets the bar (0 when the trained model already does and a
+    larger shift would not; the range's low end when nothing does). Returns what was measured."""
+    head = _fusion(model)
+    trained = float(head.strength.bias.detach())
+
+    def scores_at(shift: float):
+        with torch.no_grad():
+            head.strength.bias.fill_(trained + shift)
+        return clean_scores(model, steps, photos)
+
+    before = scores_at(0.0)
+    if _meets(before, min_psnr, min_ssim):
+        shift, after = 0.0, before
+    else:
+        low, high = SHIFT_RANGE[0], 0.0  # low meets the bar (checked below), high does not
+        after = scores_at(low)
+        for _ in range(BISECTION_STEPS):
+            mid = (low + high) / 2
+            trial = scores_at(mid)
+            if _meets(trial, min_psnr, min_ssim):
+                low, after = mid, trial
+            else:
+                high = mid
+        shift = low
+    with torch.no_grad():
+        head.strength.bias.fill_(trained + shift)
+    return {
+        "bias_shift": shift,
+        "min_psnr": min_psnr,
+        "min_ssim": min_ssim,
+        "photos": [name for name, _ in photos],
+        "before": [[n, round(p, 3), round(s, 5)] for n, p, s in before],
+        "after": [[n, round(p, 3), round(s, 5)] for n, p, s in after],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..checkpoint import load_model, read_weights, save_weights
+    from ..evaluation.family_photos import load_photos
+
+    parser = argparse.ArgumentParser(prog="python -m lnca_fast.training.calibrate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("weights", type=Path)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--min-psnr", type=float, default=38.0)
+    parser.add_argument("--min-ssim", type=float, default=0.98)
+    args = parser.parse_args(argv)
+    try:
+        _, metadata = read_weights(args.weights)
+        model = load_model(args.weights).eval()
+        _fusion(model)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    extra = json.loads(metadata.get("extra") or "{}")
+    steps = extra.get("recipe", {}).get("eval_steps", model.config.steps)
+    result = calibrate_strength(model, steps, load_photos("val"), min_psnr=args.min_psnr, min_ssim=args.min_ssim)
+    save_weights(model, args.out, preset=metadata.get("preset"), extra={**extra, "calibration": result})
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
