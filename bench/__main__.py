@@ -38,6 +38,10 @@ RECORD_OUT = Path(__file__).resolve().parent / "results"  # tracked: written onl
 DEFAULT_OUT = Path("lnca-bench")  # relative to the current directory
 PARTS = ("ca_step", "rollout", "tables")
 
+# What a --quick run measures on either device: one image size, the two smallest grids, one update
+# rate, nothing compiled, no megapixel or training rollout.
+QUICK = dict(sizes=(32,), batches=(8,), grids=(8, 16), grid_batches=(8,), compile_grids=(), rollout_sizes=(32,),
+             rates=(0.5,), compile_rates=(), megapixel_steps=0, rollout_train_steps=0)
 # (device, quick) -> defaults; see the module docstring's table.
 DEFAULTS = {
     ("cpu", False): dict(
@@ -58,24 +62,7 @@ DEFAULTS = {
         max_config_s=60,
         sample_s=0.02,
     ),
-    ("cpu", True): dict(
-        sizes=(32,),
-        batches=(8,),
-        infer_batches=1,
-        samples=16,
-        epochs=1,
-        grids=(8, 16),
-        grid_batches=(8,),
-        compile_grids=(),
-        rollout_sizes=(32,),
-        rates=(0.5,),
-        compile_rates=(),
-        megapixel_steps=0,
-        rollout_train_steps=0,
-        budget_s=80,
-        max_config_s=10,
-        sample_s=0.01,
-    ),
+    ("cpu", True): dict(QUICK, infer_batches=1, samples=16, epochs=1, budget_s=80, max_config_s=10, sample_s=0.01),
     ("cuda", False): dict(
         sizes=(32, 64, 128),
         batches=(8, 16, 32),
@@ -94,24 +81,7 @@ DEFAULTS = {
         max_config_s=60,
         sample_s=0.005,
     ),
-    ("cuda", True): dict(
-        sizes=(32,),
-        batches=(8,),
-        infer_batches=2,
-        samples=64,
-        epochs=2,
-        grids=(8, 16),
-        grid_batches=(8,),
-        compile_grids=(),
-        rollout_sizes=(32,),
-        rates=(0.5,),
-        compile_rates=(),
-        megapixel_steps=0,
-        rollout_train_steps=0,
-        budget_s=150,
-        max_config_s=30,
-        sample_s=0.005,
-    ),
+    ("cuda", True): dict(QUICK, infer_batches=2, samples=64, epochs=2, budget_s=150, max_config_s=30, sample_s=0.005),
 }
 # NOTE: why the CPU grid is this small (AMD EPYC Zen 4 VM, 1 thread, torch 2.13 eager):
 #   one 64-step inference at 32x32 b8: LatentNAFCA ~0.1 s, LatentViTCA ~0.3 s, NAFNet ~0.45 s,

@@ -164,17 +164,25 @@ def _ratio(num: dict | None, den: dict | None) -> str:
     return f"{float(num['p50']) / float(den['p50']):.2f}x" if _ok(num) and _ok(den) else "—"
 
 
+def _configurations(rows: dict[tuple, dict], part: str) -> list[tuple]:
+    """The (name, size, batch, mode) configurations measured by one part of the bench, sorted."""
+    return sorted({(k[1], int(k[3]), int(k[4]), k[6]) for k in rows if k[0] == part})
+
+
+def _header(*columns: str) -> list[str]:
+    """A markdown table's header and rule lines."""
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
+
 def ca_step_table(rows: dict[tuple, dict]) -> str:
     """Per configuration and provider: time, speed-up over the reference and over
     torch.compile(reference) (its compile time apart), GB/s, TFLOP/s, and % of the peak: on CPU the
     core's compute peak (``peak_pct``), on a GPU the roofline."""
-    keys = sorted({(k[1], int(k[3]), int(k[4]), k[6]) for k in rows if k[0] == "ca_step"})
+    keys = _configurations(rows, "ca_step")
     if not keys:
         return ""
-    out = [
-        "| cell | grid | batch | mode | provider | ms (p50) | vs reference | vs compile | compile s | GB/s | TFLOP/s | % peak |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    out = _header("cell", "grid", "batch", "mode", "provider", "ms (p50)", "vs reference", "vs compile", "compile s",
+                  "GB/s", "TFLOP/s", "% peak")
     for cell, grid, batch, mode in keys:
 
         def get(metric, provider, cell=cell, grid=grid, batch=batch, mode=mode):
@@ -258,13 +266,11 @@ def _paper_index(model: str) -> int:
 def rollout_table(rows: dict[tuple, dict]) -> str:
     from .rollout import PAPER_SECONDS
 
-    keys = sorted({(k[1], int(k[3]), int(k[4]), k[6]) for k in rows if k[0] == "rollout"})
+    keys = _configurations(rows, "rollout")
     if not keys:
         return ""
-    out = [
-        "| model | size | batch | update rate | provider | rollout s (p50) | NCA steps alone s | paper (A100, TF) s |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    out = _header("model", "size", "batch", "update rate", "provider", "rollout s (p50)", "NCA steps alone s",
+                  "paper (A100, TF) s")
     for model, size, batch, mode in keys:
         for provider in ("reference", "compile", "fast"):
             lat = rows.get(("rollout", model, "latency", str(size), str(batch), provider, mode))

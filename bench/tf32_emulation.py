@@ -18,7 +18,7 @@ Method (docs/design/tf32.md says why each choice):
   ``+ dot(a_big, b_big)`` and the accumulator, each partial dot a TF32 MMA (its small operand
   truncated again).
   fp16 / bf16 operands are left to the interpreter (tensor cores read them exactly).
-- ``dot_precision(forward, backward)`` sets the precision constexpr (NAFCA ``PREC``, ViTCA
+- ``dot_precision(forward, backward)`` sets the precision constexpr (NAFCA ``IP``, ViTCA
   ``IP``) of every launch of a forward / backward step of either cell, whatever the launcher
   chose, so precisions the launchers do not offer (tf32x3, TF32 in NAFCA's fp32 backward) run
   the real kernels too. Block sizes stay the launcher's (those of ``launch_precision``).
@@ -44,11 +44,9 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
-import copy
 import dataclasses
 import itertools
 import json
-import math
 import os
 import sys
 import time
@@ -170,7 +168,7 @@ def dot_precision(forward: str, backward: str):
     nafca_launch, vitca_launch = nafca._launch, vitca._launch
 
     def forced_nafca(kernel_fn, launch, *args):
-        config = dataclasses.replace(launch.config, PREC=precision())
+        config = dataclasses.replace(launch.config, IP=precision())
         return nafca_launch(kernel_fn, dataclasses.replace(launch, config=config), *args)
 
     def forced_vitca(kernel, geom, layout, *args):
@@ -380,48 +378,25 @@ def nafca_case_errors(case: dict, variant: Variant, dots: collections.Counter | 
 
 
 def vitca_case_errors(case: dict, variant: Variant, dots: collections.Counter | None = None) -> dict:
-    """Errors per quantity as ``tests/test_vitca_kernel_parity.relative_errors`` measures them,
-    each parameter's gradient apart (``d_<name>``); ``dots`` counts the dots run."""
+    """Kernel errors per quantity (``vitca_cases.rollout_errors``, each parameter's gradient apart:
+    ``d_<name>``); ``dots`` counts the dots run."""
     _import_tests()
-    import test_vitca_kernel_parity as suite
-    from lnca_fast.reference.state import apply_update
+    import vitca_cases
 
     from lnca_fast.fast import vitca as ops
     from lnca_fast.fast.cell import Prepared
     from lnca_fast.fast.fold_vitca import fold_vitca
 
-    cfg = suite.CELLS[case["cell"]]
-    b, h, w, seed = case["b"], case["h"], case["w"], case["seed"]
-    cell64 = suite.random_cell(cfg, seed)
-    cell = copy.deepcopy(cell64).float()
-    g = torch.Generator().manual_seed(seed + 1)
-    state0 = torch.randn(b, h, w, cfg.channels, generator=g, dtype=torch.float64)
-    cot = torch.randn(b, h, w, cfg.channels, generator=g, dtype=torch.float64)
-    steps = suite.replayed_masks(b, h, w, case["rate"], case["steps"], seed)
-
-    s64 = state0.clone().requires_grad_()
-    ref = s64
-    for m in steps:
-        ref = apply_update(ref, cell64.delta(ref, None), torch.ones_like(ref[..., :1]) if m is None else m, cell64.layout)
-    (ref * cot).sum().backward()
-
-    s = state0.to(variant.dtype).requires_grad_()
-    with variant.context() as seen:
+    def make_step(cell):
         prepared = Prepared(fold_vitca(cell))
-        out = s
-        for m in steps:
-            out = ops.vitca_step(out, prepared, None if m is None else m.to(variant.dtype), None,
-                                 cells_per_program=case["cpp"])
-        (out.double() * cot).sum().backward()
+        return lambda x, mask, keeps: ops.vitca_step(x, prepared, mask, keeps, cells_per_program=case["cpp"])
+
+    with variant.context() as seen:
+        errors, _, _, _ = vitca_cases.rollout_errors(vitca_cases.CELLS[case["cell"]], case["seed"],
+                                                     (case["b"], case["h"], case["w"]), case["steps"], case["rate"],
+                                                     variant.dtype, "cpu", make_step)
     if dots is not None:
         dots.update(seen)
-
-    def rel(x, want):
-        return ((x.detach().double() - want).abs().max() / want.abs().max().clamp_min(1e-30)).item()
-
-    errors = {"out": rel(out, ref.detach()), "d_state": rel(s.grad, s64.grad)}
-    for (name, p64), p in zip(cell64.named_parameters(), cell.parameters(), strict=True):
-        errors[f"d_{name}"] = rel(p.grad, p64.grad)
     return errors
 
 
@@ -511,7 +486,8 @@ def nafca_model_errors(seed: int, variant: Variant) -> dict[str, float]:
     """``tests/test_nafca_fast_path.test_model_restores_and_trains_like_reference`` at its GPU
     triton size (1 image 16x16, 2 steps) with the GPU's arithmetic (module docstring)."""
     _import_tests()
-    from nafca_cases import randomize, relative_error
+    from nafca_cases import randomize
+    from parity import relative_error
 
     from lnca_fast import create_model
 
@@ -620,45 +596,21 @@ def wgrad_gemm_errors(seeds: list[int], rounding: str = "rz") -> dict:
     """``test_weight_gradient_gemm``'s operands (both of its cases) at the launcher's "tf32" with
     emulated dots: the worst |got - want| and, for candidate ``(rtol, atol)``, the worst
     ``|got - want| / (atol + rtol |want|)`` (assert_close passes at <= 1)."""
-    from lnca_fast.kernels.vitca_wgrad import _vitca_wgrad_kernel
-
-    from lnca_fast.fast import vitca_layout
-
     _import_tests()
     import test_vitca_kernel_parity as suite
+    import vitca_cases
 
     abs_err, scale, ratios = 0.0, 0.0, collections.defaultdict(float)
     candidates = [(1e-2, 1e-1), (1e-2, 5e-2), (0.0, 1e-1), (5e-3, 5e-2)]
     for seed, (cfg_name, cells, splits, blocks) in itertools.product(seeds, [("odd", 37, 3, "auto"), ("latent", 70, 2, "gpu")]):
-        cfg = suite.CELLS[cfg_name]
-        layout = vitca_layout.PackLayout.of(cfg)
-        g = torch.Generator().manual_seed(seed)
-        rows = torch.randn(cells, layout.row_width, generator=g, dtype=torch.float64)
-        state = torch.randn(cells, layout.channels, generator=g, dtype=torch.float64)
-        grad = torch.randn(cells, layout.channels, generator=g, dtype=torch.float64)
-        mask = (torch.rand(cells, generator=g) < 0.5).double()
-        widths = dict(layout.row_columns())
-        offsets = dict(zip(widths, [0, *itertools.accumulate(widths.values())]))
-        geom = vitca_layout.geometry("wgrad", cells, layout, torch.float32, "cpu", blocks=blocks)
-        partials = torch.full((splits, layout.size), float("nan"))
         with emulate_tf32(rounding):
-            _vitca_wgrad_kernel[(splits * geom.programs // geom.splits,)](
-                state.float(), mask.float(), grad.float(), rows.float(), partials, layout.channels, cells, 1,
-                **layout.constexprs(), BLOCK_M=geom.block_m, BN=geom.bn, IP=geom.input_precision,
-                num_warps=geom.num_warps, num_stages=geom.num_stages)  # fmt: skip
-        shapes = dict(layout.segments())
-        got = dict(zip(shapes, partials.sum(0).double().split([math.prod(s) for s in shapes.values()])))
-
-        pad = (0, layout.cp - layout.channels)
-        operand = {name: rows[:, offsets[name]: offsets[name] + width] for name, width in widths.items()}
-        operand.update({"s": torch.nn.functional.pad(state, pad), "g*m": torch.nn.functional.pad(grad * mask[:, None], pad)})
-        for weight, bias, x, dy in vitca_layout.WGRAD_JOBS:
-            for name, want in ((weight, operand[x].t() @ operand[dy]), (bias, operand[dy].sum(0))):
-                diff = (got[name].view(want.shape) - want).abs()
-                abs_err, scale = max(abs_err, diff.max().item()), max(scale, want.abs().max().item())
-                for rtol, atol in candidates:
-                    ratios[f"rtol={rtol:g} atol={atol:g}"] = max(ratios[f"rtol={rtol:g} atol={atol:g}"],
-                                                                 (diff / (atol + rtol * want.abs())).max().item())
+            _, results = suite.run_weight_gradient_gemm(vitca_cases.CELLS[cfg_name], cells, splits, blocks, seed, "cpu")
+        for got, want in results.values():
+            diff = (got - want).abs()
+            abs_err, scale = max(abs_err, diff.max().item()), max(scale, want.abs().max().item())
+            for rtol, atol in candidates:
+                ratios[f"rtol={rtol:g} atol={atol:g}"] = max(ratios[f"rtol={rtol:g} atol={atol:g}"],
+                                                             (diff / (atol + rtol * want.abs())).max().item())
     return {"seeds": len(seeds), "max_abs": abs_err, "scale": scale, "max_abs_over_scale": abs_err / scale,
             "bound_use": dict(ratios)}
 

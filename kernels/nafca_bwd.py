@@ -48,23 +48,23 @@ from .nafca_common import (
 
 @triton.jit
 def _simple_gate_bwd(dh, a, b, x_in, wa, wb, ops_ptr, rows, rmask, OPW: tl.constexpr, d_col, k0, HALF: tl.constexpr,
-                     acc, PREC: tl.constexpr):
+                     acc, IP: tl.constexpr):
     """Backward of one chunk of ``h = a * b`` with ``a = x_in @ wa + ba``, ``b = x_in @ wb + bb``
     (columns ``k0 ..`` of the two halves of a ``[*, 2 * HALF]`` weight, ``wa``/``wb`` their loaded
     tiles): stores the two halves' output gradients (in ``x_in``'s dtype, the weight gradient's
     ``dY``) at operand columns ``d_col + k0`` and ``d_col + HALF + k0``; returns ``acc + dh/dx_in``."""
-    da = (dh * b).to(x_in.dtype)  # [BM, chunk]
+    da = (dh * b).to(x_in.dtype)  # [BLOCK_M, chunk]
     db = (dh * a).to(x_in.dtype)
     _store_cols(ops_ptr, rows, rmask, OPW, d_col + k0, da)
     _store_cols(ops_ptr, rows, rmask, OPW, d_col + HALF + k0, db)
-    acc = tl.dot(da, tl.trans(wa), acc=acc, input_precision=PREC)
-    return tl.dot(db, tl.trans(wb), acc=acc, input_precision=PREC)
+    acc = tl.dot(da, tl.trans(wa), acc=acc, input_precision=IP)
+    return tl.dot(db, tl.trans(wb), acc=acc, input_precision=IP)
 
 
 @triton.jit
 def _ffn_bwd(
-    y_hat, dz5, w_ptr, p_ptr, ops_ptr, rows, rmask, BM: tl.constexpr, CP: tl.constexpr, EP: tl.constexpr,
-    F2P: tl.constexpr, BF: tl.constexpr, PREC: tl.constexpr,
+    y_hat, dz5, w_ptr, p_ptr, ops_ptr, rows, rmask, BLOCK_M: tl.constexpr, CP: tl.constexpr, EP: tl.constexpr,
+    F2P: tl.constexpr, BF: tl.constexpr, IP: tl.constexpr,
 ):
     """Backward of ``z5 = SimpleGate(y_hat @ w_4 + b_4) @ w_5`` for a chunk (conv4's output is
     recomputed per F/2 chunk): stores the hidden layer ``h`` and conv4's gradients as operands,
@@ -75,42 +75,42 @@ def _ffn_bwd(
     DT: tl.constexpr = w_ptr.dtype.element_ty
     y_in = y_hat.to(DT)
     dz5_in = dz5.to(DT)
-    dy_hat = tl.zeros([BM, CP], dtype=tl.float32)
+    dy_hat = tl.zeros([BLOCK_M, CP], dtype=tl.float32)
     for f0 in range(0, F2P, BF):
         f = f0 + tl.arange(0, BF)
         w4a = _load_w(w_ptr + w_4 + f0, CP, BF, 2 * F2P)  # [CP, BF]
         w4b = _load_w(w_ptr + w_4 + F2P + f0, CP, BF, 2 * F2P)
-        a = tl.dot(y_in, w4a, input_precision=PREC) + tl.load(p_ptr + b_4 + f)[None, :]
-        g = tl.dot(y_in, w4b, input_precision=PREC) + tl.load(p_ptr + b_4 + F2P + f)[None, :]
+        a = tl.dot(y_in, w4a, input_precision=IP) + tl.load(p_ptr + b_4 + f)[None, :]
+        g = tl.dot(y_in, w4b, input_precision=IP) + tl.load(p_ptr + b_4 + F2P + f)[None, :]
         _store_cols(ops_ptr, rows, rmask, OPW, o_h + f0, a * g)
-        dh = tl.dot(dz5_in, tl.trans(_load_w(w_ptr + w_5 + f0 * CP, BF, CP, CP)), input_precision=PREC)
-        dy_hat = _simple_gate_bwd(dh, a, g, y_in, w4a, w4b, ops_ptr, rows, rmask, OPW, o_d4, f0, F2P, dy_hat, PREC)
+        dh = tl.dot(dz5_in, tl.trans(_load_w(w_ptr + w_5 + f0 * CP, BF, CP, CP)), input_precision=IP)
+        dy_hat = _simple_gate_bwd(dh, a, g, y_in, w4a, w4b, ops_ptr, rows, rmask, OPW, o_d4, f0, F2P, dy_hat, IP)
     return dy_hat
 
 
 @triton.jit
 def _perception_bwd(
-    x_in, dv_in, dtaps_in, w_ptr, p_ptr, ops_ptr, rows, rmask, BM: tl.constexpr, CP: tl.constexpr,
-    EP: tl.constexpr, BE: tl.constexpr, F2P: tl.constexpr, PREC: tl.constexpr,
+    x_in, dv_in, dtaps_in, w_ptr, p_ptr, ops_ptr, rows, rmask, BLOCK_M: tl.constexpr, CP: tl.constexpr,
+    EP: tl.constexpr, BE: tl.constexpr, F2P: tl.constexpr, IP: tl.constexpr,
 ):
-    """From the gradients of the pre-gate conv3 row (``dv_in [BM, CP]``) and of the cell's own
-    taps (``dtaps_in [BM, 16]``) back to the normalised state ``x_in`` (all three in the dot
+    """From the gradients of the pre-gate conv3 row (``dv_in [BLOCK_M, CP]``) and of the cell's own
+    taps (``dtaps_in [BLOCK_M, 16]``) back to the normalised state ``x_in`` (all three in the dot
     dtype); the gated features are recomputed per E chunk and stored as operands, with the
     gradients of conv1/conv2's two halves. Returns ``d s_hat``."""
     w_in, b_in, w_tap, _b_tap, w_3, _b_3, _w_4, _b_4, _w_5, _b_5, _w_o, _b_o = _param_offsets(CP, EP, F2P)
     _s_hat, o_d_in, o_x, _dv, _dtaps, _y_hat, _d_4, _h, _dz5, _z_hat, _du = _operand_offsets(CP, EP, F2P)
     OPW: tl.constexpr = 6 * CP + 3 * EP + 3 * F2P + 16
-    ds_hat = tl.zeros([BM, CP], dtype=tl.float32)
+    ds_hat = tl.zeros([BLOCK_M, CP], dtype=tl.float32)
     for e0 in range(0, EP, BE):
         e = e0 + tl.arange(0, BE)
         wa = _load_w(w_ptr + w_in + e0, CP, BE, 2 * EP)  # [CP, BE]
         wb = _load_w(w_ptr + w_in + EP + e0, CP, BE, 2 * EP)
-        ua = tl.dot(x_in, wa, input_precision=PREC) + tl.load(p_ptr + b_in + e)[None, :]
-        ub = tl.dot(x_in, wb, input_precision=PREC) + tl.load(p_ptr + b_in + EP + e)[None, :]
+        ua = tl.dot(x_in, wa, input_precision=IP) + tl.load(p_ptr + b_in + e)[None, :]
+        ub = tl.dot(x_in, wb, input_precision=IP) + tl.load(p_ptr + b_in + EP + e)[None, :]
         _store_cols(ops_ptr, rows, rmask, OPW, o_x + e0, ua * ub)
-        dx = tl.dot(dv_in, tl.trans(_load_w(w_ptr + w_3 + e0 * CP, BE, CP, CP)), input_precision=PREC)
-        dx = tl.dot(dtaps_in, tl.trans(_load_w(w_ptr + w_tap + e0 * 16, BE, 16, 16)), acc=dx, input_precision=PREC)
-        ds_hat = _simple_gate_bwd(dx, ua, ub, x_in, wa, wb, ops_ptr, rows, rmask, OPW, o_d_in, e0, EP, ds_hat, PREC)
+        dx = tl.dot(dv_in, tl.trans(_load_w(w_ptr + w_3 + e0 * CP, BE, CP, CP)), input_precision=IP)
+        dx = tl.dot(dtaps_in, tl.trans(_load_w(w_ptr + w_tap + e0 * 16, BE, 16, 16)), acc=dx, input_precision=IP)
+        ds_hat = _simple_gate_bwd(dx, ua, ub, x_in, wa, wb, ops_ptr, rows, rmask, OPW, o_d_in, e0, EP, ds_hat, IP)
     return ds_hat
 
 
@@ -146,8 +146,8 @@ def _nafca_gate_bwd_kernel(
     EP: tl.constexpr,  # embed width, padded (locates the layout's segments)
     F2P: tl.constexpr,  # FFN width after its SimpleGate padded to a multiple of BF
     BF: tl.constexpr,  # FFN channels per inner chunk
-    BM: tl.constexpr,  # cells per chunk
-    PREC: tl.constexpr,  # tl.dot input_precision for fp32
+    BLOCK_M: tl.constexpr,  # cells per chunk
+    IP: tl.constexpr,  # tl.dot input_precision for fp32
 ):
     _w_in, _b_in, _w_tap, _b_tap, _w_3, _b_3, _w_4, _b_4, _w_5, _b_5, w_o, _b_o = _param_offsets(CP, EP, F2P)
     _s_hat, _d_in, _x, o_dv, _dtaps, o_y_hat, _d_4, _h, o_dz5, o_z_hat, o_du = _operand_offsets(CP, EP, F2P)
@@ -171,16 +171,16 @@ def _nafca_gate_bwd_kernel(
 
     # (a) Recompute the step after the gate; back through the head and LN3. dz goes to dy (this
     # program's own cells; overwritten in (b)): splitting the chunk loop in two keeps the FFN
-    # forward and backward loops' operands from being live together (fp32 TF32, BM=16, 8 warps,
+    # forward and backward loops' operands from being live together (fp32 TF32, BLOCK_M=16, 8 warps,
     # sm_80 / sm_90: 136 / 112 B spilled in one loop, 8 / 0 B split).
-    for m0 in range(0, count, BM):
-        rows = m0 + tl.arange(0, BM)
+    for m0 in range(0, count, BLOCK_M):
+        rows = m0 + tl.arange(0, BLOCK_M)
         rmask = rows < count
         y, _gate = _residual_1(
             state_ptr, keep1_ptr, tap_ptr, v_ptr, p_ptr, rows, rmask, pos0, H, W, drop_scale, has_dropout, C, CP, EP, F2P
         )
         y_hat, _rstd2 = _layer_norm(y, cmask, C, eps)
-        z5 = _ffn_forward(y_hat, w_ptr, p_ptr, BM, CP, EP, F2P, BF, PREC)
+        z5 = _ffn_forward(y_hat, w_ptr, p_ptr, BLOCK_M, CP, EP, F2P, BF, IP)
         z_hat, rstd3 = _layer_norm(y + z5 * _keep_factor(keep2_ptr, rows, rmask, drop_scale, has_dropout, C, CP),
                                    cmask, C, eps)
         # Head: update = z_hat @ w_o + b_o where the update mask is 1 (dout is 0 past the range).
@@ -188,7 +188,7 @@ def _nafca_gate_bwd_kernel(
         du = (_load_tile(dout_ptr, rows, rmask, C, c, cmask) * m[:, None]).to(DT)
         _store_cols(ops_ptr, rows, rmask, OPW, o_z_hat, z_hat)
         _store_cols(ops_ptr, rows, rmask, OPW, o_du, du)
-        dz_hat = tl.dot(du, tl.trans(_load_w(w_ptr + w_o, CP, CP, CP)), input_precision=PREC)
+        dz_hat = tl.dot(du, tl.trans(_load_w(w_ptr + w_o, CP, CP, CP)), input_precision=IP)
         tl.store(dy_ptr + rows[:, None] * CP + c[None, :], _layer_norm_bwd(dz_hat, z_hat, rstd3, cmask, C),
                  mask=rmask[:, None])
     tl.debug_barrier()  # (b) reads what other threads of the program wrote in (a)
@@ -198,8 +198,8 @@ def _nafca_gate_bwd_kernel(
     # and its operand columns hold it rounded to the dot dtype.
     dgate_bias = 0.0
     db_3 = tl.zeros([CP], dtype=tl.float32)
-    for m0 in range(0, count, BM):
-        rows = m0 + tl.arange(0, BM)
+    for m0 in range(0, count, BLOCK_M):
+        rows = m0 + tl.arange(0, BLOCK_M)
         rmask = rows < count
         offs = rows[:, None] * CP + c[None, :]
         y, gate = _residual_1(
@@ -210,13 +210,13 @@ def _nafca_gate_bwd_kernel(
         dz5 = _load_tile(dy_ptr, rows, rmask, CP, c, c < CP)
         dz5 *= _keep_factor(keep2_ptr, rows, rmask, drop_scale, has_dropout, C, CP)
         _store_cols(ops_ptr, rows, rmask, OPW, o_dz5, dz5)
-        dy_hat = _ffn_bwd(y_hat, dz5, w_ptr, p_ptr, ops_ptr, rows, rmask, BM, CP, EP, F2P, BF, PREC)
+        dy_hat = _ffn_bwd(y_hat, dz5, w_ptr, p_ptr, ops_ptr, rows, rmask, BLOCK_M, CP, EP, F2P, BF, IP)
         dy = _load_tile(dy_ptr, rows, rmask, CP, c, c < CP)  # dz reloaded rather than kept live
         dy += _layer_norm_bwd(dy_hat, y_hat, rstd2, cmask, C)
         # Beta residual y = s + drop(gate * v + b_3).
         dz3 = dy * _keep_factor(keep1_ptr, rows, rmask, drop_scale, has_dropout, C, CP)
         db_3 += tl.sum(dz3, axis=0)
-        dgate = tl.sum(dz3 * _load_tile(v_ptr, rows, rmask, CP, c, c < CP), axis=1)  # [BM]; 0 past the range
+        dgate = tl.sum(dz3 * _load_tile(v_ptr, rows, rmask, CP, c, c < CP), axis=1)  # [BLOCK_M]; 0 past the range
         dgate_bias += tl.sum(dgate, axis=0)
         tl.debug_barrier()  # every thread has read this chunk's dz before it is rewritten
         tl.store(dgate_ptr + rows, dgate, mask=rmask)
@@ -252,8 +252,8 @@ def _nafca_perception_bwd_kernel(
     EP: tl.constexpr,  # embed width padded to a multiple of BE
     F2P: tl.constexpr,  # FFN width after its SimpleGate, padded (locates the layout's segments)
     BE: tl.constexpr,  # gate channels per inner chunk
-    BM: tl.constexpr,  # cells per chunk
-    PREC: tl.constexpr,  # tl.dot input_precision for fp32
+    BLOCK_M: tl.constexpr,  # cells per chunk
+    IP: tl.constexpr,  # tl.dot input_precision for fp32
 ):
     o_s_hat, _d_in, _x, o_dv, o_dtaps, _y_hat, _d_4, _h, _dz5, _z_hat, _du = _operand_offsets(CP, EP, F2P)
     OPW: tl.constexpr = 6 * CP + 3 * EP + 3 * F2P + 16
@@ -269,18 +269,18 @@ def _nafca_perception_bwd_kernel(
     ops_ptr += first * OPW
     c = tl.arange(0, CP)
     cmask = c < C
-    for m0 in range(0, count, BM):
-        rows = m0 + tl.arange(0, BM)
+    for m0 in range(0, count, BLOCK_M):
+        rows = m0 + tl.arange(0, BLOCK_M)
         rmask = rows < count
         # Tap k of cell q fed the gate of cell q - offset_k (in the same image).
         src, ok = _neighbour_offsets(rows, rmask, pos0, H, W, -1)
-        dtaps = tl.load(dgate_ptr + src, mask=ok, other=0.0).to(DT)  # [BM, 16]
+        dtaps = tl.load(dgate_ptr + src, mask=ok, other=0.0).to(DT)  # [BLOCK_M, 16]
         _store_cols(ops_ptr, rows, rmask, OPW, o_dtaps, dtaps)
         s_hat, _rstd1 = _layer_norm(_load_tile(state_ptr, rows, rmask, C, c, cmask), cmask, C, eps)
         x_in = s_hat.to(DT)
         _store_cols(ops_ptr, rows, rmask, OPW, o_s_hat, x_in)
         dv = _load_cols(ops_ptr, rows, rmask, OPW, o_dv, CP)
-        ds_hat = _perception_bwd(x_in, dv, dtaps, w_ptr, p_ptr, ops_ptr, rows, rmask, BM, CP, EP, BE, F2P, PREC)
+        ds_hat = _perception_bwd(x_in, dv, dtaps, w_ptr, p_ptr, ops_ptr, rows, rmask, BLOCK_M, CP, EP, BE, F2P, IP)
         # out = s + m * update(s): the identity path, the residual path (dy) and LN1 (s_hat
         # recomputed rather than kept live through the loop).
         s_hat, rstd1 = _layer_norm(_load_tile(state_ptr, rows, rmask, C, c, cmask), cmask, C, eps)

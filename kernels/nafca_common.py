@@ -6,11 +6,11 @@ Conventions (see ``lnca_fast/fast/fold_nafca.py`` for the folded math and
   back; a program owns a contiguous range of it (``_program_range``), which may start and end
   anywhere in an image and span several images. The kernels move every pointer to the range's
   first cell once (64-bit offset), so offsets inside a range stay 32-bit; a range is walked in
-  raster chunks of ``BM`` rows;
+  raster chunks of ``BLOCK_M`` rows;
 - a cell's neighbours are found from its position in its image (``_neighbour_offsets``): they
   may lie outside the program's range (in another program's cells, written by an earlier
   launch) but never outside the image (zero there, as the reference's padding);
-- a chunk is a ``[BM, CP]`` fp32 register tile of cells x channels (``CP`` = C padded to a power
+- a chunk is a ``[BLOCK_M, CP]`` fp32 register tile of cells x channels (``CP`` = C padded to a power
   of two >= 16; padded columns are kept at exactly 0, rows past the range are never stored);
 - the folded parameters come in the *padded kernel layout* of ``nafca_layout.kernel_layout``: every
   dimension padded with zeros (C -> CP, E -> EP, F/2 -> F2P, the 9 taps -> 16), so weight and bias
@@ -87,7 +87,7 @@ def _program_range(n_cells, unit, n_units):
 
 @triton.jit
 def _layer_norm(x, cmask, C: tl.constexpr, eps):
-    """Affine-free LayerNorm over the channels of ``x [BM, CP]`` (padded columns are 0 in ``x``
+    """Affine-free LayerNorm over the channels of ``x [BLOCK_M, CP]`` (padded columns are 0 in ``x``
     and in the result); returns ``(x_hat, rstd)``."""
     mean = tl.sum(x, axis=1) / C
     xc = tl.where(cmask[None, :], x - mean[:, None], 0.0)
@@ -120,7 +120,7 @@ def _load_w(ptr, ROWS: tl.constexpr, COLS: tl.constexpr, LD: tl.constexpr):
 
 @triton.jit
 def _store_cols(ptr, rows, rmask, LD: tl.constexpr, col0, value):
-    """``ptr[rows, col0 : col0 + K] = value`` (``value [BM, K]``) in a row-major ``[*, LD]`` buffer
+    """``ptr[rows, col0 : col0 + K] = value`` (``value [BLOCK_M, K]``) in a row-major ``[*, LD]`` buffer
     of the pointer's dtype, rows past the range skipped."""
     cols = col0 + tl.arange(0, value.shape[1])
     tl.store(ptr + rows[:, None] * LD + cols[None, :], value.to(ptr.dtype.element_ty), mask=rmask[:, None])
@@ -136,24 +136,24 @@ def _load_cols(ptr, rows, rmask, LD: tl.constexpr, col0, K: tl.constexpr):
 
 @triton.jit
 def _perception_chunk(
-    s_hat, w_ptr, p_ptr, BM: tl.constexpr, CP: tl.constexpr, EP: tl.constexpr, BE: tl.constexpr,
-    F2P: tl.constexpr, PREC: tl.constexpr,
+    s_hat, w_ptr, p_ptr, BLOCK_M: tl.constexpr, CP: tl.constexpr, EP: tl.constexpr, BE: tl.constexpr,
+    F2P: tl.constexpr, IP: tl.constexpr,
 ):
-    """``s_hat [BM, CP]`` (normalised state) -> ``(taps [BM, 16], v [BM, CP])``: the gate's 9
+    """``s_hat [BLOCK_M, CP]`` (normalised state) -> ``(taps [BLOCK_M, 16], v [BLOCK_M, CP])``: the gate's 9
     partial sums (columns >= 9 are 0) and conv3 (beta folded) of the gated features, before the
-    per-cell gate. E is walked in chunks of ``BE`` so the ``[BM, E]`` features never exist whole."""
+    per-cell gate. E is walked in chunks of ``BE`` so the ``[BLOCK_M, E]`` features never exist whole."""
     w_in, b_in, w_tap, _b_tap, w_3, _b_3, _w_4, _b_4, _w_5, _b_5, _w_o, _b_o = _param_offsets(CP, EP, F2P)
     DT: tl.constexpr = w_ptr.dtype.element_ty
     x_in = s_hat.to(DT)
-    taps = tl.zeros([BM, 16], dtype=tl.float32)
-    v = tl.zeros([BM, CP], dtype=tl.float32)
+    taps = tl.zeros([BLOCK_M, 16], dtype=tl.float32)
+    v = tl.zeros([BLOCK_M, CP], dtype=tl.float32)
     for e0 in range(0, EP, BE):
         e = e0 + tl.arange(0, BE)
-        ua = tl.dot(x_in, _load_w(w_ptr + w_in + e0, CP, BE, 2 * EP), input_precision=PREC)
-        ub = tl.dot(x_in, _load_w(w_ptr + w_in + EP + e0, CP, BE, 2 * EP), input_precision=PREC)
+        ua = tl.dot(x_in, _load_w(w_ptr + w_in + e0, CP, BE, 2 * EP), input_precision=IP)
+        ub = tl.dot(x_in, _load_w(w_ptr + w_in + EP + e0, CP, BE, 2 * EP), input_precision=IP)
         x = ((ua + tl.load(p_ptr + b_in + e)[None, :]) * (ub + tl.load(p_ptr + b_in + EP + e)[None, :])).to(DT)
-        taps = tl.dot(x, _load_w(w_ptr + w_tap + e0 * 16, BE, 16, 16), acc=taps, input_precision=PREC)
-        v = tl.dot(x, _load_w(w_ptr + w_3 + e0 * CP, BE, CP, CP), acc=v, input_precision=PREC)
+        taps = tl.dot(x, _load_w(w_ptr + w_tap + e0 * 16, BE, 16, 16), acc=taps, input_precision=IP)
+        v = tl.dot(x, _load_w(w_ptr + w_3 + e0 * CP, BE, CP, CP), acc=v, input_precision=IP)
     return taps, v
 
 
@@ -205,20 +205,20 @@ def _residual_1(
 
 @triton.jit
 def _ffn_forward(
-    y_hat, w_ptr, p_ptr, BM: tl.constexpr, CP: tl.constexpr, EP: tl.constexpr, F2P: tl.constexpr,
-    BF: tl.constexpr, PREC: tl.constexpr,
+    y_hat, w_ptr, p_ptr, BLOCK_M: tl.constexpr, CP: tl.constexpr, EP: tl.constexpr, F2P: tl.constexpr,
+    BF: tl.constexpr, IP: tl.constexpr,
 ):
     """``SimpleGate(y_hat @ w_4 + b_4) @ w_5 + b_5`` for a chunk (LN2 affine and gamma folded),
     walking F/2 in chunks of ``BF``."""
     _w_in, _b_in, _w_tap, _b_tap, _w_3, _b_3, w_4, b_4, w_5, b_5, _w_o, _b_o = _param_offsets(CP, EP, F2P)
     DT: tl.constexpr = w_ptr.dtype.element_ty
     y_in = y_hat.to(DT)
-    z5 = tl.zeros([BM, CP], dtype=tl.float32)
+    z5 = tl.zeros([BLOCK_M, CP], dtype=tl.float32)
     for f0 in range(0, F2P, BF):
         f = f0 + tl.arange(0, BF)
-        a = tl.dot(y_in, _load_w(w_ptr + w_4 + f0, CP, BF, 2 * F2P), input_precision=PREC)
+        a = tl.dot(y_in, _load_w(w_ptr + w_4 + f0, CP, BF, 2 * F2P), input_precision=IP)
         a += tl.load(p_ptr + b_4 + f)[None, :]
-        g = tl.dot(y_in, _load_w(w_ptr + w_4 + F2P + f0, CP, BF, 2 * F2P), input_precision=PREC)
+        g = tl.dot(y_in, _load_w(w_ptr + w_4 + F2P + f0, CP, BF, 2 * F2P), input_precision=IP)
         g += tl.load(p_ptr + b_4 + F2P + f)[None, :]
-        z5 = tl.dot((a * g).to(DT), _load_w(w_ptr + w_5 + f0 * CP, BF, CP, CP), acc=z5, input_precision=PREC)
+        z5 = tl.dot((a * g).to(DT), _load_w(w_ptr + w_5 + f0 * CP, BF, CP, CP), acc=z5, input_precision=IP)
     return z5 + tl.load(p_ptr + b_5 + tl.arange(0, CP))[None, :]

@@ -53,8 +53,8 @@ def _nafca_taps_kernel(
     EP: tl.constexpr,  # embed width padded to a multiple of BE
     F2P: tl.constexpr,  # FFN width after its SimpleGate, padded (locates the layout's segments)
     BE: tl.constexpr,  # gate channels per inner chunk (power of two >= 16)
-    BM: tl.constexpr,  # cells per chunk (power of two >= 16)
-    PREC: tl.constexpr,  # tl.dot input_precision for fp32 ("ieee" or "tf32")
+    BLOCK_M: tl.constexpr,  # cells per chunk (power of two >= 16)
+    IP: tl.constexpr,  # tl.dot input_precision for fp32 ("ieee" or "tf32")
 ):
     start, count = _program_range(n_cells, unit, n_units)
     first = start.to(tl.int64)  # pointer offsets of the range's first cell in 64 bits
@@ -64,11 +64,11 @@ def _nafca_taps_kernel(
     c = tl.arange(0, CP)
     cmask = c < C
     k = tl.arange(0, 16)
-    for m0 in range(0, count, BM):
-        rows = m0 + tl.arange(0, BM)
+    for m0 in range(0, count, BLOCK_M):
+        rows = m0 + tl.arange(0, BLOCK_M)
         rmask = rows < count
         s_hat, _rstd = _layer_norm(_load_tile(state_ptr, rows, rmask, C, c, cmask), cmask, C, eps)
-        taps, v = _perception_chunk(s_hat, w_ptr, p_ptr, BM, CP, EP, BE, F2P, PREC)
+        taps, v = _perception_chunk(s_hat, w_ptr, p_ptr, BLOCK_M, CP, EP, BE, F2P, IP)
         tl.store(tap_ptr + rows[:, None] * 16 + k[None, :], taps, mask=rmask[:, None])
         tl.store(v_ptr + rows[:, None] * CP + c[None, :], v, mask=rmask[:, None])
 
@@ -101,8 +101,8 @@ def _nafca_step_fwd_kernel(
     EP: tl.constexpr,  # embed width, padded (locates the layout's segments)
     F2P: tl.constexpr,  # FFN width after its SimpleGate (F / 2) padded to a multiple of BF
     BF: tl.constexpr,  # FFN channels per inner chunk (power of two >= 16)
-    BM: tl.constexpr,  # cells per chunk (power of two >= 16)
-    PREC: tl.constexpr,  # tl.dot input_precision for fp32 ("ieee" or "tf32")
+    BLOCK_M: tl.constexpr,  # cells per chunk (power of two >= 16)
+    IP: tl.constexpr,  # tl.dot input_precision for fp32 ("ieee" or "tf32")
 ):
     _w_in, _b_in, _w_tap, _b_tap, _w_3, _b_3, _w_4, _b_4, _w_5, _b_5, w_o, b_o = _param_offsets(CP, EP, F2P)
     start, count = _program_range(n_cells, unit, n_units)
@@ -117,17 +117,17 @@ def _nafca_step_fwd_kernel(
     v_ptr += first * CP
     c = tl.arange(0, CP)
     cmask = c < C
-    for m0 in range(0, count, BM):
-        rows = m0 + tl.arange(0, BM)
+    for m0 in range(0, count, BLOCK_M):
+        rows = m0 + tl.arange(0, BLOCK_M)
         rmask = rows < count
         y, _gate = _residual_1(
             state_ptr, keep1_ptr, tap_ptr, v_ptr, p_ptr, rows, rmask, pos0, H, W, drop_scale, has_dropout, C, CP, EP, F2P
         )
         y_hat, _rstd2 = _layer_norm(y, cmask, C, eps)
-        z5 = _ffn_forward(y_hat, w_ptr, p_ptr, BM, CP, EP, F2P, BF, PREC)
+        z5 = _ffn_forward(y_hat, w_ptr, p_ptr, BLOCK_M, CP, EP, F2P, BF, IP)
         z = y + z5 * _keep_factor(keep2_ptr, rows, rmask, drop_scale, has_dropout, C, CP)
         z_hat, _rstd3 = _layer_norm(z, cmask, C, eps)
-        update = tl.dot(z_hat.to(w_ptr.dtype.element_ty), _load_w(w_ptr + w_o, CP, CP, CP), input_precision=PREC)
+        update = tl.dot(z_hat.to(w_ptr.dtype.element_ty), _load_w(w_ptr + w_o, CP, CP, CP), input_precision=IP)
         update += tl.load(p_ptr + b_o + c)[None, :]  # exactly 0 on the input channels
         m = tl.load(mask_ptr + rows, mask=rmask & (has_mask != 0), other=1.0).to(tl.float32)
         new = _load_tile(state_ptr, rows, rmask, C, c, cmask) + update * m[:, None]

@@ -5,7 +5,7 @@ cells, from the per-cell operands the gate and perception launches stored
 One launch, a grouped GEMM: the weight gradients are cut into ``BT x BT`` tiles (six jobs, one per
 matrix: ``w_in``, ``w_tap``, ``w_3``, ``w_4``, ``w_5``, ``w_o``; a tile past a matrix's edge is
 masked), and the cells into ``splits`` contiguous ranges (``_split_range``).
-Program ``split * TILES + t`` computes tile ``t`` over its split's cells in chunks of ``BM`` rows
+Program ``split * TILES + t`` computes tile ``t`` over its split's cells in chunks of ``BLOCK_M`` rows
 (fp32 accumulation in registers) and stores it, once, into row ``split`` of a ``[splits, P]`` fp32
 partial buffer in the padded kernel layout; torch sums the rows (deterministic, no atomics: each
 element is written by exactly one program). The programs of one split are adjacent in launch
@@ -49,8 +49,8 @@ def _nafca_wgrad_kernel(
     EP: tl.constexpr,  # embed width, padded
     F2P: tl.constexpr,  # FFN width after its SimpleGate, padded
     BT: tl.constexpr,  # edge of a weight-gradient tile (power of two >= 16)
-    BM: tl.constexpr,  # cells per chunk (the K of each tl.dot, >= 16)
-    PREC: tl.constexpr,  # tl.dot input_precision for fp32
+    BLOCK_M: tl.constexpr,  # cells per chunk (the K of each tl.dot, >= 16)
+    IP: tl.constexpr,  # tl.dot input_precision for fp32
 ):
     w_in, b_in, w_tap, b_tap, w_3, b_3, w_4, b_4, w_5, b_5, w_o, b_o = _param_offsets(CP, EP, F2P)
     o_s_hat, o_d_in, o_x, o_dv, o_dtaps, o_y_hat, o_d_4, o_h, o_dz5, o_z_hat, o_du = _operand_offsets(CP, EP, F2P)
@@ -92,14 +92,14 @@ def _nafca_wgrad_kernel(
     ops_ptr += start.to(tl.int64) * OPW  # the split's first cell; offsets inside stay 32-bit
     acc = tl.zeros([BT, BT], dtype=tl.float32)
     d_b = tl.zeros([BT], dtype=tl.float32)
-    for m0 in range(0, count, BM):
-        rows = m0 + tl.arange(0, BM)
+    for m0 in range(0, count, BLOCK_M):
+        rows = m0 + tl.arange(0, BLOCK_M)
         rmask = rows < count
         x = tl.load(ops_ptr + rows[:, None] * OPW + (a_col + i)[None, :], mask=rmask[:, None] & imask[None, :],
-                    other=0.0)  # [BM, BT]
+                    other=0.0)  # [BLOCK_M, BT]
         dy = tl.load(ops_ptr + rows[:, None] * OPW + (b_col + j)[None, :], mask=rmask[:, None] & jmask[None, :],
-                     other=0.0)  # [BM, BT]
-        acc = tl.dot(tl.trans(x), dy, acc=acc, input_precision=PREC)
+                     other=0.0)  # [BLOCK_M, BT]
+        acc = tl.dot(tl.trans(x), dy, acc=acc, input_precision=IP)
         d_b += tl.sum(dy.to(tl.float32), axis=0)
     tl.store(part_ptr + dst + i[:, None] * nb + j[None, :], acc, mask=imask[:, None] & jmask[None, :])
     tl.store(part_ptr + bias + j, d_b, mask=jmask & (ti == 0) & (bias >= 0))

@@ -84,11 +84,11 @@ def head_attn_grad(dmix, vbase, valid, up, down, cols, dxo, wstep, BLOCK_M: tl.c
 @triton.jit(do_not_specialize=["H", "W", "C", "n_cells", "stride_m", "eps"])
 def _vitca_step_bwd_kernel(
     # pointers
-    s_ptr,  # *T [B, H, W, C] the step's input state, contiguous
-    m_ptr,  # *T update mask [B, H, W]; a single 1.0 with stride_m = 0 = every cell updates
+    state_ptr,  # *T [B, H, W, C] the step's input state, contiguous
+    mask_ptr,  # *T update mask [B, H, W]; a single 1.0 with stride_m = 0 = every cell updates
     w_ptr,  # *T packed folded weights (vitca_layout.PackLayout)
     pe_ptr,  # *fp32 [H * W + 1, EP] positional encoding, zero guard row
-    g_ptr,  # *T [B, H, W, C] gradient of the new state
+    dout_ptr,  # *T [B, H, W, C] gradient of the new state
     kv_ptr,  # *T [B * H * W, 2 * AP] K | V of every cell (vitca_fwd._vitca_kv_fwd_kernel)
     ex_ptr,  # *T [B * H * W, SW] per-cell rows (output: the columns of vitca_common.row_columns up to DX2 but DK, DV)
     # sizes
@@ -128,7 +128,7 @@ def _vitca_step_bwd_kernel(
         own = ex_ptr + cell[:, None] * SW + tl.arange(0, DP)[None, :]  # [M, DP]
         own_win = ex_ptr + cell[:, None, None] * SW + win[None, :, :]  # [M, 4, 4]
         kv = kv_ptr + cell[:, None] * KW + tl.arange(0, DP)[None, :]  # [M, DP] the cells' own K rows
-        xr, n1, rstd1 = embed_ln(s_ptr, wp, pe_ptr, cell, pos, valid, C, eps, E, CP, EP, BN, IP)
+        xr, n1, rstd1 = embed_ln(state_ptr, wp, pe_ptr, cell, pos, valid, C, eps, E, CP, EP, BN, IP)
         tl.store(row + c_n1, n1.to(XT), mask=valid[:, None])
         xr += load_vec(wp, o_bo, EP)[None, :]
         up, down, cols, dxo, wstep = window(y, x, valid, H, W, KW, 1)
@@ -154,10 +154,10 @@ def _vitca_step_bwd_kernel(
         n3, rstd3 = layer_norm(xr, eps, E, EP)
         tl.store(row + c_n3, n3.to(XT), mask=valid[:, None])
         # Head and masked update, out = s + m * (n3 @ Wh^T + bh), in channel chunks.
-        m = tl.load(m_ptr + cell * stride_m, mask=valid, other=0.0).to(tl.float32)[:, None]
+        m = tl.load(mask_ptr + cell * stride_m, mask=valid, other=0.0).to(tl.float32)[:, None]
         dn = tl.zeros([BLOCK_M, EP], tl.float32)
         for c0 in range(0, CP, BC):
-            dn += matmul_t(load_cells(g_ptr, cell, valid, C, c0, BC) * m, wp, o_wh, 0, c0, CP, EP, BC, IP)
+            dn += matmul_t(load_cells(dout_ptr, cell, valid, C, c0, BC) * m, wp, o_wh, 0, c0, CP, EP, BC, IP)
         tl.store(row + c_dx2, layer_norm_bwd(n3, rstd3, dn, E, EP).to(XT), mask=valid[:, None])  # dx2
     tl.debug_barrier()
     # B1c. The MLP backward (hidden chunks, recomputing each pre-activation) to dx1.
@@ -187,7 +187,7 @@ def _vitca_step_bwd_kernel(
         own = ex_ptr + cell[:, None] * SW + tl.arange(0, DP)[None, :]
         own_win = ex_ptr + cell[:, None, None] * SW + win[None, :, :]
         kv = kv_ptr + cell[:, None] * KW + tl.arange(0, DP)[None, :]
-        x0v, n1, rstd1 = embed_ln(s_ptr, wp, pe_ptr, cell, pos, valid, C, eps, E, CP, EP, BN, IP)
+        x0v, n1, rstd1 = embed_ln(state_ptr, wp, pe_ptr, cell, pos, valid, C, eps, E, CP, EP, BN, IP)
         dx = tl.load(row + c_dx1, mask=valid[:, None], other=0.0).to(tl.float32)  # dx1
         up, down, cols, dxo, wstep = window(y, x, valid, H, W, KW, 1)
         dn = tl.zeros([BLOCK_M, EP], tl.float32)
@@ -225,12 +225,12 @@ def gather_to_cells(wbase, vbase, valid, up, down, cols, dxo, wstep, BLOCK_M: tl
 @triton.jit(do_not_specialize=["H", "W", "C", "n_cells", "eps"])
 def _vitca_kv_bwd_kernel(
     # pointers
-    s_ptr,  # *T [B, H, W, C] the step's input state, contiguous
+    state_ptr,  # *T [B, H, W, C] the step's input state, contiguous
     w_ptr,  # *T packed folded weights (vitca_layout.PackLayout)
     pe_ptr,  # *fp32 [H * W + 1, EP] positional encoding, zero guard row
-    g_ptr,  # *T [B, H, W, C] gradient of the new state
+    dout_ptr,  # *T [B, H, W, C] gradient of the new state
     ex_ptr,  # *T [B * H * W, SW] per-cell rows written by vitca_bwd (vitca_common.row_columns); writes DK, DV, X
-    ds_ptr,  # *T [B, H, W, C] gradient of the input state (output)
+    dstate_ptr,  # *T [B, H, W, C] gradient of the input state (output)
     # sizes
     H,  # grid height
     W,  # grid width
@@ -260,7 +260,7 @@ def _vitca_kv_bwd_kernel(
         wp = w_ptr + opaque_zero(pe_ptr, H, W, EP)  # weights (see opaque_zero)
         cell, pos, y, x, valid = block_cells(r0, end, H, W, BLOCK_M)
         own = ex_ptr + cell[:, None] * SW + tl.arange(0, DP)[None, :]  # [M, DP] the cells' rows
-        x0v, n1, rstd1 = embed_ln(s_ptr, wp, pe_ptr, cell, pos, valid, C, eps, E, CP, EP, BN, IP)
+        x0v, n1, rstd1 = embed_ln(state_ptr, wp, pe_ptr, cell, pos, valid, C, eps, E, CP, EP, BN, IP)
         up, down, cols, dxo, wstep = window(y, x, valid, H, W, SW, -1)
         dn = tl.zeros([BLOCK_M, EP], tl.float32)
         for h in range(NH):
@@ -278,6 +278,6 @@ def _vitca_kv_bwd_kernel(
         tl.store(xptr, dx.to(XT), mask=valid[:, None])
         for c0 in range(0, CP, BC):  # embedding backward: the state gradient, in channel chunks
             c = c0 + tl.arange(0, BC)
-            ds = load_cells(g_ptr, cell, valid, C, c0, BC) + matmul_t(dx, wp, 0, c0, 0, EP, BC, EP, IP)
+            ds = load_cells(dout_ptr, cell, valid, C, c0, BC) + matmul_t(dx, wp, 0, c0, 0, EP, BC, EP, IP)
             io = cell[:, None] * C + c[None, :]
-            tl.store(ds_ptr + io, ds.to(ds_ptr.dtype.element_ty), mask=valid[:, None] & (c[None, :] < C))
+            tl.store(dstate_ptr + io, ds.to(dstate_ptr.dtype.element_ty), mask=valid[:, None] & (c[None, :] < C))

@@ -203,7 +203,7 @@ def gelu_grad(f):
 
 
 @triton.jit
-def embed_ln(s_ptr, w_ptr, pe_ptr, cell, pos, valid, C, eps, E: tl.constexpr, CP: tl.constexpr, EP: tl.constexpr,
+def embed_ln(state_ptr, w_ptr, pe_ptr, cell, pos, valid, C, eps, E: tl.constexpr, CP: tl.constexpr, EP: tl.constexpr,
              BN: tl.constexpr, IP: tl.constexpr):
     """``x0 = s @ We^T + be + PE[pos]`` (input channels in <= BN-wide chunks) and ``n1 = LN(x0)``
     for cells ``cell`` (flat index into ``[B, H, W]``) at raster positions ``pos``."""
@@ -211,7 +211,7 @@ def embed_ln(s_ptr, w_ptr, pe_ptr, cell, pos, valid, C, eps, E: tl.constexpr, CP
     x0 = tl.load(pe_ptr + pos[:, None] * EP + tl.arange(0, EP)[None, :], mask=valid[:, None], other=0.0)
     x0 += load_vec(w_ptr, CP * EP, EP)[None, :]
     for c0 in range(0, CP, BC):
-        x0 += matmul(load_cells(s_ptr, cell, valid, C, c0, BC), w_ptr, 0, c0, 0, EP, BC, EP, IP)
+        x0 += matmul(load_cells(state_ptr, cell, valid, C, c0, BC), w_ptr, 0, c0, 0, EP, BC, EP, IP)
     n1, rstd1 = layer_norm(x0, eps, E, EP)
     return x0, n1, rstd1
 

@@ -56,7 +56,7 @@ from .vitca_common import (
 @triton.jit(do_not_specialize=["H", "W", "C", "n_cells", "eps"])
 def _vitca_kv_fwd_kernel(
     # pointers
-    s_ptr,  # *T [B, H, W, C] input state, contiguous (T = fp32 / fp16 / bf16)
+    state_ptr,  # *T [B, H, W, C] input state, contiguous (T = fp32 / fp16 / bf16)
     w_ptr,  # *T packed folded weights (vitca_layout.PackLayout)
     pe_ptr,  # *fp32 [H * W + 1, EP] positional encoding, zero-padded channels, zero guard row
     kv_ptr,  # *T [B * H * W, 2 * AP] K | V of every cell (output, in the state's dtype)
@@ -84,7 +84,7 @@ def _vitca_kv_fwd_kernel(
     for r0 in range(start, end, BLOCK_M):
         wp = w_ptr + opaque_zero(pe_ptr, H, W, EP)  # weights (see opaque_zero)
         cell, pos, y, x, valid = block_cells(r0, end, H, W, BLOCK_M)
-        x0, n1, rstd1 = embed_ln(s_ptr, wp, pe_ptr, cell, pos, valid, C, eps, E, CP, EP, BN, IP)
+        x0, n1, rstd1 = embed_ln(state_ptr, wp, pe_ptr, cell, pos, valid, C, eps, E, CP, EP, BN, IP)
         store_kv(n1, wp, o_wk, o_bk, o_wv, o_bv, kv_ptr, cell, valid, NH, DP, EP, AP, IP)
 
 
@@ -93,8 +93,8 @@ def _vitca_kv_fwd_kernel(
 @triton.jit(do_not_specialize=["H", "W", "C", "n_cells", "stride_m", "eps"])
 def _vitca_step_fwd_kernel(
     # pointers
-    s_ptr,  # *T [B, H, W, C] input state, contiguous (T = fp32 / fp16 / bf16)
-    m_ptr,  # *T update mask [B, H, W] in {0, 1}; a single 1.0 with stride_m = 0 = every cell updates
+    state_ptr,  # *T [B, H, W, C] input state, contiguous (T = fp32 / fp16 / bf16)
+    mask_ptr,  # *T update mask [B, H, W] in {0, 1}; a single 1.0 with stride_m = 0 = every cell updates
     w_ptr,  # *T packed folded weights (vitca_layout.PackLayout)
     pe_ptr,  # *fp32 [H * W + 1, EP] positional encoding, zero-padded channels, zero guard row
     kv_ptr,  # *T [B * H * W, 2 * AP] K | V of every cell (vitca_fwd._vitca_kv_fwd_kernel)
@@ -126,7 +126,7 @@ def _vitca_step_fwd_kernel(
     for r0 in range(start, end, BLOCK_M):
         wp = w_ptr + opaque_zero(pe_ptr, H, W, EP)  # weights (see opaque_zero)
         cell, pos, y, x, valid = block_cells(r0, end, H, W, BLOCK_M)
-        xr, n1, rstd1 = embed_ln(s_ptr, wp, pe_ptr, cell, pos, valid, C, eps, E, CP, EP, BN, IP)
+        xr, n1, rstd1 = embed_ln(state_ptr, wp, pe_ptr, cell, pos, valid, C, eps, E, CP, EP, BN, IP)
         xr += load_vec(wp, o_bo, EP)[None, :]
         own = kv_ptr + cell[:, None] * SW + tl.arange(0, DP)[None, :]  # [M, DP] the cells' own K rows
         up, down, cols, dxo, wstep = window(y, x, valid, H, W, SW, 1)
@@ -139,9 +139,9 @@ def _vitca_step_fwd_kernel(
         n2, rstd2 = layer_norm(xr, eps, E, EP)
         xr += mlp(n2, wp, o_w1, o_b1, o_w2, EP, MP, BLOCK_M, BN, IP) + load_vec(wp, o_b2, EP)[None, :]
         n3, rstd3 = layer_norm(xr, eps, E, EP)
-        m = tl.load(m_ptr + cell * stride_m, mask=valid, other=0.0).to(tl.float32)[:, None]
+        m = tl.load(mask_ptr + cell * stride_m, mask=valid, other=0.0).to(tl.float32)[:, None]
         for c0 in range(0, CP, BC):  # out = s + m * update, in channel chunks
             c = c0 + tl.arange(0, BC)
-            new = load_cells(s_ptr, cell, valid, C, c0, BC) + m * linear(n3, wp, o_wh, o_bh, c0, CP, EP, BC, IP)
+            new = load_cells(state_ptr, cell, valid, C, c0, BC) + m * linear(n3, wp, o_wh, o_bh, c0, CP, EP, BC, IP)
             io = cell[:, None] * C + c[None, :]
             tl.store(out_ptr + io, new.to(out_ptr.dtype.element_ty), mask=valid[:, None] & (c[None, :] < C))

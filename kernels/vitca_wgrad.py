@@ -41,7 +41,7 @@ def _pick(job, v0, v1, v2, v3, v4, v5, v6, v7):
 
 
 @triton.jit
-def _tile_sums(x_ptr, x_row, i, imask, y_ptr, y_row, j, jmask, m_ptr, stride_m, start, end, MASK_DY: tl.constexpr,
+def _tile_sums(x_ptr, x_row, i, imask, y_ptr, y_row, j, jmask, mask_ptr, stride_m, start, end, MASK_DY: tl.constexpr,
                BLOCK_M: tl.constexpr, BN: tl.constexpr, IP: tl.constexpr):
     """``X[start:end, i]^T @ dY[start:end, j]`` ``[BN, BN]`` and the column sums of ``dY`` ``[BN]``,
     fp32, for row-major operands of ``x_row`` / ``y_row`` elements per cell (``dY`` times the
@@ -58,7 +58,7 @@ def _tile_sums(x_ptr, x_row, i, imask, y_ptr, y_row, j, jmask, m_ptr, stride_m, 
         x = tl.load(x_ptr + rows[:, None] * x_row + i[None, :], mask=live[:, None] & imask[None, :], other=0.0)
         dy = tl.load(y_ptr + rows[:, None] * y_row + j[None, :], mask=live[:, None] & jmask[None, :], other=0.0)
         if MASK_DY:
-            dy = dy * tl.load(m_ptr + rows * stride_m, mask=live, other=0.0)[:, None]
+            dy = dy * tl.load(mask_ptr + rows * stride_m, mask=live, other=0.0)[:, None]
         acc = tl.dot(tl.trans(x), dy, acc=acc, input_precision=IP)
         if SUM_ROWS == 1:
             dsum += tl.sum(dy.to(tl.float32), 0)[None, :]
@@ -72,9 +72,9 @@ def _tile_sums(x_ptr, x_row, i, imask, y_ptr, y_row, j, jmask, m_ptr, stride_m, 
 @triton.jit(do_not_specialize=["C", "n_cells", "stride_m"])
 def _vitca_wgrad_kernel(
     # pointers
-    s_ptr,  # *T [B * H * W, C] the step's input state (X of WE)
-    m_ptr,  # *T update mask [B * H * W]; a single 1.0 with stride_m = 0 = every cell updates
-    g_ptr,  # *T [B * H * W, C] gradient of the new state (dY of WH, times the mask)
+    state_ptr,  # *T [B * H * W, C] the step's input state (X of WE)
+    mask_ptr,  # *T update mask [B * H * W]; a single 1.0 with stride_m = 0 = every cell updates
+    dout_ptr,  # *T [B * H * W, C] gradient of the new state (dY of WH, times the mask)
     ex_ptr,  # *T [B * H * W, SW] per-cell rows of _vitca_step_bwd_kernel and _vitca_kv_bwd_kernel (vitca_common.row_columns)
     part_ptr,  # *fp32 [splits, PACK] (written) weight-gradient partial rows in the packed layout, one per split
     # sizes
@@ -129,13 +129,13 @@ def _vitca_wgrad_kernel(
     start = split * base + tl.minimum(split, n_cells % splits)
     end = start + base + (split < n_cells % splits).to(tl.int32)
     if job == 0:  # WE: X is the state
-        acc, db = _tile_sums(s_ptr, C, i, i < C, ex_ptr + y_col, SW, j, j < cols, m_ptr, 0, start, end, False,
+        acc, db = _tile_sums(state_ptr, C, i, i < C, ex_ptr + y_col, SW, j, j < cols, mask_ptr, 0, start, end, False,
                              BLOCK_M, BN, IP)
     elif job == 7:  # WH: dY is the incoming gradient times the update mask
-        acc, db = _tile_sums(ex_ptr + x_col, SW, i, i < rows, g_ptr, C, j, j < C, m_ptr, stride_m, start, end, True,
+        acc, db = _tile_sums(ex_ptr + x_col, SW, i, i < rows, dout_ptr, C, j, j < C, mask_ptr, stride_m, start, end, True,
                              BLOCK_M, BN, IP)
     else:
-        acc, db = _tile_sums(ex_ptr + x_col, SW, i, i < rows, ex_ptr + y_col, SW, j, j < cols, m_ptr, 0, start, end,
+        acc, db = _tile_sums(ex_ptr + x_col, SW, i, i < rows, ex_ptr + y_col, SW, j, j < cols, mask_ptr, 0, start, end,
                              False, BLOCK_M, BN, IP)
     out = part_ptr + split * (o_bh + CP)  # this split's partial row
     tl.store(out + dst + i[:, None] * cols + j[None, :], acc, mask=(i < rows)[:, None] & (j < cols)[None, :])

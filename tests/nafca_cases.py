@@ -1,10 +1,12 @@
 """Cases shared by the NAFCA parity tests: cell configurations, random parameters that exercise
-every path (LN affines, beta and gamma non-zero), replayable masks and a float64 twin."""
+every path (LN affines, beta and gamma non-zero), replayable masks and a float64 twin; the rollout
+and the acceptance rule are the parity harness's (``parity.py``), shared with ViTCA."""
 
 from __future__ import annotations
 
 import math
 
+import parity
 import torch
 from lnca_fast.reference import masks
 from lnca_fast.reference.nafca import NAFCA
@@ -69,60 +71,26 @@ def random_state(config, b: int, h: int, w: int, seed: int) -> torch.Tensor:
     return torch.randn(b, h, w, config.channels, generator=g, dtype=torch.float64)
 
 
-def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
-    """max |got - want| / max(max |want|, 1e-3): errors relative to the tensor's scale."""
-    got, want = got.detach().double(), want.detach().double()
-    return float((got - want).abs().max() / want.abs().max().clamp_min(1e-3))
-
-
 def rollout_errors(config, seed: int, shape, steps: int, rate: float, dropout: bool, dtype, device,
                    make_step, grad: bool):
-    """Roll a float64 reference, a float32 reference (the yardstick of float32 rounding) and a
-    fast cell (built by ``make_step(fast) -> step(y, update_mask_or_None, keeps)``, state in
-    ``dtype`` on ``device``) over ``steps`` steps with the same masks; with ``grad`` backpropagate
-    one random cotangent. Returns ``(fast_errors, float32_reference_errors)``: relative errors of
-    the output, the state gradient and each parameter gradient against the float64 reference."""
+    """Roll a float64 reference, a float32 reference and a fast cell (built by ``make_step(fast) ->
+    step(y, update_mask_or_None, keeps)``, state in ``dtype`` on ``device``) over ``steps`` steps
+    with the same masks; with ``grad`` backpropagate one random cotangent
+    (``parity.rollout_errors``). Returns ``(fast_errors, float32_reference_errors)``."""
     b, h, w = shape
     ref64, fast = twins(config, seed, device, torch.float64 if dtype == torch.float64 else torch.float32)
     ref32 = NAFCA(config)
     ref32.load_state_dict(fast.state_dict())
     step = make_step(fast)
-    s64 = random_state(config, b, h, w, seed)
-    states = {"ref64": s64.clone(), "ref32": s64.float(), "fast": s64.to(device, dtype)}
-    for s in states.values():
-        s.requires_grad_(grad)
-    x = dict(states)
     for cell in (ref64, ref32, fast):
         cell.train(dropout)
-    for m_ref, m_fast, keeps in step_masks(config, b, h, w, rate, dropout, steps, seed):
-        x["ref64"] = ref64(x["ref64"], m_ref, dropout_masks=keeps)
-        x["ref32"] = ref32(x["ref32"], m_ref.float(), dropout_masks=keeps)
-        dev_keeps = tuple(k.to(device) for k in keeps) if keeps else None
-        x["fast"] = step(x["fast"], None if m_fast is None else m_fast.to(device, dtype), dev_keeps)
-    want = x["ref64"].detach()
-    errors = {k: {"out": relative_error(x[k].detach().cpu(), want)} for k in ("fast", "ref32")}
-    if grad:
-        cot = torch.randn(want.shape, generator=torch.Generator().manual_seed(seed + 3), dtype=torch.float64)
-        for k in x:
-            (x[k].double() * cot.to(x[k].device)).sum().backward()
-        for k, cell in (("fast", fast), ("ref32", ref32)):
-            errors[k]["d_state"] = relative_error(states[k].grad.cpu(), states["ref64"].grad)
-            for (name, p64), (_, p) in zip(ref64.named_parameters(), cell.named_parameters(), strict=True):
-                errors[k][f"d_{name}"] = relative_error(p.grad.cpu(), p64.grad)
-    return errors["fast"], errors["ref32"]
+    cot = torch.randn(b, h, w, config.channels, generator=torch.Generator().manual_seed(seed + 3), dtype=torch.float64)
+    return parity.rollout_errors(ref64, ref32, fast, step, random_state(config, b, h, w, seed),
+                                 step_masks(config, b, h, w, rate, dropout, steps, seed), cot if grad else None,
+                                 device=device, dtype=dtype)
 
 
 def assert_within(fast: dict, ref32: dict, limits: dict) -> None:
-    """Each error <= its dtype limit + 2x the float32 reference's own error on that quantity (the
-    flash-attention rule: a quantity prone to cancellation, e.g. the gate bias gradient, gets the
-    slack float32 itself needs). The gate bias gradient has its own limit where ``limits`` names
-    one (``d_gate_bias``; tests/tolerances.py says why)."""
-    bad = {}
-    for name, err in fast.items():
-        kind = name if name in ("out", "d_state") else "d_param"
-        if name == "d_conv_attention.bias" and "d_gate_bias" in limits:
-            kind = "d_gate_bias"
-        bound = limits[kind] + 2.0 * ref32[name]
-        if not err <= bound:
-            bad[name] = (err, bound)
-    assert not bad, f"relative errors above their bound (error, bound): {bad}"
+    """``parity.assert_within``; the gate bias gradient has its own limit where ``limits`` names one
+    (``d_gate_bias``; tests/tolerances.py says why)."""
+    parity.assert_within(fast, ref32, limits, own_limit={"d_conv_attention.bias": "d_gate_bias"})

@@ -71,7 +71,7 @@ def _files_entered(fn) -> list[Path]:
 def test_a_fused_forward_passes_through_at_most_five_files(cell, monkeypatch):
     if not devices.triton_runnable():
         pytest.skip("Triton kernels need CUDA or TRITON_INTERPRET=1")
-    fast = create_model(PRESETS[cell], fast=True).nca.eval().to(devices.triton_device())
+    fast = create_model(PRESETS[cell], fast=True).to(devices.triton_device()).nca.eval()
     fast.set_backend("triton")
     state = torch.rand(1, 4, 5, fast.config.channels, device=devices.triton_device())
 

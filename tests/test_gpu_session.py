@@ -113,7 +113,7 @@ def test_every_integer_argument_is_unspecialised():
 
 # Run without the interpreter, so the kernels are JIT functions: a stand-in driver (an sm_90
 # target, no GPU) and a compile that only records its source's hash. Every listed variant is
-# warmed, then the real launchers run every cell, dtype, precision and forward BM of the
+# warmed, then the real launchers run every cell, dtype, precision and forward BLOCK_M of the
 # parity tests forward and backward on CPU tensors (planned for a 132-SM GPU): each launch
 # must find its variant in the JIT's cache, i.e. compile nothing.
 _JIT_SCRIPT = textwrap.dedent("""
@@ -202,27 +202,32 @@ def test_the_launchers_launch_only_precompiled_variants():
 
 
 # -- the parity phase's shards ------------------------------------------------------------------
-def test_parity_shards_merge_as_they_finish_and_say_what_failed(tmp_path):
-    tests = tmp_path / "t"
+def _test_files(folder, **sources) -> list[str]:
+    """Test files ``<name>.py`` with the given sources in ``folder/t``; their paths, in order."""
+    tests = folder / "t"
     tests.mkdir()
-    (tests / "test_a.py").write_text("def test_ok():\n    pass\n\ndef test_bad():\n    assert 0, 'boom'\n")
-    (tests / "test_b.py").write_text("import pytest\n\n@pytest.mark.skip\ndef test_skipped():\n    pass\n")
+    for name, source in sources.items():
+        (tests / f"{name}.py").write_text(source)
+    return [str(tests / f"{name}.py") for name in sources]
+
+
+def test_parity_shards_merge_as_they_finish_and_say_what_failed(tmp_path):
+    files = _test_files(tmp_path, test_a="def test_ok():\n    pass\n\ndef test_bad():\n    assert 0, 'boom'\n",
+                        test_b="import pytest\n\n@pytest.mark.skip\ndef test_skipped():\n    pass\n")
     out = tmp_path / "out"
-    code = parity_shards.run([str(tests / "test_a.py"), str(tests / "test_b.py")], out, budget_s=120, jobs=2)
+    code = parity_shards.run(files, out, budget_s=120, jobs=2)
     assert code == 1
     merged = (out / "parity.xml").read_text()
     assert 'tests="3"' in merged and 'failures="1"' in merged and 'skipped="1"' in merged and "boom" in merged
     assert {p.name for p in (out / "parity").iterdir()} == {"test_a.xml", "test_a.log", "test_b.xml", "test_b.log"}
-    assert parity_shards.run([str(tests / "test_b.py")], tmp_path / "ok", budget_s=120, jobs=1) == 0
+    assert parity_shards.run(files[1:], tmp_path / "ok", budget_s=120, jobs=1) == 0
 
 
 def test_parity_shards_stop_at_the_budget_and_keep_what_finished(tmp_path):
-    tests = tmp_path / "t"
-    tests.mkdir()
-    (tests / "test_fast.py").write_text("def test_ok():\n    pass\n")
-    (tests / "test_slow.py").write_text("import time\n\ndef test_ok():\n    pass\n\ndef test_slow():\n    time.sleep(60)\n")
+    files = _test_files(tmp_path, test_fast="def test_ok():\n    pass\n",
+                        test_slow="import time\n\ndef test_ok():\n    pass\n\ndef test_slow():\n    time.sleep(60)\n")
     out = tmp_path / "out"
-    code = parity_shards.run([str(tests / "test_fast.py"), str(tests / "test_slow.py")], out, budget_s=6, jobs=2)
+    code = parity_shards.run(files, out, budget_s=6, jobs=2)
     assert code == 124
     merged = (out / "parity.xml").read_text()
     assert "test_fast" in merged  # the finished file's results are there

@@ -243,7 +243,7 @@ def test_plan_errors_are_rows_with_exit_code_2():
 
 
 def test_compiled_variants_read_the_dot_precision_from_the_spec(tmp_path):
-    spec = AOTSpec("_k", fn=None, signature={}, constexprs={"BM": 16, "PREC": "ieee"}, num_warps=8, config="cfg")
+    spec = AOTSpec("_k", fn=None, signature={}, constexprs={"BLOCK_M": 16, "IP": "ieee"}, num_warps=8, config="cfg")
     rows = [report.Row("_k", "cfg", 80, regs=200, spill=0, smem=1024, num_warps=8),
             report.Row("_k", "cfg", 90, regs=128, spill=0, smem=2048, num_warps=8)]
     assert report.compiled_variants([spec], rows) == {("_k", "cfg"): occ.Compiled(128, 2048, 8, "ieee", 90)}

@@ -14,7 +14,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from lnca_fast.reference import masks
 from lnca_fast.reference.nafca import NAFCA
-from nafca_cases import CELLS, PAPER, assert_within, random_state, randomize, relative_error, rollout_errors, twins
+from nafca_cases import CELLS, PAPER, assert_within, random_state, randomize, rollout_errors, twins
+from parity import relative_error
 
 from lnca_fast import create_model
 from lnca_fast.fast.fold_nafca import fold_nafca

@@ -85,7 +85,7 @@ def run_pair(cell: str, b: int, h: int, w: int, steps: int, rate: float, dropout
         return step
 
     fast, ref32 = rollout_errors(cfg, seed, (b, h, w), steps, rate, dropout, dtype, DEVICE, make_step, grad)
-    assert_within(fast, ref32, tol.nafca_kernel_limits(devices.dot_precision(dtype, DEVICE, prec)))
+    assert_within(fast, ref32, tol.kernel_limits("nafca", devices.dot_precision(dtype, DEVICE, prec)))
 
 
 @st.composite
@@ -124,8 +124,8 @@ def test_gradients_match_float64_reference(case):
 
 
 def _step_variants():
-    """(step, dtype, precision, forward BM) runs that together launch every interpretable kernel
-    variant: each forward BM forces both forward launches (taps, fwd) to it; a backward run
+    """(step, dtype, precision, forward BLOCK_M) runs that together launch every interpretable kernel
+    variant: each forward BLOCK_M forces both forward launches (taps, fwd) to it; a backward run
     launches the backward's taps, gate, perception and weight-gradient kernels (fp32: at both
     precisions)."""
     fwd = [("fwd", dt, prec, bm) for kernel, dt, prec, bm in launch_variants() if kernel == "fwd" and dt in INTERPRETABLE]
@@ -135,19 +135,19 @@ def _step_variants():
 @pytest.mark.parametrize("step,dtype,prec,block_m", _step_variants(), ids=lambda v: str(v).replace("torch.", ""))
 def test_every_launch_configuration(step, dtype, prec, block_m):
     """Each launch configuration the planner can choose, on a grid that needs several chunks at
-    BM=16 and a rollout of 3 steps."""
+    BLOCK_M=16 and a rollout of 3 steps."""
     run_pair("odd", 2, 5, 7, 3, 0.5, True, dtype, prec, block_m, 11, grad=step == "bwd")
 
 
 def test_step_variants_cover_every_kernel_variant():
-    """The runs of test_every_launch_configuration launch every (kernel, dtype, precision, BM) of
+    """The runs of test_every_launch_configuration launch every (kernel, dtype, precision, BLOCK_M) of
     launch_variants that the interpreter can run."""
     dims = kernel_dims(AOT_CELLS["odd"].channels, AOT_CELLS["odd"].embed, AOT_CELLS["odd"].ffn, AOT_CELLS["odd"].cell_in)
     target = device_target(torch.device(DEVICE))
     launched = set()
     for step, dtype, prec, block_m in _step_variants():
         for launch in plan_step(step, dims, 2 * 5 * 7, dtype, prec, target, block_m=block_m):
-            launched.add((launch.config.kernel, dtype, launch.config.PREC, launch.config.BM))
+            launched.add((launch.config.kernel, dtype, launch.config.IP, launch.config.BLOCK_M))
     assert {v for v in launch_variants() if v[1] in INTERPRETABLE} <= launched
 
 
@@ -204,7 +204,7 @@ def test_plan_fills_an_h200(kind, dtype, prec):
         assert torch_ops == (["torch.sum"] if kind == "bwd" else [])
     plan = launch_plan(kind, 8, 8, 8, dtype, input_precision=prec)
     small = {launch.kernel: launch.programs for launch in _kernel_launches(plan)}
-    splits = 512 // (32 if dtype == torch.float32 else 64)  # the GEMM's BM
+    splits = 512 // (32 if dtype == torch.float32 else 64)  # the GEMM's BLOCK_M
     assert small.pop("_nafca_wgrad_kernel", None) == (None if kind == "fwd" else splits * 15)
     assert set(small.values()) == {32}
 

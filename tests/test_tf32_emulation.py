@@ -145,10 +145,10 @@ def test_emulated_cuda_default_within_the_tf32_limits():
     nafca = dict(cell="paper", b=1, h=8, w=8, steps=2, rate=0.5, dropout=True, seed=8, cpp=None)
     fast, ref32 = emu.nafca_case_errors(nafca, tf32)
     assert fast["out"] > 1e-4  # TF32 really ran
-    assert_within(fast, ref32, tol.nafca_kernel_limits("tf32"))
+    assert_within(fast, ref32, tol.kernel_limits("nafca", "tf32"))
     vitca = dict(cell="latent", b=1, h=8, w=8, steps=2, rate=0.5, seed=2, cpp=None)
     errors = emu.summarize("vitca", emu.vitca_case_errors(vitca, tf32))
-    limits = tol.vitca_kernel_limits("tf32")
+    limits = tol.kernel_limits("vitca", "tf32")
     assert errors["out"] > 1e-4 and all(errors[k] <= limits[k] for k in limits), (errors, limits)
 
 

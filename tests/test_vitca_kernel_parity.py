@@ -19,13 +19,11 @@ import torch
 from conftest import PROFILE, examples
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from lnca_fast.reference import masks
 from lnca_fast.reference.config import ViTCAConfig
 from lnca_fast.reference.presets import PRESETS
-from lnca_fast.reference.state import apply_update
-from lnca_fast.reference.vitca import ViTCA
-from random_params import fill_fan_in
-from tolerances import VITCA_WGRAD_GEMM, vitca_kernel_limits
+from parity import assert_within
+from tolerances import VITCA_WGRAD_GEMM, kernel_limits
+from vitca_cases import CELLS, random_cell, rollout_errors
 
 from lnca_fast.fast import vitca as ops
 from lnca_fast.fast import vitca_cost, vitca_layout, work
@@ -35,69 +33,24 @@ from lnca_fast.fast.fold_vitca import fold_vitca
 pytestmark = pytest.mark.skipif(not devices.triton_runnable(), reason="needs CUDA or TRITON_INTERPRET=1 with triton installed")
 DEVICE = devices.triton_device()
 
-# Cell configurations with channel counts that are not powers of two.
-CELLS = {
-    "tiny-latent": PRESETS["tiny-latent-vitca"].nca,  # C = 5/5/7, E = 12, 3 heads, MLP 10
-    "tiny-pixel": PRESETS["tiny-vitca"].nca,  # C = 3/3/5
-    "odd": ViTCAConfig(cell_in=2, cell_out=3, hidden=4, embed=20, heads=5, mlp=7, pe_order="tf-port", ln_eps=1e-3),
-    "latent": PRESETS["latent-vitca"].nca,  # the paper's 16/16/32, E = 128, 4 heads x 32, MLP 64
-    "pixel": PRESETS["vitca"].nca,  # C = 3/3/32 = 38
-}
-
-
-def random_cell(cfg: ViTCAConfig, seed: int) -> ViTCA:
-    """A float64 reference cell with every parameter random (head and LN affines included)."""
-    return fill_fan_in(ViTCA(cfg).double(), seed)
-
-
-def replayed_masks(b, h, w, rate, steps, seed):
-    """The update masks of a rollout (``None`` = every cell updates, as rate 1 in the fast cell)."""
-    if rate >= 1.0:
-        return [None] * steps
-    g = torch.Generator().manual_seed(seed)
-    return [masks.update_mask(b, h, w, rate, generator=g, dtype=torch.float64) for _ in range(steps)]
-
-
-def relative_errors(cell64, cell, state0, masks_, grad, dtype, options):
-    """Max |kernel - reference| / max |reference| for the final state, the state gradient and
-    each parameter gradient after ``len(masks_)`` steps with loss ``sum(out * grad)``."""
-    s64 = state0.clone().requires_grad_()
-    ref = s64
-    for m in masks_:
-        ref = apply_update(ref, cell64.delta(ref, None), torch.ones_like(ref[..., :1]) if m is None else m, cell64.layout)
-    (ref * grad).sum().backward()
-
-    s = state0.to(DEVICE, dtype).requires_grad_()
-    prepared = Prepared(fold_vitca(cell))  # once per rollout, as FastViTCA.run does
-    out = s
-    for m in masks_:
-        out = ops.vitca_step(out, prepared, None if m is None else m.to(DEVICE, dtype), None, **options)
-    (out.double() * grad.to(DEVICE)).sum().backward()
-
-    def rel(a, b):
-        return ((a.double().cpu() - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
-
-    errors = {"out": rel(out.detach(), ref.detach()), "d_state": rel(s.grad, s64.grad)}
-    errors["d_param"] = max(rel(p.grad, p64.grad) for p, p64 in zip(cell.parameters(), cell64.parameters()))
-    return errors, out.detach()
-
-
 def check(cfg_name, b, h, w, rate, steps, dtype, cells_per_program, seed, blocks="auto", cfg=None):
-    """One case: ``cells_per_program`` None = the launcher's choice (one program per launch in the
+    """One case through the parity harness (``vitca_cases.rollout_errors``: float64 and float32
+    references, the kernels in ``dtype``, errors within their limit + 2x the float32 reference's
+    own): ``cells_per_program`` None = the launcher's choice (one program per launch in the
     interpreter); ``cfg`` overrides the named cell."""
     cfg = CELLS[cfg_name] if cfg is None else cfg
-    cell64 = random_cell(cfg, seed)
-    cell = copy.deepcopy(cell64).to(DEVICE, torch.float32)
-    g = torch.Generator().manual_seed(seed + 1)
-    state0 = torch.randn(b, h, w, cfg.channels, generator=g, dtype=torch.float64)
-    grad = torch.randn(b, h, w, cfg.channels, generator=g, dtype=torch.float64)
     options = dict(cells_per_program=cells_per_program, blocks=blocks)
-    errors, out = relative_errors(cell64, cell, state0, replayed_masks(b, h, w, rate, steps, seed), grad, dtype, options)
-    limits = vitca_kernel_limits(devices.dot_precision(dtype, DEVICE))
-    case = f"{cfg_name} {b}x{h}x{w} rate {rate} k={steps} {dtype} cells_per_program={cells_per_program} blocks={blocks}"
-    assert all(errors[k] <= limits[k] for k in limits), f"{case}: {errors} > {limits}"
+
+    def make_step(cell):
+        prepared = Prepared(fold_vitca(cell))  # once per rollout, as FastViTCA.run does
+        return lambda x, mask, keeps: ops.vitca_step(x, prepared, mask, keeps, **options)
+
+    errors, ref32, outs, state0 = rollout_errors(cfg, seed, (b, h, w), steps, rate, dtype, DEVICE, make_step)
+    case = f"{cfg_name} {b}x{h}x{w} rate {rate} k={steps} {dtype} cells_per_program={cells_per_program} blocks={blocks}: "
+    assert_within(errors, ref32, kernel_limits("vitca", devices.dot_precision(dtype, DEVICE)), context=case)
     # The input channels are never updated: bit-exact copies.
-    assert torch.equal(out[..., : cfg.cell_in].cpu(), state0[..., : cfg.cell_in].to(dtype)), "input channels changed"
+    inputs = outs[-1][..., : cfg.cell_in].detach().cpu()
+    assert torch.equal(inputs, state0[..., : cfg.cell_in].to(dtype)), "input channels changed"
 
 
 ONE_STEP = st.just(1)
@@ -213,37 +166,31 @@ def test_backward_is_deterministic(monkeypatch):
     assert torch.isfinite(runs[1][1]).all()
 
 
-@pytest.mark.parametrize("cfg_name, cells, splits, blocks", [
-    ("odd", 37, 3, "auto"),  # 128-wide tiles (interpreter), splits of 13 / 12 / 12 cells
-    ("latent", 70, 2, "gpu"),  # the GPU's 64-wide tiles: 24 per split, chunks of 32 / 128 rows
-])
-def test_weight_gradient_gemm(cfg_name, cells, splits, blocks):
-    """``_vitca_wgrad_kernel`` alone on random per-cell rows against float64 torch: every job's
-    ``X^T dY`` and column sum lands in its packed segment (``vitca_layout.WGRAD_JOBS``), the
-    embedding's X is the state and the head's dY the incoming gradient times the update mask
-    (zero rows / columns past C), and every element of every split's partial row is written
-    (NaN-filled before)."""
+def run_weight_gradient_gemm(cfg: ViTCAConfig, cells: int, splits: int, blocks: str, seed: int, device):
+    """``_vitca_wgrad_kernel`` alone on random per-cell rows drawn in float64 from ``seed`` (the
+    kernel gets them in float32; its partial rows NaN-filled before): ``(geometry, {segment: (got,
+    want)})`` for every job's ``X^T dY`` and column sum (``vitca_layout.WGRAD_JOBS``), float64 on
+    the CPU. The embedding's X is the state, the head's dY the incoming gradient times the update
+    mask (zero rows / columns past C). bench.tf32_emulation runs it with emulated TF32 dots."""
     from lnca_fast.kernels.vitca_wgrad import _vitca_wgrad_kernel
 
-    cfg = CELLS[cfg_name]
     layout = ops.PackLayout.of(cfg)
-    g = torch.Generator().manual_seed(9)
+    g = torch.Generator().manual_seed(seed)
     rows = torch.randn(cells, layout.row_width, generator=g, dtype=torch.float64)
     state = torch.randn(cells, layout.channels, generator=g, dtype=torch.float64)
     grad = torch.randn(cells, layout.channels, generator=g, dtype=torch.float64)
     mask = (torch.rand(cells, generator=g) < 0.5).double()
     widths = dict(layout.row_columns())
     offsets = dict(zip(widths, [0, *itertools.accumulate(widths.values())]))
-    geom = vitca_layout.geometry("wgrad", cells, layout, torch.float32, DEVICE, blocks=blocks)
-    partials = torch.full((splits, layout.size), float("nan"), device=DEVICE)
-    on = dict(device=DEVICE, dtype=torch.float32)
+    geom = vitca_layout.geometry("wgrad", cells, layout, torch.float32, device, blocks=blocks)
+    partials = torch.full((splits, layout.size), float("nan"), device=device)
+    on = dict(device=device, dtype=torch.float32)
     _vitca_wgrad_kernel[(splits * geom.programs // geom.splits,)](
         state.to(**on), mask.to(**on), grad.to(**on), rows.to(**on), partials, layout.channels, cells, 1,
         **layout.constexprs(), BLOCK_M=geom.block_m, BN=geom.bn, IP=geom.input_precision, num_warps=geom.num_warps,
         num_stages=geom.num_stages)  # fmt: skip
     shapes = dict(layout.segments())
     got = dict(zip(shapes, partials.sum(0).double().cpu().split([math.prod(shape) for shape in shapes.values()])))
-    limits = VITCA_WGRAD_GEMM[devices.dot_precision(torch.float32, DEVICE, geom.input_precision)]
 
     def operand(name):
         if name == "s":
@@ -252,11 +199,27 @@ def test_weight_gradient_gemm(cfg_name, cells, splits, blocks):
             return torch.nn.functional.pad(grad * mask[:, None], (0, layout.cp - layout.channels))
         return rows[:, offsets[name]: offsets[name] + widths[name]]
 
+    results = {}
     for weight, bias, x, dy in vitca_layout.WGRAD_JOBS:
-        want_w, want_b = operand(x).t() @ operand(dy), operand(dy).sum(0)
+        want_w = operand(x).t() @ operand(dy)
         assert want_w.shape == shapes[weight], weight
-        torch.testing.assert_close(got[weight].view(shapes[weight]), want_w, **limits, msg=weight)
-        torch.testing.assert_close(got[bias], want_b, **limits, msg=bias)
+        results[weight] = (got[weight].view(shapes[weight]), want_w)
+        results[bias] = (got[bias], operand(dy).sum(0))
+    return geom, results
+
+
+@pytest.mark.parametrize("cfg_name, cells, splits, blocks", [
+    ("odd", 37, 3, "auto"),  # 128-wide tiles (interpreter), splits of 13 / 12 / 12 cells
+    ("latent", 70, 2, "gpu"),  # the GPU's 64-wide tiles: 24 per split, chunks of 32 / 128 rows
+])
+def test_weight_gradient_gemm(cfg_name, cells, splits, blocks):
+    """The weight-gradient GEMM alone (``run_weight_gradient_gemm``) against float64 torch: every
+    job's product and column sum in its packed segment, every element of every split's partial row
+    written."""
+    geom, results = run_weight_gradient_gemm(CELLS[cfg_name], cells, splits, blocks, 9, DEVICE)
+    limits = VITCA_WGRAD_GEMM[devices.dot_precision(torch.float32, DEVICE, geom.input_precision)]
+    for name, (got, want) in results.items():
+        torch.testing.assert_close(got, want, **limits, msg=name)
 
 
 # -- launch plans (no kernels run) --------------------------------------------------------------

@@ -69,11 +69,6 @@ _NAFCA_KERNEL = {
 }
 
 
-def nafca_kernel_limits(dtype) -> dict[str, float]:
-    """Relative-error limits for the fused NAFCA kernels: ``dtype`` is a torch dtype or "tf32"."""
-    return _NAFCA_KERNEL[dtype if isinstance(dtype, str) else str(dtype).removeprefix("torch.")]
-
-
 # CPU fast path (folded weights, eager torch) vs the float64 reference, same relative errors
 # (200 random rollouts of 1-4 steps, tiny/odd/paper cells). float64 fast cell: measured worst
 # output 1.9e-15, d_state 4.0e-15, d_param 3.1e-14. float32: output 1.1e-6, d_state 1.9e-6,
@@ -112,25 +107,34 @@ NAFCA_MODEL_TF32 = {"image": 4e-3, "grad": 1e-1}
 # test's strategy at 1-3 steps plus the latent cell at 8x8 and B=3 9x9 3-step cases): worst out
 # 1.6e-3, d_state 6.3e-3, d_param 7.8e-3 (fp16 on the same cases 1.2e-3, 2.1e-3, 4.7e-3); limits ~4-5x.
 # bf16 is NOT measured (no GPU): 3 fewer mantissa bits than fp16, so 8x. Re-measure on a GPU.
-_VITCA_FP16 = {"out": 8e-3, "d_state": 3e-2, "d_param": 2e-2}
+# Checked by the parity harness's rule (tests/parity.py): within the limit + 2x the float32
+# reference's own error, which measured at worst out 4.1e-7, d_state 1.0e-6, d_param 1.3e-6 (150
+# random cases of these tests' cells and sizes, /tmp script). The limits were lowered by that slack
+# when the rule came in (fp32 from 4e-6 / 4e-6 / 2e-5; fp16 and tf32 one notch from 8e-3 / 3e-2 /
+# 2e-2 and 8e-3 / 3e-2 / 3e-2), so no bound is looser than the plain limits were.
+_VITCA_FP16 = {"out": 7e-3, "d_state": 2.9e-2, "d_param": 1.9e-2}
 _VITCA_KERNEL = {
-    "float32": {"out": 4e-6, "d_state": 4e-6, "d_param": 2e-5},
+    "float32": {"out": 3e-6, "d_state": 1.9e-6, "d_param": 1.7e-5},
     "float16": _VITCA_FP16,
-    "tf32": {"out": 8e-3, "d_state": 3e-2, "d_param": 3e-2},
+    "tf32": {"out": 7e-3, "d_state": 2.9e-2, "d_param": 2.9e-2},
     "bfloat16": {k: 8 * v for k, v in _VITCA_FP16.items()},
 }
 
 
-def vitca_kernel_limits(dtype) -> dict[str, float]:
-    """Relative-error limits of the fused ViTCA step (1-4 steps): ``dtype`` is a torch dtype or "tf32"."""
-    return _VITCA_KERNEL[dtype if isinstance(dtype, str) else str(dtype).removeprefix("torch.")]
+def kernel_limits(cell: str, dtype) -> dict[str, float]:
+    """Relative-error limits of a cell's fused step ("nafca" or "vitca"; 1-4 steps): ``dtype`` is a
+    torch dtype or "tf32" (``devices.dot_precision``)."""
+    table = {"nafca": _NAFCA_KERNEL, "vitca": _VITCA_KERNEL}[cell]
+    return table[dtype if isinstance(dtype, str) else str(dtype).removeprefix("torch.")]
 
 
 # CPU fast path (FastViTCA "torch" backend) vs the float64 reference, same relative errors, 1-4
 # steps (200 random cases): float64 cell out 6.4e-16, d_state 3.9e-15, d_param 4.4e-15;
-# float32 cell out 2.9e-7, d_state 9.4e-7, d_param 1.1e-6.
+# float32 cell out 2.9e-7, d_state 9.4e-7, d_param 1.1e-6. float32 is checked by the parity rule
+# (limit + 2x the float32 reference's own error, worst above: 4.1e-7 / 1.0e-6 / 1.3e-6); the limits
+# were lowered by that slack from 3e-6 / 1e-5 / 1e-5.
 VITCA_CPU_FLOAT64_RTOL = 5e-14
-VITCA_CPU_FLOAT32 = {"out": 3e-6, "d_state": 1e-5, "d_param": 1e-5}
+VITCA_CPU_FLOAT32 = {"out": 2e-6, "d_state": 8e-6, "d_param": 7e-6}
 # Whole models (latent-vitca 12x12 / vitca 6x6 images, 3 eval steps; one training step at 8x8 /
 # 5x5, 2 steps), fast vs reference, both float32, torch and triton backends: measured worst image
 # 5.4e-7, parameter gradient 2.6e-6 (gradients that are structurally zero -- conv biases in front

@@ -52,10 +52,15 @@ def interpreter_enabled() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+def check_one_of(name: str, value, choices) -> None:
+    """A ValueError naming the argument and its valid values unless ``value`` is one of them."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+
+
 def resolve_backend(backend: str, state: torch.Tensor) -> str:
     """The concrete backend for ``state`` (``"triton"`` or ``"torch"``), or a clear error."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    check_one_of("backend", backend, BACKENDS)
     if backend == "auto":
         backend = "triton" if (state.is_cuda or interpreter_enabled()) else "torch"
     if backend == "triton":
@@ -184,8 +189,7 @@ class FastCell:
 
     def set_backend(self, backend: str) -> None:
         """Pin ``"triton"``, ``"torch"`` or ``"auto"`` (by device; the default)."""
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        check_one_of("backend", backend, BACKENDS)
         self.backend = backend
 
     def backend_for(self, state: torch.Tensor) -> str:
@@ -267,18 +271,9 @@ class FastCell:
             return checkpoint(self.fused_step, state, prepared, update_mask, dropout_masks, backend, use_reentrant=False)
         return self.fused_step(state, prepared, update_mask, dropout_masks, backend)
 
-    def forward(
-        self,
-        state: torch.Tensor,
-        update_mask: torch.Tensor | None = None,
-        *,
-        update_rate: float = 1.0,
-        dropout_masks: tuple[torch.Tensor, ...] | None = None,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        return self.step_prepared(
-            state, self.prepare(), update_mask, update_rate=update_rate, dropout_masks=dropout_masks, generator=generator
-        )
+    def forward(self, state: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        """``NCACell.forward``'s arguments and result, with the weights folded for this one step."""
+        return self.step_prepared(state, self.prepare(), *args, **kwargs)
 
     def run(self, state: torch.Tensor, steps: int, *, update_rate: float = 1.0, generator=None) -> torch.Tensor:
         """``steps`` steps, folding the weights once: a replayed CUDA graph when

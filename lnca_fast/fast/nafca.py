@@ -121,7 +121,7 @@ class StepMeta:
     eps: float
     drop_scale: float  # 1 / (1 - p) with dropout masks, else 1
     input_precision: str
-    block_m: int | None  # forward BM override (tests); None: the planner's choice
+    block_m: int | None  # forward BLOCK_M override (tests); None: the planner's choice
     cells_per_program: int | None  # unit override (tests); None: the planner's choice
     has_mask: int = 0  # the kernels' flags: an update mask / dropout keep masks are passed
     has_dropout: int = 0

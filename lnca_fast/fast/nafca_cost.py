@@ -14,7 +14,7 @@ import torch
 
 from ..reference.config import NAFCAConfig
 from .aot import AOTSpec, Launch
-from .cell import DTYPE_NAMES
+from .cell import DTYPE_NAMES, check_one_of
 from .nafca import _kernel_fn
 from .nafca_layout import (
     BACKWARD_KERNELS,
@@ -87,8 +87,7 @@ def kernel_flops_per_cell(kernel: str, cfg: NAFCAConfig) -> int:
     parts it differentiates less their weight gradients, and what it recomputes; ``wgrad``: every
     weight and bias gradient. Over a step's launches: forward = the model; backward = 3 x the model
     + the front again (taps launch) + the gate-to-conv4 recompute."""
-    if kernel not in KERNELS:
-        raise ValueError(f"kernel must be one of {tuple(KERNELS)}, got {kernel!r}")
+    check_one_of("kernel", kernel, KERNELS)
     parts, wg = nafca_flops_parts(cfg), weight_grad_flops(cfg)
     if kernel == "wgrad":
         return sum(wg.values())
@@ -151,7 +150,7 @@ def _label(cell_name: str, cfg: LaunchConfig, dtype: torch.dtype) -> str:
     cell = AOT_CELLS[cell_name]
     inner = {"taps": "BE", "perception_bwd": "BE", "wgrad": "BT"}.get(cfg.kernel, "BF")
     return (f"{cell_name} C={cell.channels} E={cell.embed} F={cell.ffn} {DTYPE_NAMES[dtype]}"
-            + (f" {cfg.PREC}" if dtype == torch.float32 else "") + f" BM={cfg.BM} {inner}={cfg.inner} w{cfg.num_warps}")
+            + (f" {cfg.IP}" if dtype == torch.float32 else "") + f" BLOCK_M={cfg.BLOCK_M} {inner}={cfg.inner} w{cfg.num_warps}")
 
 
 _NOTES = {
@@ -173,12 +172,9 @@ def launch_plan(kind: str, batch: int, height: int, width: int, dtype: torch.dty
     ``kernel_flops_per_cell`` times every chunk row executed (a range's last chunk runs whole);
     ``hbm_bytes`` are ``launch_bytes``. The backward ends with torch's sum of the
     weight-gradient partial rows (a ``torch.sum`` launch: its FLOPs and bytes, grid not known)."""
-    if kind not in STEPS:
-        raise ValueError(f"kind must be 'fwd' or 'bwd', got {kind!r}")
-    if cell not in AOT_CELLS:
-        raise ValueError(f"cell must be one of {tuple(AOT_CELLS)}, got {cell!r}")
-    if dtype not in DTYPE_NAMES:
-        raise ValueError(f"the fused NAFCA kernels support float32/float16/bfloat16, got {dtype}")
+    check_one_of("kind", kind, STEPS)
+    check_one_of("cell", cell, AOT_CELLS)
+    check_one_of("dtype", dtype, DTYPE_NAMES)
     if min(batch, height, width) < 1:
         raise ValueError(f"expected batch, height, width >= 1, got {(batch, height, width)}")
     cfg = AOT_CELLS[cell]
@@ -192,7 +188,7 @@ def launch_plan(kind: str, batch: int, height: int, width: int, dtype: torch.dty
         rows = plans[1].programs if c.kernel == "wgrad" else 0  # the gate launch's bias rows
         out.append(Launch(
             kernel=KERNELS[c.kernel], config=_label(cell, c, dtype), programs=launch.programs, num_warps=c.num_warps,
-            cells=geo.n_cells, flops=float(geo.chunks(c.BM) * c.BM * kernel_flops_per_cell(c.kernel, cfg)),
+            cells=geo.n_cells, flops=float(geo.chunks(c.BLOCK_M) * c.BLOCK_M * kernel_flops_per_cell(c.kernel, cfg)),
             hbm_bytes=launch_bytes(launch, itemsize, update_mask=training, dropout=training, bias_rows=rows),
             note=_NOTES[c.kernel],
         ))
@@ -235,7 +231,7 @@ def _signature(cfg: LaunchConfig, dt: str) -> dict[str, str]:
 
 
 def launch_variants() -> list[tuple[str, torch.dtype, str, int]]:
-    """Every (kernel, dtype, fp32 dot precision, BM) the planner can choose."""
+    """Every (kernel, dtype, fp32 dot precision, BLOCK_M) the planner can choose."""
     out = []
     for kernel in KERNELS:
         for dtype, prec in ((torch.float32, "ieee"), (torch.float32, "tf32"), (torch.float16, "ieee"),

@@ -10,17 +10,17 @@ address registers) and every ``tl.dot`` dimension is >= 16 as the GPU compiler r
 weight gradient comes back in the same layout.
 
 Geometry (why a step is several launches: docs/design/halo-vs-split.md). Each per-cell launch sees
-the batch as one flat raster of ``n = B*H*W`` cells cut into *units* of ``BM`` cells (or of the
+the batch as one flat raster of ``n = B*H*W`` cells cut into *units* of ``BLOCK_M`` cells (or of the
 ``cells_per_program`` override); program ``p`` of ``P`` owns units ``[p*U // P, (p+1)*U // P)`` and
-walks its cells in chunks of ``BM`` rows, so programs straddle image rows and images freely.
+walks its cells in chunks of ``BLOCK_M`` rows, so programs straddle image rows and images freely.
 ``P = U`` except in the gate backward, where ``P = min(U, cap)``: each of its programs writes one
-bias-gradient row (``16 + CP`` floats), and the cap bounds those rows. BM is the largest choice
+bias-gradient row (``16 + CP`` floats), and the cap bounds those rows. BLOCK_M is the largest choice
 that still gives ``fill`` units, else the smallest. The weight-gradient GEMM (``wgrad``) cuts the
 raster into ``splits`` ranges of whole units and runs ``wgrad_tiles`` programs per split, each split
 owning one fp32 partial row. On a GPU ``fill = cap = 4 x SMs`` (528 on an H200) and the GEMM gets
 ``5 x SMs`` programs (660 = 44 splits x 15 tiles for the paper cell: one wave at its 5 CTAs per SM).
 The interpreter (CPU tensors) runs one program at a time and its cost grows with the number of
-chunks, so it plans with ``INTERPRETER_TARGET``: the largest BM, 4 gate rows and 2 GEMM splits
+chunks, so it plans with ``INTERPRETER_TARGET``: the largest BLOCK_M, 4 gate rows and 2 GEMM splits
 (several of each and a reduction over them, as on a GPU).
 
 The register and spill figures behind each configuration: docs/design/launch-configurations.md.
@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .cell import DTYPE_NAMES, cdiv, pow2
+from .cell import DTYPE_NAMES, cdiv, check_one_of, pow2
 from .fold_nafca import FoldedNAFCA
 
 PRECISIONS = ("ieee", "tf32")
@@ -119,7 +119,7 @@ WGRAD_STAGES = {"fp32": 2, "fp16": 3, "bf16": 3}  # its software-pipelining dept
 class Target:
     """What the planner aims for on a device."""
 
-    fill: int  # programs a launch should reach where it can: BM is the largest that gives this many units
+    fill: int  # programs a launch should reach where it can: BLOCK_M is the largest that gives this many units
     cap: int  # the most programs of the gate backward (one bias-gradient row each)
     wgrad_fill: int  # programs the weight-gradient GEMM reaches (whole cell splits of wgrad_tiles programs)
     min_splits: int = 1  # the fewest cell splits of the weight-gradient GEMM (where the cells allow)
@@ -140,41 +140,36 @@ class LaunchConfig:
 
     kernel: str  # a key of KERNELS
     dims: KernelDims
-    BM: int  # cells per chunk
+    BLOCK_M: int  # cells per chunk
     inner: int  # gate (BE) or FFN (BF) channels per inner chunk
-    PREC: str  # tl.dot input_precision of fp32 dots ("ieee" for fp16/bf16, where it is unused)
+    IP: str  # tl.dot input_precision of fp32 dots ("ieee" for fp16/bf16, where it is unused)
     num_warps: int
     num_stages: int = 1  # no pipelining of the per-cell kernels (docs/design/launch-configurations.md)
 
     def constexprs(self) -> dict:
         d = self.dims
         channels = {} if self.kernel == "wgrad" else {"C": d.C}  # the GEMM sees padded operands only
-        return {**channels, "CP": d.CP, "EP": d.EP, "F2P": d.F2P, _INNER[self.kernel]: self.inner, "BM": self.BM,
-                "PREC": self.PREC}
+        return {**channels, "CP": d.CP, "EP": d.EP, "F2P": d.F2P, _INNER[self.kernel]: self.inner, "BLOCK_M": self.BLOCK_M,
+                "IP": self.IP}
 
 
 def _check_kernel(kernel: str, dtype: torch.dtype, input_precision: str) -> None:
-    if kernel not in KERNELS:
-        raise ValueError(f"kernel must be one of {tuple(KERNELS)}, got {kernel!r}")
-    if dtype not in DTYPE_NAMES:
-        raise ValueError(f"the fused NAFCA kernels support float32/float16/bfloat16, got {dtype}")
-    if input_precision not in PRECISIONS:
-        raise ValueError(f"input_precision must be one of {PRECISIONS}, got {input_precision!r}")
+    check_one_of("kernel", kernel, KERNELS)
+    check_one_of("dtype", dtype, DTYPE_NAMES)
+    check_one_of("input_precision", input_precision, PRECISIONS)
 
 
 def step_precision(step: str, dtype: torch.dtype, input_precision: str) -> str:
     """The dot precision every launch of a step runs: the requested one for fp32, in the forward and
     the backward alike (TF32 gradient errors stay within the fp16 path's limits: docs/design/tf32.md),
     "ieee" (unused) for fp16/bf16."""
-    if step not in STEPS:
-        raise ValueError(f"step must be 'fwd' or 'bwd', got {step!r}")
-    if input_precision not in PRECISIONS:
-        raise ValueError(f"input_precision must be one of {PRECISIONS}, got {input_precision!r}")
+    check_one_of("step", step, STEPS)
+    check_one_of("input_precision", input_precision, PRECISIONS)
     return input_precision if dtype == torch.float32 else "ieee"
 
 
 def block_m_choices(kernel: str, dtype: torch.dtype, input_precision: str) -> tuple[int, ...]:
-    """Every BM the launchers can pick for a kernel (a key of ``KERNELS``), dtype and fp32 dot
+    """Every BLOCK_M the launchers can pick for a kernel (a key of ``KERNELS``), dtype and fp32 dot
     precision."""
     _check_kernel(kernel, dtype, input_precision)
     if kernel == "wgrad":  # the K of its dots: 64 rows per step, 32 for fp32 (operand registers and shared memory)
@@ -199,14 +194,14 @@ def launch_config(dims: KernelDims, kernel: str, dtype: torch.dtype, input_preci
     # registers and perception_bwd falls to 1 CTA per SM (docs/design/launch-configurations.md).
     narrow = exact_fp32 or (dtype == torch.float32 and kernel in BACKWARD_KERNELS)
     if kernel == "wgrad":  # a streaming GEMM: 4 warps, its loads software-pipelined
-        return LaunchConfig(kernel=kernel, dims=dims, BM=block_m, inner=WGRAD_TILE, PREC=input_precision, num_warps=4,
+        return LaunchConfig(kernel=kernel, dims=dims, BLOCK_M=block_m, inner=WGRAD_TILE, IP=input_precision, num_warps=4,
                             num_stages=WGRAD_STAGES[DTYPE_NAMES[dtype]])
     if kernel in BACKWARD_KERNELS:
         warps = (8 if dims.CP >= 64 else 4) if dtype == torch.float32 else 8  # FMA-dot operands grow with CP
     else:  # 8 warps only where the tiles are big (narrow cells spill with 8)
         warps = 8 if dims.CP >= 64 and (block_m == 64 or exact_fp32) else 4
-    return LaunchConfig(kernel=kernel, dims=dims, BM=block_m, inner=16 if narrow else dims.GRAIN,
-                        PREC=input_precision, num_warps=warps)
+    return LaunchConfig(kernel=kernel, dims=dims, BLOCK_M=block_m, inner=16 if narrow else dims.GRAIN,
+                        IP=input_precision, num_warps=warps)
 
 
 def default_input_precision(state: torch.Tensor) -> str:
@@ -221,7 +216,7 @@ class Geometry:
     """How a launch cuts the flat ``[B*H*W]`` raster of cells between its programs."""
 
     n_cells: int  # B*H*W
-    unit: int  # cells per unit of work (BM, or the cells_per_program override)
+    unit: int  # cells per unit of work (BLOCK_M, or the cells_per_program override)
     programs: int  # grid size: program p owns units [p*U // P, (p+1)*U // P), U = n_units
 
     def __post_init__(self):
@@ -246,7 +241,7 @@ class Geometry:
         return min((p + 1) * u // n * self.unit, self.n_cells) - p * u // n * self.unit
 
     def chunks(self, block_m: int) -> int:
-        """BM-row chunks the launch executes over all its programs (a program's last chunk may be
+        """BLOCK_M-row chunks the launch executes over all its programs (a program's last chunk may be
         partly past its range: those rows are computed and not stored)."""
         if self.unit % block_m == 0:  # whole chunks per unit; only the batch's last unit is short
             last = self.n_cells - (self.n_units - 1) * self.unit
@@ -267,7 +262,7 @@ class KernelLaunch:
 
 
 def _choose_block_m(choices: tuple[int, ...], n_cells: int, fill: int) -> int:
-    """The largest BM that still gives >= ``fill`` units, else the smallest."""
+    """The largest BLOCK_M that still gives >= ``fill`` units, else the smallest."""
     fits = [bm for bm in choices if cdiv(n_cells, bm) >= fill]
     return max(fits) if fits else min(choices)
 
@@ -284,11 +279,10 @@ def plan_step(step: str, dims: KernelDims, n_cells: int, dtype: torch.dtype, inp
               block_m: int | None = None, cells_per_program: int | None = None) -> list[KernelLaunch]:
     """The launches of one step (``"fwd"`` / ``"bwd"``) over ``n_cells = B*H*W`` cells, in order,
     for a planning ``target`` (``Target.gpu(sms)`` or ``INTERPRETER_TARGET``). ``block_m``
-    overrides BM of the forward step's launches and ``cells_per_program`` the unit of the
+    overrides BLOCK_M of the forward step's launches and ``cells_per_program`` the unit of the
     per-cell launches (one unit per program, no cap; the weight-gradient GEMM keeps its plan):
     tests use them to cover every configuration and to force many programs in the interpreter."""
-    if step not in STEPS:
-        raise ValueError(f"step must be 'fwd' or 'bwd', got {step!r}")
+    check_one_of("step", step, STEPS)
     if n_cells < 1:
         raise ValueError(f"expected n_cells >= 1, got {n_cells}")
     if cells_per_program is not None and (not isinstance(cells_per_program, int) or cells_per_program < 1):
@@ -302,7 +296,7 @@ def plan_step(step: str, dims: KernelDims, n_cells: int, dtype: torch.dtype, inp
         config = launch_config(dims, kernel, dtype, prec, bm)
         if kernel == "wgrad":
             tiles = wgrad_tiles(dims)
-            unit = min(bm, n_cells)  # a split owns whole chunks of BM cells
+            unit = min(bm, n_cells)  # a split owns whole chunks of BLOCK_M cells
             splits = min(cdiv(n_cells, unit), max(target.min_splits, cdiv(target.wgrad_fill, tiles)))
             geo = Geometry(n_cells, unit, splits)
             _check_offsets(geo, width, kernel)

@@ -119,7 +119,7 @@ def max_cells(layout: PackLayout, kind: str) -> int:
     touches the state, the PE table and the K | V buffer; only the backward has the per-cell rows
     (``row_width``, ~7x wider), so inference on a large image must not be held to the backward's limit."""
     if kind not in ("fwd", "bwd"):
-        raise ValueError(f"kind must be 'fwd' or 'bwd', got {kind!r}")
+        raise ValueError(f"kind must be one of ('fwd', 'bwd'), got {kind!r}")
     width = max(layout.channels, layout.ep, layout.kv_width)
     if kind == "bwd":
         width = max(width, layout.row_width)

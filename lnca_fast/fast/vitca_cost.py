@@ -12,7 +12,7 @@ import torch
 
 from ..reference.config import ViTCAConfig
 from .aot import AOTSpec, Launch
-from .cell import DTYPE_NAMES, cdiv
+from .cell import DTYPE_NAMES, cdiv, check_one_of
 from .vitca import _kernels
 from .vitca_layout import INPUT_PRECISION, KERNELS, ROLES, WGRAD_JOBS, Geometry, PackLayout, geometry
 from .work import vitca_flops_parts
@@ -156,10 +156,8 @@ def launch_plan(kind: str, batch: int, height: int, width: int, dtype: torch.dty
     ``[batch, height, width, C]`` state of ``dtype``, in stream order, as the launchers issue them
     (``geometry``; contract: ``lnca_fast/fast/aot.py``). ``cell``: ``_resolve_cell``. The
     backward ends with the weight-gradient GEMM and the torch sum of its per-split partial rows."""
-    if kind not in ROLES:
-        raise ValueError(f"kind must be one of {tuple(ROLES)}, got {kind!r}")
-    if dtype not in DTYPE_NAMES:
-        raise ValueError(f"dtype must be one of {tuple(DTYPE_NAMES)}, got {dtype}")
+    check_one_of("kind", kind, ROLES)
+    check_one_of("dtype", dtype, DTYPE_NAMES)
     if min(batch, height, width, sms) < 1:
         raise ValueError(f"expected batch, height, width, sms >= 1, got {batch}, {height}, {width}, {sms}")
     key, cfg, layout = _resolve_cell(cell)
@@ -177,11 +175,11 @@ def launch_plan(kind: str, batch: int, height: int, width: int, dtype: torch.dty
 
 
 _POINTERS = {
-    "kv": ("s_ptr", "w_ptr", "pe_ptr", "kv_ptr"),
-    "fwd": ("s_ptr", "m_ptr", "w_ptr", "pe_ptr", "kv_ptr", "out_ptr"),
-    "bwd": ("s_ptr", "m_ptr", "w_ptr", "pe_ptr", "g_ptr", "kv_ptr", "ex_ptr"),
-    "kv_bwd": ("s_ptr", "w_ptr", "pe_ptr", "g_ptr", "ex_ptr", "ds_ptr"),
-    "wgrad": ("s_ptr", "m_ptr", "g_ptr", "ex_ptr", "part_ptr"),
+    "kv": ("state_ptr", "w_ptr", "pe_ptr", "kv_ptr"),
+    "fwd": ("state_ptr", "mask_ptr", "w_ptr", "pe_ptr", "kv_ptr", "out_ptr"),
+    "bwd": ("state_ptr", "mask_ptr", "w_ptr", "pe_ptr", "dout_ptr", "kv_ptr", "ex_ptr"),
+    "kv_bwd": ("state_ptr", "w_ptr", "pe_ptr", "dout_ptr", "ex_ptr", "dstate_ptr"),
+    "wgrad": ("state_ptr", "mask_ptr", "dout_ptr", "ex_ptr", "part_ptr"),
 }
 _FP32_POINTERS = ("pe_ptr", "part_ptr")
 _INTS = {

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from ..reference.config import ViTCAConfig
-from .cell import cdiv, check_cells_per_program, device_sms, pow2
+from .cell import cdiv, check_cells_per_program, check_one_of, device_sms, pow2
 
 SLOTS = 16  # the 3x3 attention window stored as [4, 4] (kernels/vitca_common.SLOTS)
 # tl.dot precision of fp32 states, the only one offered: "tf32" (tensor cores, ~1e-3 relative per
@@ -166,8 +166,7 @@ def block_config(role: str, layout: PackLayout, dtype: torch.dtype, device="cuda
     """(BLOCK_M, BN, num_warps) of a launch role (``ROLES``) for a channel configuration and state
     dtype: the GPU table for CUDA tensors (or ``blocks="gpu"``, which tests use to run the GPU
     configurations in the interpreter), else the interpreter's."""
-    if blocks not in BLOCK_CHOICES:
-        raise ValueError(f"blocks must be one of {BLOCK_CHOICES}, got {blocks!r}")
+    check_one_of("blocks", blocks, BLOCK_CHOICES)
     if blocks == "gpu" or torch.device(device).type == "cuda":
         return _BLOCKS[role, layout.ep <= 32, dtype != torch.float32]
     return _INTERPRETER_BLOCKS.get(role, _INTERPRETER_DEFAULT)
