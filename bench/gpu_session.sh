@@ -8,7 +8,7 @@
 # Phases, each under a hard `timeout` (its budget, or less when earlier ones ran long):
 #   0. preflight (~15 s): nvidia-smi, torch sees a CUDA device, versions; fails fast otherwise;
 #   1. install (~10 s): `pip install --no-deps --no-build-isolation -e .` (setuptools only, offline);
-#      if that fails, a site-packages finder mapping lnca_fast.reference/.kernels (as pyproject does);
+#      if that fails, a site-packages finder mapping lnca_fast.reference/.kernels/.bench (as pyproject does);
 #   2. precompile (predicted ~55 s, cap PRECOMPILE_S): every kernel variant of phases 3 and 4 compiled
 #      into Triton's cache by bench/precompile.py in 16 processes, a CSV row per variant;
 #   3. parity on CUDA (PARITY_S): every test file with gpu-marked tests plus the kernel-parity,
@@ -97,10 +97,11 @@ else
   echo "gpu_session: pip editable install failed; mapping the packages with a site-packages finder instead"
   SITE=$("$PY" -c "import site; print(site.getsitepackages()[0])") || fail "no site-packages"
   cat >"$SITE/_lnca_fast_dev.py" <<EOF
-# lnca_fast as pyproject.toml maps it (lnca_fast.reference -> reference/, lnca_fast.kernels -> kernels/)
+# lnca_fast as pyproject.toml maps it (lnca_fast.reference -> reference/, .kernels -> kernels/, .bench -> bench/)
 import importlib.abc, importlib.util, sys
 ROOT = "$REPO"
-MAP = {"lnca_fast": ROOT + "/lnca_fast", "lnca_fast.reference": ROOT + "/reference", "lnca_fast.kernels": ROOT + "/kernels"}
+MAP = {"lnca_fast": ROOT + "/lnca_fast", "lnca_fast.reference": ROOT + "/reference", "lnca_fast.kernels": ROOT + "/kernels",
+       "lnca_fast.bench": ROOT + "/bench"}
 class _Finder(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name not in MAP:
