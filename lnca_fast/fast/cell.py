@@ -60,7 +60,6 @@ def check_one_of(name: str, value, choices) -> None:
 
 def resolve_backend(backend: str, state: torch.Tensor) -> str:
     """The concrete backend for ``state`` (``"triton"`` or ``"torch"``), or a clear error."""
-    check_one_of("backend", backend, BACKENDS)
     if backend == "auto":
         backend = "triton" if (state.is_cuda or interpreter_enabled()) else "torch"
     if backend == "triton":
@@ -70,6 +69,8 @@ def resolve_backend(backend: str, state: torch.Tensor) -> str:
             raise RuntimeError(
                 "Triton kernels need CUDA tensors, or TRITON_INTERPRET=1 (set before importing triton) for CPU tensors"
             )
+    elif backend != "torch":
+        check_one_of("backend", backend, BACKENDS)
     elif state.is_cuda:
         raise RuntimeError("the 'torch' backend is the CPU fast path; CUDA tensors use the 'triton' backend")
     return backend
@@ -235,7 +236,7 @@ class FastCell:
     def recompute_for(self, state: torch.Tensor, steps: int = 1) -> bool:
         """Whether a ``steps``-step rollout from ``state`` recomputes in backward (CPU path under
         autograd only; ``recompute`` says how it is chosen)."""
-        if not torch.is_grad_enabled() or self.backend_for(state) != "torch":
+        if not torch.is_grad_enabled() or resolve_backend(self.backend, state) != "torch":
             return False
         mode = self.recompute
         if mode == "auto":
@@ -260,7 +261,7 @@ class FastCell:
         decides once for all its steps."""
         update_mask, dropout_masks = self.step_masks(state, update_mask, update_rate, dropout_masks, generator,
                                                      all_ones_as_none=True)
-        backend = self.backend_for(state)
+        backend = resolve_backend(self.backend, state)
         if recompute is None:
             recompute = self.recompute_for(state, 1)
         if backend == "torch" and recompute and torch.is_grad_enabled():
