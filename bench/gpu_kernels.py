@@ -37,6 +37,7 @@ import torch
 
 from . import occupancy as occ
 from . import precompile
+from .harness import inference_step
 from .precompile import DTYPES
 
 WHATS = ("fwd", "bwd", "rollout_graph", "rollout_eager")
@@ -81,15 +82,7 @@ def build(cfg: Config, cell, device: torch.device, steps: int):
     g = torch.Generator().manual_seed(w.batch * 1000 + w.latent)
     state = torch.rand(w.batch, w.latent, w.latent, cell.config.channels, generator=g).to(device, dtype)  # [B, g, g, C]
     if cfg.what == "fwd":
-        cell.eval()
-        with torch.no_grad():
-            prepared = cell.prepare()
-
-        def fwd():
-            with torch.no_grad():
-                return cell.step_prepared(state, prepared)
-
-        return fwd, 1
+        return inference_step(cell, state), 1
     if cfg.what == "bwd":
         cell.train()
         x = state.clone().requires_grad_(True)

@@ -66,6 +66,20 @@ def summarize(samples: Iterable[float]) -> Stats:
     return Stats(q(0.2), q(0.5), q(0.8), sum(values) / len(values), len(values))
 
 
+def inference_step(cell, state: torch.Tensor) -> Callable[[], torch.Tensor]:
+    """One fused step of a fast cell as inference runs it: eval mode, no autograd, the weights
+    folded once outside the timed calls (as a rollout folds them)."""
+    cell.eval()
+    with torch.no_grad():
+        prepared = cell.prepare()
+
+    def step():
+        with torch.no_grad():
+            return cell.step_prepared(state, prepared)
+
+    return step
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -40,6 +40,8 @@ import time
 
 import torch
 
+from .harness import inference_step
+
 CELLS = {"nafca": "latent-nafca", "vitca": "latent-vitca"}
 CASES = ("inference step", "training step", "eager rollout")
 SHAPE = (8, 8, 8)  # batch, latent height, latent width
@@ -149,14 +151,7 @@ def cases(name: str) -> tuple[dict, torch.nn.Module]:
     g = torch.Generator().manual_seed(1)
     state = torch.rand(b, h, w, cell.config.channels, generator=g)
 
-    cell.eval()
-    with torch.no_grad():
-        prepared_eval = cell.prepare()
-
-    def inference():
-        with torch.no_grad():
-            return cell.step_prepared(state, prepared_eval)
-
+    inference = inference_step(cell, state)
     cell.train()
     prepared = cell.prepare()  # with autograd: the folded weights require grad
     step_masks = [(torch.floor(torch.rand(b, h, w, 1, generator=g) + 0.5), cell.draw_dropout_masks(state, g))
