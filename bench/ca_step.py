@@ -35,7 +35,7 @@ import torch
 from lnca_fast import create_model
 from lnca_fast.fast import work
 
-from .harness import Budget, Stats, inner_repeats, is_out_of_memory, release_memory, time_fn, time_once
+from .harness import Budget, Stats, inference_step, inner_repeats, is_out_of_memory, release_memory, time_fn, time_once
 from .record import ResultWriter
 from .roofline import Peak
 
@@ -91,17 +91,10 @@ def _cells_for(cell_name: str, device: torch.device, providers) -> dict[str, tor
 
 def _step_fn(cell: torch.nn.Module, state: torch.Tensor, mode: str, generator: torch.Generator):
     if mode == "fwd":
-        cell.eval()
         if hasattr(cell, "step_prepared"):
             # A fast cell folds its weights once per rollout, not per step: time the step alone.
-            with torch.no_grad():
-                prepared = cell.prepare()
-
-            def fwd():
-                with torch.no_grad():
-                    return cell.step_prepared(state, prepared)
-
-            return fwd
+            return inference_step(cell, state)
+        cell.eval()
 
         def fwd():
             with torch.no_grad():
