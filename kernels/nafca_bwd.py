@@ -17,7 +17,7 @@ the flat ``[B*H*W]`` raster:
 
 Weight gradients: launches 2 and 3 write each layer's input ``X`` and output gradient ``dY`` per
 cell into one ``[B*H*W, OPW]`` operand buffer in the state's dtype (exactly the ``tl.dot`` operands
-they use; ``nafca_common._operand_offsets``), once per cell and never read back here. The bias
+they use; ``nafca_fwd._operand_offsets``), once per cell and never read back here. The bias
 gradients that are column sums of a stored ``dY`` (b_in, b_4, b_5, b_o) are summed by launch 4; the
 other two (the gate bias and b_3, whose ``dY`` is not a GEMM operand) are accumulated in registers
 over a program's chunks and stored once per program into a small ``[programs, 16 + CP]`` fp32 row
@@ -29,7 +29,7 @@ Device code only: imports nothing but triton (and its sibling device helpers).
 import triton
 import triton.language as tl
 
-from .nafca_common import (
+from .nafca_fwd import (
     _ffn_forward,
     _keep_factor,
     _layer_norm,

@@ -1,6 +1,6 @@
 """Last launch of the NAFCA backward step: every weight gradient ``dW = X^T dY`` as GEMMs over the
 cells, from the per-cell operands the gate and perception launches stored
-(``nafca_common._operand_offsets``), plus the bias gradients.
+(``nafca_fwd._operand_offsets``), plus the bias gradients.
 
 One launch, a grouped GEMM: the weight gradients are cut into ``BT x BT`` tiles (six jobs, one per
 matrix: ``w_in``, ``w_tap``, ``w_3``, ``w_4``, ``w_5``, ``w_o``; a tile past a matrix's edge is
@@ -23,7 +23,7 @@ Device code only: imports nothing but triton (and its sibling device helpers).
 import triton
 import triton.language as tl
 
-from .nafca_common import _operand_offsets, _param_offsets, _split_range
+from .nafca_fwd import _operand_offsets, _param_offsets, _split_range
 
 
 @triton.jit

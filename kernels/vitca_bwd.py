@@ -4,9 +4,9 @@
 Inputs: the step's *input state* (the only activation saved per step), the update mask, the packed
 folded weights, the gradient of the new state and the K | V buffer of every cell (first launch,
 ``vitca_fwd._vitca_kv_fwd_kernel``). Every other intermediate is recomputed. A program owns a
-contiguous range of cells (``vitca_common.program_cells``; across rows and images) and runs, in
+contiguous range of cells (``vitca_fwd.program_cells``; across rows and images) and runs, in
 block loops separated by ``tl.debug_barrier()`` (the handoffs go through the cells' own rows of
-the per-cell buffer, ``vitca_common.row_columns``):
+the per-cell buffer, ``vitca_fwd.row_columns``):
 
 B1a. Attention forward, reading the 9 neighbours' K, V: n1 -> N1, q -> Q, the softmax a -> A, the
      attention output -> MIX, x1 -> X.
@@ -28,7 +28,7 @@ neighbours p' = p - o, so
 
 The launch before stored q, dao = dx1 @ Wo, the softmax a and dlogit of every cell, and the
 gradient of x0 through the q path and the residual (``dx0q``), to the per-cell rows
-(``vitca_common.row_columns``). Per cell it gathers dk, dv from the 9 neighbours' rows (a neighbour
+(``vitca_fwd.row_columns``). Per cell it gathers dk, dv from the 9 neighbours' rows (a neighbour
 outside the grid contributes nothing), recomputes n1 and runs the K/V projection, LN1 and
 embedding backward:
 
@@ -40,7 +40,7 @@ and stores dk, dv (columns DK, DV) and dx0 (over dx0q, column X).
 import triton
 import triton.language as tl
 
-from .vitca_common import (
+from .vitca_fwd import (
     SLOTS,
     block_cells,
     embed_ln,
@@ -90,7 +90,7 @@ def _vitca_step_bwd_kernel(
     pe_ptr,  # *fp32 [H * W + 1, EP] positional encoding, zero guard row
     dout_ptr,  # *T [B, H, W, C] gradient of the new state
     kv_ptr,  # *T [B * H * W, 2 * AP] K | V of every cell (vitca_fwd._vitca_kv_fwd_kernel)
-    ex_ptr,  # *T [B * H * W, SW] per-cell rows (output: the columns of vitca_common.row_columns up to DX2 but DK, DV)
+    ex_ptr,  # *T [B * H * W, SW] per-cell rows (output: the columns of vitca_fwd.row_columns up to DX2 but DK, DV)
     # sizes
     H,  # grid height
     W,  # grid width
@@ -210,7 +210,7 @@ def _vitca_step_bwd_kernel(
 def gather_to_cells(wbase, vbase, valid, up, down, cols, dxo, wstep, BLOCK_M: tl.constexpr, DP: tl.constexpr):
     """Cell p collects, from every in-grid cell p' = p - o whose window slot o points at it,
     ``w[p', o] * vec[p']`` (``wbase [M]`` points at the cells' own ``[4, 4]`` window weights,
-    ``vbase [M, DP]`` at their own vectors; the window: ``vitca_common.window`` with SIGN = -1)."""
+    ``vbase [M, DP]`` at their own vectors; the window: ``vitca_fwd.window`` with SIGN = -1)."""
     dx = tl.arange(0, 4)
     out = tl.zeros([BLOCK_M, DP], tl.float32)
     for dy in range(3):
@@ -229,7 +229,7 @@ def _vitca_kv_bwd_kernel(
     w_ptr,  # *T packed folded weights (vitca_layout.PackLayout)
     pe_ptr,  # *fp32 [H * W + 1, EP] positional encoding, zero guard row
     dout_ptr,  # *T [B, H, W, C] gradient of the new state
-    ex_ptr,  # *T [B * H * W, SW] per-cell rows written by vitca_bwd (vitca_common.row_columns); writes DK, DV, X
+    ex_ptr,  # *T [B * H * W, SW] per-cell rows written by vitca_bwd (vitca_fwd.row_columns); writes DK, DV, X
     dstate_ptr,  # *T [B, H, W, C] gradient of the input state (output)
     # sizes
     H,  # grid height

@@ -1,6 +1,6 @@
 """Last launch of the ViTCA backward step: every weight and bias gradient of the packed layout as
 GEMMs over the cells, ``dW^T = X^T dY`` and ``db = sum dY``, from the per-cell operands the two
-launches before stored (``vitca_common.row_columns``), the state and the incoming gradient.
+launches before stored (``vitca_fwd.row_columns``), the state and the incoming gradient.
 
 Jobs (one per weight; ``X``: the layer's input, ``dY``: the gradient of its output):
 
@@ -29,7 +29,7 @@ Device code only: imports nothing but triton (and its sibling device helpers).
 import triton
 import triton.language as tl
 
-from .vitca_common import pack_offsets, row_columns
+from .vitca_fwd import pack_offsets, row_columns
 
 
 @triton.jit
@@ -75,7 +75,7 @@ def _vitca_wgrad_kernel(
     state_ptr,  # *T [B * H * W, C] the step's input state (X of WE)
     mask_ptr,  # *T update mask [B * H * W]; a single 1.0 with stride_m = 0 = every cell updates
     dout_ptr,  # *T [B * H * W, C] gradient of the new state (dY of WH, times the mask)
-    ex_ptr,  # *T [B * H * W, SW] per-cell rows of _vitca_step_bwd_kernel and _vitca_kv_bwd_kernel (vitca_common.row_columns)
+    ex_ptr,  # *T [B * H * W, SW] per-cell rows of _vitca_step_bwd_kernel and _vitca_kv_bwd_kernel (vitca_fwd.row_columns)
     part_ptr,  # *fp32 [splits, PACK] (written) weight-gradient partial rows in the packed layout, one per split
     # sizes
     C,  # state channels

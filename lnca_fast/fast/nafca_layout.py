@@ -60,7 +60,7 @@ def kernel_dims(channels: int, embed: int, ffn: int, cell_in: int) -> KernelDims
 
 
 def kernel_layout(d: KernelDims) -> list[tuple[str, tuple[int, ...]]]:
-    """The padded kernel layout of the folded parameters, in order (``kernels/nafca_common.py::
+    """The padded kernel layout of the folded parameters, in order (``kernels/nafca_fwd.py::
     _param_offsets`` computes the same offsets)."""
     return [("w_in", (d.CP, 2 * d.EP)), ("b_in", (2 * d.EP,)), ("w_tap", (d.EP, 16)), ("b_tap", (16,)),
             ("w_3", (d.EP, d.CP)), ("b_3", (d.CP,)), ("w_4", (d.CP, 2 * d.F2P)), ("b_4", (2 * d.F2P,)),
@@ -220,7 +220,7 @@ class Geometry:
     programs: int  # grid size: program p owns units [p*U // P, (p+1)*U // P), U = n_units
 
     def __post_init__(self):
-        # The kernels index cells and form p*U // P in 32 bits (nafca_common._program_range).
+        # The kernels index cells and form p*U // P in 32 bits (kernels/nafca_fwd._program_range).
         if not 1 <= self.unit <= self.n_cells < 2**31 - self.unit:
             raise ValueError(f"expected 1 <= unit <= n_cells < 2^31 - unit, got unit={self.unit} n_cells={self.n_cells}")
         if not 1 <= self.programs <= self.n_units:
@@ -316,7 +316,7 @@ def plan_step(step: str, dims: KernelDims, n_cells: int, dtype: torch.dtype, inp
 # -- the backward's weight-gradient operands --------------------------------------------------
 def operand_layout(d: KernelDims) -> list[tuple[str, int]]:
     """Columns of the backward's ``[B*H*W, OPW]`` operand buffer, in order (``kernels/
-    nafca_common.py::_operand_offsets`` computes the same offsets): per cell, each layer's input
+    nafca_fwd.py::_operand_offsets`` computes the same offsets): per cell, each layer's input
     and output gradient, in the state's dtype."""
     return [("s_hat", d.CP), ("d_in", 2 * d.EP), ("x", d.EP), ("dv", d.CP), ("dtaps", 16), ("y_hat", d.CP),
             ("d_4", 2 * d.F2P), ("h", d.F2P), ("dz5", d.CP), ("z_hat", d.CP), ("du", d.CP)]

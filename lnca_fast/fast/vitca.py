@@ -104,7 +104,7 @@ def pack_weights(folded: FoldedViTCA, layout: PackLayout, dtype: torch.dtype) ->
 
 def padded_pe(cfg: ViTCAConfig, layout: PackLayout, height: int, width: int, device) -> torch.Tensor:
     """The positional encoding the kernels read: ``[H * W + 1, EP]`` float32, zero-padded channels
-    and a zero guard row (``kernels/vitca_common.opaque_zero``). Unlike the CPU path's folded
+    and a zero guard row (``kernels/vitca_fwd.opaque_zero``). Unlike the CPU path's folded
     ``be + PE`` table, the kernels add ``be`` (a packed segment) and this constant table
     separately: ``be``'s gradient is then one EP-vector per program, where a folded table's
     would be a per-position ``[H * W, E]`` gradient to reduce over the batch."""

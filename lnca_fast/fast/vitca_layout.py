@@ -28,7 +28,7 @@ import torch
 from ..reference.config import ViTCAConfig
 from .cell import cdiv, check_cells_per_program, check_one_of, device_sms, pow2
 
-SLOTS = 16  # the 3x3 attention window stored as [4, 4] (kernels/vitca_common.SLOTS)
+SLOTS = 16  # the 3x3 attention window stored as [4, 4] (kernels/vitca_fwd.SLOTS)
 # tl.dot precision of fp32 states, the only one offered: "tf32" (tensor cores, ~1e-3 relative per
 # product on GPU; the interpreter computes exactly). Half-precision states use fp16 / bf16
 # tensor-core inputs and pass the same value, unused there. NOTE: "ieee" and "tf32x3" spilled
@@ -77,7 +77,7 @@ class PackLayout:
         return self.heads * self.dp
 
     def segments(self) -> list[tuple[str, tuple[int, ...]]]:
-        """Name and stored shape of each segment, in order (kernels/vitca_common.pack_offsets)."""
+        """Name and stored shape of each segment, in order (kernels/vitca_fwd.pack_offsets)."""
         cp, ep, ap, mp = self.cp, self.ep, self.ap, self.mp
         return [
             ("we_t", (cp, ep)), ("be", (ep,)), ("wk_t", (ep, ap)), ("bk", (ap,)), ("wv_t", (ep, ap)), ("bv", (ap,)),
@@ -105,7 +105,7 @@ class PackLayout:
 
     def row_columns(self) -> list[tuple[str, int]]:
         """Columns of the backward's per-cell rows ``[cells, row_width]``, in order
-        (``kernels/vitca_common.row_columns`` computes the same offsets): the exchange between its
+        (``kernels/vitca_fwd.row_columns`` computes the same offsets): the exchange between its
         launches (Q | DAO | A | DL | X: x1, then dx0q, then dx0), then the weight-gradient operands
         (docs/design/weight-gradient-gemm.md)."""
         ap, ep, mp, win = self.ap, self.ep, self.mp, self.heads * SLOTS
@@ -174,7 +174,7 @@ def block_config(role: str, layout: PackLayout, dtype: torch.dtype, device="cuda
 
 def plan_programs(cells: int, block_m: int, sms: int) -> int:
     """Programs of a launch over ``cells`` cells in ``block_m``-cell blocks on ``sms`` SMs. Each
-    program owns a contiguous range of ~cells / P cells (``kernels/vitca_common.program_cells``).
+    program owns a contiguous range of ~cells / P cells (``kernels/vitca_fwd.program_cells``).
     Cost = waves x blocks of the longest range (``CTAS_PER_SM`` programs per SM at a time); the
     cheapest wins, then one with >= ``PROGRAMS_PER_SM`` x sms programs, then the fewest programs.
     Figures: docs/design/halo-vs-split.md."""
