@@ -61,7 +61,13 @@ def check_one_of(name: str, value, choices) -> None:
 def resolve_backend(backend: str, state: torch.Tensor) -> str:
     """The concrete backend for ``state`` (``"triton"`` or ``"torch"``), or a clear error."""
     if backend == "auto":
-        backend = "triton" if (state.is_cuda or interpreter_enabled()) else "torch"
+        if not state.is_cuda:  # the environment is read once per call: this runs every step
+            if not interpreter_enabled():
+                return "torch"
+            if not triton_available():
+                raise RuntimeError("the Triton backend needs the 'triton' package (pip install triton==3.7.1)")
+            return "triton"
+        backend = "triton"
     if backend == "triton":
         if not triton_available():
             raise RuntimeError("the Triton backend needs the 'triton' package (pip install triton==3.7.1)")
