@@ -48,6 +48,8 @@ _TINY_BLIND_AE = AEConfig(
 # on Gaussian noise before retraining; k = 3 chosen on the validation photos).
 _BLIND_DENOISER_AE = replace(_BLIND_AE, detail_median=True, detail_limit=3.0)
 _TINY_BLIND_DENOISER_AE = replace(_TINY_BLIND_AE, detail_median=True, detail_limit=3.0)
+_BLIND_DENOISER_AE_L = replace(_BLIND_DENOISER_AE, detail_channels=64)  # "-l": a wider head, 218k parameters
+_BLIND_AE_L = replace(_BLIND_AE, detail_channels=64)
 _PLUS_NCA_M = dict(cell_in=24, cell_out=24, hidden=16)  # 64 channels: the paper's NCA cost per step
 _PLUS_NCA_L = dict(cell_in=32, cell_out=32, hidden=32)  # 96 channels
 
@@ -68,6 +70,8 @@ PRESETS = {
     "latent-nafca-blind": LNCAConfig(core="nafca", ae=_BLIND_AE, nca=NAFCAConfig(**_PLUS_NCA_M), steps=16),
     "tiny-latent-nafca-blind": LNCAConfig(core="nafca", ae=_TINY_BLIND_AE, nca=_TINY_NAFCA, steps=4),
     "latent-nafca-blind-denoiser": LNCAConfig(core="nafca", ae=_BLIND_DENOISER_AE, nca=NAFCAConfig(**_PLUS_NCA_M), steps=16),
+    "latent-nafca-blind-l": LNCAConfig(core="nafca", ae=_BLIND_AE_L, nca=NAFCAConfig(**_PLUS_NCA_M), steps=16),
+    "latent-nafca-blind-denoiser-l": LNCAConfig(core="nafca", ae=_BLIND_DENOISER_AE_L, nca=NAFCAConfig(**_PLUS_NCA_M), steps=16),
     "tiny-latent-nafca-blind-denoiser": LNCAConfig(core="nafca", ae=_TINY_BLIND_DENOISER_AE, nca=_TINY_NAFCA, steps=4),
     "tiny-latent-nafca-plus": LNCAConfig(core="nafca", ae=_TINY_PLUS_AE, nca=_TINY_NAFCA, steps=4),
     "tiny-latent-nafca": LNCAConfig(core="nafca", ae=_TINY_AE, nca=_TINY_NAFCA, steps=4),

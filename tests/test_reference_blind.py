@@ -12,7 +12,8 @@ from tolerances import BLIND_FAST_ATOL
 
 from lnca_fast import create_model
 
-BLIND_PARAMS = {"latent-nafca-blind": 153_721, "latent-nafca-blind-denoiser": 158_905}
+BLIND_PARAMS = {"latent-nafca-blind": 153_721, "latent-nafca-blind-denoiser": 158_905,
+                "latent-nafca-blind-denoiser-l": 218_313, "latent-nafca-blind-l": 211_401}
 
 
 def test_parameter_count_is_pinned_and_within_the_cap():

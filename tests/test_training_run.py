@@ -181,3 +181,11 @@ def test_init_weights_into_a_head_with_more_inputs_starts_as_the_same_function(t
     x = torch.rand(1, 3, 16, 20)
     with torch.no_grad():
         torch.testing.assert_close(new(x, steps=2), old(x, steps=2), rtol=0, atol=WIDENED_INPUT_ATOL)
+    # A wider head too (more residual channels): the same function, and the new channels' incoming
+    # weights are not zero, so they learn.
+    wide = build_model(replace(cfg, ae=replace(cfg.ae, detail_limit=0.0, detail_channels=9))).eval()
+    load_all(wide, str(tmp_path / "old.safetensors"))
+    with torch.no_grad():
+        torch.testing.assert_close(wide(x, steps=2), old(x, steps=2), rtol=0, atol=WIDENED_INPUT_ATOL)
+    assert torch.count_nonzero(wide.decoder.fusion.first.weight[6:]) > 0
+    assert torch.count_nonzero(wide.decoder.fusion.out.weight[:, 6:]) == 0

@@ -62,10 +62,11 @@ def load_all(model: nn.Module, path: str) -> None:
     """Every tensor of ``model`` from a weights file, or a training state's best weights (keys
     prefixed ``best.``; ``model.`` when no best is recorded). Tensors the file lacks keep their
     initial values (a run of an earlier version of a preset, before a layer was added; reported);
-    tensors the model lacks, or too few matches, are an error. A layer whose input grew (the file's
-    weight has fewer input channels, dim 1, than the model's; new inputs are appended last, as
-    ``ResidualFusion``'s median view) takes the file's weights for its old inputs and zeros for the
-    new ones, so the model starts as exactly the file's function (reported)."""
+    tensors the model lacks, or too few matches, are an error. A tensor the file holds smaller (a
+    layer given more inputs, as ``ResidualFusion``'s median view, or more channels) fills the
+    leading block from the file; new input columns (dim 1) start at zero and new output rows keep
+    their initial values, so with the new channels last the model starts as exactly the file's
+    function and the new ones still learn (Net2Net-style widening; reported)."""
     from safetensors.torch import load_file
 
     tensors = load_file(path)
@@ -79,22 +80,25 @@ def load_all(model: nn.Module, path: str) -> None:
         matched = len(set(tensors) & own)
         raise ValueError(f"{path} does not hold this model's weights ({matched} of {len(own)} tensors match by name)")
     state = model.state_dict()
-    widened = [k for k in tensors if _widened_input(tensors[k], state[k])]
+    widened = [k for k in tensors if _smaller(tensors[k], state[k])]
     for key in widened:
-        grown = torch.zeros_like(state[key])
-        grown[:, : tensors[key].shape[1]] = tensors[key]
+        saved, grown = tensors[key], state[key].clone()
+        if grown.dim() >= 2:
+            grown[:, saved.shape[1] :] = 0.0
+        grown[tuple(slice(0, n) for n in saved.shape)] = saved
         tensors[key] = grown
     model.load_state_dict(tensors, strict=False)
     if widened:
-        print(f"init_weights: {', '.join(widened)} take more inputs than in {path}: new inputs start at zero weight")
+        print(f"init_weights: {', '.join(widened)} are wider than in {path}: new inputs start at zero weight")
     if missing:
         print(f"init_weights: {path} lacks {', '.join(missing)}: kept at their initial values")
 
 
-def _widened_input(saved: torch.Tensor, own: torch.Tensor) -> bool:
+def _smaller(saved: torch.Tensor, own: torch.Tensor) -> bool:
+    """``saved`` fits in ``own``'s leading block, larger only in output rows / input columns."""
     return (
-        saved.dim() == own.dim() >= 2 and saved.shape[1] < own.shape[1]
-        and saved.shape[:1] + saved.shape[2:] == own.shape[:1] + own.shape[2:]
+        saved.dim() == own.dim() >= 1 and saved.shape != own.shape
+        and all(a <= b for a, b in zip(saved.shape[:2], own.shape[:2])) and saved.shape[2:] == own.shape[2:]
     )
 
 
