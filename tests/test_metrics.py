@@ -9,7 +9,7 @@ from conftest import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
-from tolerances import SSIM_VS_SKIMAGE_ATOL
+from tolerances import PSNR_VS_SKIMAGE_ATOL, SSIM_VS_SKIMAGE_ATOL
 
 from lnca_fast.metrics import psnr, relative_gain, ssim
 
@@ -55,7 +55,7 @@ def test_psnr_matches_skimage_and_is_finite_for_identical_images():
     x = torch.rand(3, 3, 16, 20, generator=g)
     y = (x + 0.05 * torch.randn(3, 3, 16, 20, generator=g)).clamp(0, 1)
     want = [peak_signal_noise_ratio(x[i].numpy(), y[i].numpy(), data_range=1.0) for i in range(3)]
-    assert np.allclose(psnr(x, y).numpy(), want, atol=1e-4)
+    assert np.allclose(psnr(x, y).numpy(), want, rtol=0, atol=PSNR_VS_SKIMAGE_ATOL)
     assert torch.allclose(psnr(x, x), torch.full((3,), 100.0))
 
 

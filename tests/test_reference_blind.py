@@ -8,7 +8,13 @@ import pytest
 import torch
 from lnca_fast.reference.autoencoder import LIMIT_FLOOR, ResidualFusion, median3x3, noise_level
 from lnca_fast.reference.config import AEConfig
-from tolerances import BLIND_FAST_ATOL
+from tolerances import (
+    BLIND_FAST_ATOL,
+    NOISE_LEVEL_SIGMA_RTOL,
+    PER_IMAGE_STRENGTH_ATOL,
+    SMALL_LIMIT_TANH,
+    STRENGTH_DOUBLING,
+)
 
 from lnca_fast import create_model
 
@@ -84,7 +90,7 @@ def test_strength_scales_the_whole_images_correction():
         head.strength.bias.fill_(-40.0)  # s ~ 4e-18: the image is declared clean
         assert float((head(h, x, r) - x).abs().max()) < 1e-7 < float(half.abs().max())
         head.strength.bias.fill_(40.0)  # s = 1: twice the half-strength correction (nothing clamped here)
-        torch.testing.assert_close(head(h, x, r) - x, 2 * half, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(head(h, x, r) - x, 2 * half, **STRENGTH_DOUBLING)
 
 
 def test_strength_is_per_image():
@@ -96,9 +102,9 @@ def test_strength_is_per_image():
         head.strength.weight.normal_(0, 5.0)
         both = head(h, x, r)
         # One image's strength ignores the other (equal up to the conv's batch-size-dependent rounding).
-        torch.testing.assert_close(head(h[:1], x[:1], r[:1]), both[:1], rtol=0, atol=1e-6)
+        torch.testing.assert_close(head(h[:1], x[:1], r[:1]), both[:1], rtol=0, atol=PER_IMAGE_STRENGTH_ATOL)
         moved = head(h, torch.cat([x[:1], 1 - x[1:]]), r)
-        torch.testing.assert_close(moved[:1], both[:1], rtol=0, atol=1e-6)
+        torch.testing.assert_close(moved[:1], both[:1], rtol=0, atol=PER_IMAGE_STRENGTH_ATOL)
 
 
 def test_fast_model_is_a_drop_in():
@@ -126,7 +132,7 @@ def test_noise_level_recovers_gaussian_sigma_and_ignores_smooth_content():
     noisy = ramp + torch.randn(4, 3, 96, 96, generator=g) * sigmas.view(4, 1, 1, 1)
     est = noise_level(noisy).flatten()
     assert float(est[0]) < 1e-6
-    torch.testing.assert_close(est[1:], sigmas[1:], rtol=0.05, atol=0)
+    torch.testing.assert_close(est[1:], sigmas[1:], rtol=NOISE_LEVEL_SIGMA_RTOL, atol=0)
     assert noise_level(torch.rand(2, 3, 2, 9)).shape == (2, 1)  # too small for the mask: 0
 
 
@@ -194,7 +200,7 @@ def test_limit_is_smooth_for_small_corrections():
         for head in heads:
             head.out.weight.normal_(0, 1e-5, generator=torch.Generator().manual_seed(8))
         small = [head(h, x, r) - x for head in heads]
-    torch.testing.assert_close(small[0], small[1], rtol=1e-3, atol=1e-9)  # tanh(u) ~ u
+    torch.testing.assert_close(small[0], small[1], **SMALL_LIMIT_TANH)  # tanh(u) ~ u
 
 
 def test_limit_options_need_the_residual_head():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from random_params import fill_normal
+from tolerances import GRADCHECK_BASELINE, GRADCHECK_CELL
 from torch.autograd import gradcheck
 
 from lnca_fast import create_model
@@ -22,7 +23,7 @@ def test_cell_step_gradcheck_state_and_params(name):
         return torch.func.functional_call(cell, dict(zip(names, ps)), (s, mask))
 
     inputs = (state, *[p.detach().clone().requires_grad_(True) for p in params])
-    assert gradcheck(step, inputs, eps=1e-6, atol=1e-5, rtol=1e-3)
+    assert gradcheck(step, inputs, **GRADCHECK_CELL)
 
 
 def test_cell_gradcheck_with_dropout_masks():
@@ -44,4 +45,4 @@ def test_autoencoder_gradcheck(tf_padding):
 def test_baseline_gradcheck(name):
     model = fill_normal(create_model(name).double().eval(), 0, 0.4)
     x = torch.rand(1, 3, 8, 8, dtype=torch.float64, requires_grad=True)
-    assert gradcheck(model, (x,), atol=1e-5, rtol=1e-3)
+    assert gradcheck(model, (x,), **GRADCHECK_BASELINE)

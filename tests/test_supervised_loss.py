@@ -13,13 +13,13 @@ import types
 import numpy as np
 import pytest
 import torch
+from tolerances import SUPERVISED_LOSS_FLOAT64_RTOL
 from torch import nn
 
 from lnca_fast.factory import create_model
 from lnca_fast.training.objectives import SupervisedObjective
 from lnca_fast.training.recipe import Recipe
 from lnca_fast.training.steps import Stepper
-from tolerances import SUPERVISED_LOSS_FLOAT64_RTOL
 
 
 def neg_psnr_by_hand(restored: np.ndarray, clean: np.ndarray) -> float:
@@ -44,7 +44,9 @@ def test_hand_case_identity_model(name, key):
     assert parts[key].item() == loss.item()
 
 
-@pytest.mark.parametrize(("name", "key", "by_hand"), [("tiny-nafnet", "neg_psnr", neg_psnr_by_hand), ("tiny-restormer", "l1", l1_by_hand)])
+@pytest.mark.parametrize(
+    ("name", "key", "by_hand"), [("tiny-nafnet", "neg_psnr", neg_psnr_by_hand), ("tiny-restormer", "l1", l1_by_hand)]
+)
 def test_supervised_step_reports_the_recipe_loss(name, key, by_hand):
     g = torch.Generator().manual_seed(3)
     torch.manual_seed(3)

@@ -227,3 +227,94 @@ FAST_MODEL_IMAGE = {"rtol": 1e-5, "atol": 1e-6}
 # differs. Limit ~800x the measurement, as BASELINE_BLOCK_FLOAT64_RTOL; a per-batch instead of
 # per-image MSE gives -23.0 dB instead of -30 dB on the hand case.
 SUPERVISED_LOSS_FLOAT64_RTOL = 1e-13
+
+# -- Paper corruptions (tests/test_data_corruptions.py) ------------------------------------------
+# float32 kernels and blurs against exact values (kernel sums 1, the 0- and 90-degree lines, a
+# constant image under the default border, the zero-padding corner 0.8 * 4/7): measured worst
+# 1.2e-7 (a 10-tap kernel's sum; the dark corner 2.6e-9 / centre 1.2e-8, the rest exact). Limit 8x.
+CORRUPTION_FLOAT32_ATOL = 1e-6
+# Statistical: sparse noise at p 0.5, sigma 0.2 on 4 x 32 x 32 pixels (4096 draws, ~2048 hit). The
+# hit fraction's binomial sd is 0.0078, so 0.05 is 6.4 sd; measured over 20 seeds |hit - 0.5| <= 0.021
+# (the test's seed 0.0073), 2.4x. The hit values' sample std has sd ~ 0.2 / sqrt(2 * 2048) = 0.0031,
+# so 0.03 is ~10 sd; measured over 20 seeds |std - 0.2| <= 0.0079 (the test's seed 0.0024), 3.8x.
+SPARSE_HIT_FRACTION_ABS = 0.05
+SPARSE_SIGMA_ABS = 0.03
+
+# -- Blind corruption families (tests/test_data_families.py) ------------------------------------
+# Blur kernels (float32) sum to 1 and are centred on the canvas: over the test's 23 kernels the
+# measured worst |sum - 1| is 1.2e-7 and |centre - (K - 1) / 2| 3.1e-7 (px). Tightened from 1e-5 /
+# 1e-4 to 8x / 32x those. (85 of 90 more shakes -- 30 seeds x extents 5, 9, 15 -- are centred to
+# 1.1e-7; five extent-15 paths that reach the canvas edge are off by 1e-4..2.4e-3 px, which the
+# test's seeds do not draw.)
+BLUR_KERNEL_SUM_ABS = 1e-6
+BLUR_KERNEL_CENTRE_ABS = 1e-5
+# Discretisation, not rounding (deterministic): a length-10 line's second moment is 8.69 against the
+# continuous L^2 / 12 = 8.33 (4.3 %; limit 2.3x); a disk's mean squared radius against r^2 / 2 + 1/6
+# is off by 4.1 % at r = 2 (0.7 % at 3, 1.0 % at 4; limit 1.2x: the formula is only that good).
+LINE_SECOND_MOMENT_REL = 0.1
+DISK_SECOND_MOMENT_REL = 0.05
+# Statistical: each kind's share of 20000 draws (binomial sd <= 0.0036, so 0.015 is >= 4.2 sd):
+# measured over 10 seeds at most 0.0059 from the mix (the test's seed 0.0053), 2.6x.
+KIND_SHARE_ABS = 0.015
+# Statistical: the sample std of Gaussian noise on 3 x 128 x 128 = 49152 pixels (sd of a sample std
+# ~0.32 %): measured over 20 seeds at most 0.51 % from sigma (the test's seed 0.34 %), 5.9x.
+GAUSSIAN_SIGMA_REL = 0.03
+# Statistical: the sample variance of Poisson-Gaussian noise on 3 x 160 x 160 = 76800 pixels (sd of a
+# sample variance ~0.51 %): measured over 20 seeds x levels 0.2, 0.7 at most 0.95 % (the test's seed
+# 0.47 %), 4.2x.
+POISSON_GAUSSIAN_VAR_REL = 0.04
+# Statistical: named AWGN sigma 15 / 25 / 50 on 3 x 200 x 200 = 120000 pixels, 8-bit rounded and
+# clipped (sigma 50 clips ~1 % of a mid-grey image): measured over 20 seeds at most 1.26 % (the
+# test's seed 0.92 %, awgn50), 2.4x.
+AWGN_SIGMA_REL = 0.03
+
+# -- Tiles (tests/test_data_tiles.py) ----------------------------------------------------------
+# The area shrink keeps a tile's mean (float32, with torch.allclose's default rtol 1e-5): measured
+# worst |diff| 1.2e-7 over 10 seeds of the test's image, 84x.
+TILE_SHRINK_MEAN_ATOL = 1e-5
+
+# -- Peers (tests/test_family_evaluation.py) ---------------------------------------------------
+# The unsharp mask keeps the mean of a float64 16 x 16 edge image: measured 0.0. Tightened from
+# 1e-6 to a float64 summation bound (768 values: ~1e-13 at most).
+UNSHARP_MEAN_ABS = 1e-12
+
+# -- Metrics (tests/test_metrics.py): PSNR vs scikit-image, in dB -------------------------------
+# Measured worst |diff| 9.2e-7 dB over 20 seeds (3 images of 16 x 20, noise 0.05; the test's seed
+# 8.4e-7). Was atol 1e-4 with np.allclose's default rtol 1e-5 (another ~2.6e-4 at 26 dB); tightened
+# to atol 1e-5, rtol 0 (11x).
+PSNR_VS_SKIMAGE_ATOL = 1e-5
+
+# -- Optimizer (tests/test_training_optim.py) ---------------------------------------------------
+# Adam's first step, a group scaled by 0.25: the ratio of the two float32 steps is 4 up to the
+# rounding of two quotients (~2.4e-7 relative at most); measured 0.0. Tightened from 1e-4.
+ADAM_SCALED_STEP_REL = 1e-6
+
+# -- ViTCA cell API (tests/test_vitca_fast_path.py::test_cell_api) -------------------------------
+# FastViTCA "torch" vs ViTCA, one float32 step, the same generator (values up to ~5; torch.allclose's
+# default rtol 1e-5 applies too): measured worst |diff| 1.2e-6 over 10 seeds, 8.6x.
+VITCA_CELL_API_ATOL = 1e-5
+
+# -- Blind heads (tests/test_reference_blind.py) ------------------------------------------------
+# Strength 1 gives twice the half-strength correction (float32): measured |diff| 6.0e-8 on the
+# test's seed (other seeds clamp the image, so the identity is this seed's). atol 17x.
+STRENGTH_DOUBLING = {"rtol": 1e-5, "atol": 1e-6}
+# One image's output alone vs in a batch of two, and with the other image changed: the conv's
+# batch-size-dependent rounding, measured worst 2.4e-7 over 10 seeds (the moved-image check 0.0), 4.2x.
+PER_IMAGE_STRENGTH_ATOL = 1e-6
+# Statistical: noise_level on 3 x 96 x 96 = 27648 pixels per image, sigma 5 / 25 / 50 (8-bit units):
+# measured over 10 seeds at most 2.4 % from sigma (the test's seed 1.8 %), 2.1x.
+NOISE_LEVEL_SIGMA_RTOL = 0.05
+# limit 3 vs no limit for corrections ~3e-5 (tanh(u) - u ~ u^3 / 3: ~1e-10 relative): float32
+# measured 0.0 over 10 seeds. rtol tightened from 1e-3 to 1e-5 (~80 float32 ulps); atol unchanged.
+SMALL_LIMIT_TANH = {"rtol": 1e-5, "atol": 1e-9}
+
+# -- float64 gradcheck (tests/test_reference_gradcheck.py) ---------------------------------------
+# Central differences (eps 1e-6) vs autograd, |analytical - numerical| per Jacobian entry, /tmp
+# script, seeds 0-2. One cell step w.r.t. the state and every parameter (tiny-latent-nafca,
+# tiny-latent-vitca, tiny-vitca; 2 seeds each): measured worst 1.03e-9. Tightened from torch's
+# defaults (atol 1e-5, rtol 1e-3, which it used at 9.4e-5 of the bound) to atol 1e-8 alone: 9.7x.
+GRADCHECK_CELL = {"eps": 1e-6, "atol": 1e-8, "rtol": 1e-5}
+# Whole NAFNet / Restormer w.r.t. the image: measured worst |diff| 1.7e-7 (tiny-nafnet) and 4.5e-5
+# (tiny-restormer: finite-difference truncation), which uses at most 0.125 of atol + rtol |numerical|
+# with torch's defaults, kept: 8x.
+GRADCHECK_BASELINE = {"eps": 1e-6, "atol": 1e-5, "rtol": 1e-3}
