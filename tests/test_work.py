@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 from lnca_fast.reference.config import NAFCAConfig, ViTCAConfig
+from tolerances import DOC_FLOPS_REL, DOC_PARAMS_REL
 
 from lnca_fast import create_model
 from lnca_fast.fast import work
@@ -39,7 +40,7 @@ def test_nafca_flops_hand_count_lnca_config():
         + 2 * 48  # masked update s + m * u
     )
     assert work.nafca_flops_per_cell(cfg) == gemms + elementwise == 92_960
-    assert work.nafca_flops_per_cell(cfg) == pytest.approx(93.2e3, rel=0.005)  # kernels-and-anchors.md §6.2
+    assert work.nafca_flops_per_cell(cfg) == pytest.approx(93.2e3, rel=DOC_FLOPS_REL)  # kernels-and-anchors.md §6.2
 
 
 def test_vitca_flops_hand_count_lnca_config():
@@ -57,14 +58,14 @@ def test_vitca_flops_hand_count_lnca_config():
     elementwise = 128 + 3 * 7 * 128 + 5 * 9 * 4 + 8 * 64 + 2 * 128 + 2 * 128 + 2 * 48
     #             +PE   3 LNs over E   softmax   GELU    2 residuals            masked update
     assert work.vitca_flops_per_cell(cfg) == gemms + elementwise == 201_236
-    assert work.vitca_flops_per_cell(cfg) == pytest.approx(201e3, rel=0.005)  # kernels-and-anchors.md §6.2
+    assert work.vitca_flops_per_cell(cfg) == pytest.approx(201e3, rel=DOC_FLOPS_REL)  # kernels-and-anchors.md §6.2
 
 
 def test_pixel_vitca_flops_near_191k():
     cfg = create_model("vitca").config.nca  # C=38: embedding 2*38*128 instead of 2*64*128, head U=35
     expected = 201_236 - 2 * 64 * 128 + 2 * 38 * 128 - 2 * 128 * 48 + 2 * 128 * 35 - 2 * 48 + 2 * 35
     assert work.vitca_flops_per_cell(cfg) == expected
-    assert expected == pytest.approx(191e3, rel=0.01)  # kernels-and-anchors.md §6.2
+    assert expected == pytest.approx(191e3, rel=DOC_FLOPS_REL)  # kernels-and-anchors.md §6.2
 
 
 def test_odd_channel_counts_hand_count():
@@ -93,8 +94,8 @@ def test_step_bytes_hand_count():
 def test_parameter_counts_match_section_6_2():
     nafca = create_model("latent-nafca").nca
     vitca = create_model("latent-vitca").nca
-    assert sum(p.numel() for p in nafca.parameters()) == pytest.approx(46.8e3, rel=0.002)
-    assert sum(p.numel() for p in vitca.parameters()) == pytest.approx(97.5e3, rel=0.002)
+    assert sum(p.numel() for p in nafca.parameters()) == pytest.approx(46.8e3, rel=DOC_PARAMS_REL)
+    assert sum(p.numel() for p in vitca.parameters()) == pytest.approx(97.5e3, rel=DOC_PARAMS_REL)
 
 
 def test_launch_shares_are_built_on_the_one_model():
