@@ -8,6 +8,7 @@ import pytest
 import torch
 from tolerances import (
     AWGN_SIGMA_REL,
+    BLUR_FAMILY_CONSTANT_ABS,
     BLUR_KERNEL_CENTRE_ABS,
     BLUR_KERNEL_SUM_ABS,
     DISK_SECOND_MOMENT_REL,
@@ -121,7 +122,7 @@ def test_clean_images_of_the_mix_come_back_untouched():
 def test_blur_family_keeps_a_constant_image_constant_up_to_its_light_noise():
     x = torch.full((16, 3, 24, 24), 0.6)
     y = blind_corrupt(x, "deblur", generator=torch.Generator().manual_seed(2))
-    assert float((y - 0.6).abs().max()) < 10 / 255  # noise sigma <= 2/255: beyond 5 sigma is never drawn here
+    assert float((y - 0.6).abs().max()) < BLUR_FAMILY_CONSTANT_ABS  # noise sigma <= 2/255: beyond 5 sigma is never drawn here
 
 
 def test_gaussian_noise_has_its_sigma_and_coherence():

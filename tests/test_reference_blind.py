@@ -10,6 +10,7 @@ from lnca_fast.reference.autoencoder import LIMIT_FLOOR, ResidualFusion, median3
 from lnca_fast.reference.config import AEConfig
 from tolerances import (
     BLIND_FAST_ATOL,
+    BLIND_ZERO_ABS,
     NOISE_LEVEL_SIGMA_RTOL,
     PER_IMAGE_STRENGTH_ATOL,
     SMALL_LIMIT_TANH,
@@ -88,7 +89,7 @@ def test_strength_scales_the_whole_images_correction():
         head.out.weight.normal_(0, 0.05)
         half = head(h, x, r) - x  # s = 0.5 (zero-initialised strength)
         head.strength.bias.fill_(-40.0)  # s ~ 4e-18: the image is declared clean
-        assert float((head(h, x, r) - x).abs().max()) < 1e-7 < float(half.abs().max())
+        assert float((head(h, x, r) - x).abs().max()) < BLIND_ZERO_ABS < float(half.abs().max())
         head.strength.bias.fill_(40.0)  # s = 1: twice the half-strength correction (nothing clamped here)
         torch.testing.assert_close(head(h, x, r) - x, 2 * half, **STRENGTH_DOUBLING)
 
@@ -131,7 +132,7 @@ def test_noise_level_recovers_gaussian_sigma_and_ignores_smooth_content():
     sigmas = torch.tensor([0.0, 5 / 255, 25 / 255, 50 / 255])
     noisy = ramp + torch.randn(4, 3, 96, 96, generator=g) * sigmas.view(4, 1, 1, 1)
     est = noise_level(noisy).flatten()
-    assert float(est[0]) < 1e-6
+    assert float(est[0]) < BLIND_ZERO_ABS
     torch.testing.assert_close(est[1:], sigmas[1:], rtol=NOISE_LEVEL_SIGMA_RTOL, atol=0)
     assert noise_level(torch.rand(2, 3, 2, 9)).shape == (2, 1)  # too small for the mask: 0
 
@@ -147,7 +148,7 @@ def test_noise_level_drives_the_strength():
         head.noise_gain.weight.fill_(4.0)  # logit + 4 log(sigma + 1e-3): a clean input gets s ~ 1e-12
         head.noise_gain.bias.fill_(10.0)
         y = head(h, x, r) - x
-    assert float(y[0].abs().max()) < 1e-6 < float(y[1].abs().max())
+    assert float(y[0].abs().max()) < BLIND_ZERO_ABS < float(y[1].abs().max())
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 1, 1), (2, 3, 1, 5), (1, 3, 7, 2), (2, 3, 13, 11)])
