@@ -31,7 +31,7 @@ SHIPPED: tuple[Shipped, ...] = (
     Shipped("denoise", "latent-nafca-blind", "latent-nafca-blind-denoise.safetensors",
             f"LatentNAFCA-blind-denoiser-l (218k params), {_BLIND}: colour/grey Gaussian sigma 0-50, Poisson-Gaussian, sparse, clean"),
     Shipped("deblur", "latent-nafca-blind", "latent-nafca-blind-deblur.safetensors",
-            f"LatentNAFCA-blind (154k params), {_BLIND}: line motion 3-15 px, camera shake, defocus r 1-4, clean"),
+            f"LatentNAFCA-blind-l (211k params), {_BLIND}: line motion 3-15 px, camera shake, defocus r 1-4, clean"),
     Shipped("denoise", "latent-nafca-plus-m", "latent-nafca-plus-m-denoise.safetensors",
             f"LatentNAFCA-plus-m (70k params), {_PLUS} (test SSIM 0.844 single pass; median 3x3 0.771)"),
     Shipped("denoise", "latent-vitca-plus-m", "latent-vitca-plus-m-denoise.safetensors",
