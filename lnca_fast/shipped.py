@@ -29,7 +29,7 @@ _BLIND = "lnca train's blind recipe (docs/training/blind.md)"
 _PLUS = "lnca train's plus recipe (docs/training/plus.md)"
 SHIPPED: tuple[Shipped, ...] = (
     Shipped("denoise", "latent-nafca-blind", "latent-nafca-blind-denoise.safetensors",
-            f"LatentNAFCA-blind-denoiser-l (218k params), {_BLIND}: colour/grey Gaussian sigma 0-50, Poisson-Gaussian, sparse, clean"),
+            f"LatentNAFCA-blind-denoiser-l (218k params), {_BLIND}: colour/grey Gaussian 0-50, Poisson-Gaussian, sparse, clean"),
     Shipped("deblur", "latent-nafca-blind", "latent-nafca-blind-deblur.safetensors",
             f"LatentNAFCA-blind-l (211k params), {_BLIND}: line motion 3-15 px, camera shake, defocus r 1-4, clean"),
     Shipped("denoise", "latent-nafca-plus-m", "latent-nafca-plus-m-denoise.safetensors",

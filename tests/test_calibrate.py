@@ -92,7 +92,8 @@ def test_shipping_a_calibrated_file_keeps_its_strength_and_measurements(tmp_path
     with torch.no_grad():
         model.decoder.fusion.strength.bias -= 0.5
     save_weights(model, tmp_path / "cal.safetensors", extra={"calibration": {"bias_shift": -0.5}})
-    ship_run(tmp_path / "run", tmp_path / "shipped.safetensors", classical="median", param=3, weights=tmp_path / "cal.safetensors")
+    calibrated = tmp_path / "cal.safetensors"
+    ship_run(tmp_path / "run", tmp_path / "shipped.safetensors", classical="median", param=3, weights=calibrated)
     shipped = load_model(tmp_path / "shipped.safetensors")
     assert torch.equal(shipped.decoder.fusion.strength.bias, model.decoder.fusion.strength.bias)
     extra = json.loads(read_weights(tmp_path / "shipped.safetensors")[1]["extra"])

@@ -162,11 +162,12 @@ def test_init_weights_into_a_head_with_more_inputs_starts_as_the_same_function(t
     model's file, the new inputs get zero weight and, without the limit, the outputs are equal."""
     from dataclasses import replace
 
+    from lnca_fast.reference.presets import PRESETS
+    from tolerances import WIDENED_INPUT_ATOL
+
     from lnca_fast.checkpoint import save_weights
     from lnca_fast.factory import build_model, create_model
-    from lnca_fast.reference.presets import PRESETS
     from lnca_fast.training.models import load_all
-    from tolerances import WIDENED_INPUT_ATOL
 
     torch.manual_seed(0)
     old = create_model("tiny-latent-nafca-blind").eval()
