@@ -122,8 +122,20 @@ class AEConfig:
         return self.skip_channels + (4 * self.in_channels if self.fusion_channels else 0)
 
 
+class _CellState:
+    """What both cell configs derive from their ``cell_in`` / ``cell_out`` / ``hidden`` fields."""
+
+    @property
+    def layout(self) -> StateLayout:
+        return StateLayout(self.cell_in, self.cell_out, self.hidden)
+
+    @property
+    def channels(self) -> int:
+        return self.cell_in + self.cell_out + self.hidden
+
+
 @dataclass(frozen=True)
-class NAFCAConfig:
+class NAFCAConfig(_CellState):
     """The attention-free NCA cell (official §2)."""
 
     cell_in: int = 16
@@ -142,20 +154,12 @@ class NAFCAConfig:
             raise ValueError("NAFCAConfig: channels * ffn_expand must be even (SimpleGate halves it)")
 
     @property
-    def layout(self) -> StateLayout:
-        return StateLayout(self.cell_in, self.cell_out, self.hidden)
-
-    @property
-    def channels(self) -> int:
-        return self.cell_in + self.cell_out + self.hidden
-
-    @property
     def ffn(self) -> int:
         return self.channels * self.ffn_expand
 
 
 @dataclass(frozen=True)
-class ViTCAConfig:
+class ViTCAConfig(_CellState):
     """The localized-attention NCA cell (official §3; original ViTCA). Depth 1, dropout 0 as in
     every official configuration (so neither is a field)."""
 
@@ -176,14 +180,6 @@ class ViTCAConfig:
             raise ValueError(f"ViTCAConfig: embed ({self.embed}) must be divisible by heads ({self.heads})")
         if self.pe_order not in ("interleaved", "tf-port"):
             raise ValueError(f"ViTCAConfig.pe_order must be 'interleaved' or 'tf-port', got {self.pe_order!r}")
-
-    @property
-    def layout(self) -> StateLayout:
-        return StateLayout(self.cell_in, self.cell_out, self.hidden)
-
-    @property
-    def channels(self) -> int:
-        return self.cell_in + self.cell_out + self.hidden
 
     @property
     def head_dim(self) -> int:

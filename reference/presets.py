@@ -12,15 +12,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .config import (
-    AEConfig,
-    LNCAConfig,
-    NAFCAConfig,
-    NAFNetConfig,
-    PixelViTCAConfig,
-    RestormerConfig,
-    ViTCAConfig,
-)
+from .config import AEConfig, LNCAConfig, NAFCAConfig, NAFNetConfig, PixelViTCAConfig, RestormerConfig, ViTCAConfig
 
 _TF_AE = AEConfig(tf_padding=True)
 _TINY_AE = AEConfig(skip_channels=4, latent_channels=5)

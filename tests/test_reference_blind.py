@@ -81,12 +81,18 @@ def test_residual_head_output_is_clamped():
     assert torch.equal(y, torch.ones_like(y))
 
 
-def test_strength_scales_the_whole_images_correction():
-    torch.manual_seed(2)
-    head = ResidualFusion(features=4, image_channels=3, width=5, depth=3)
-    h, x, r = torch.rand(2, 4, 6, 6), torch.rand(2, 3, 12, 12) * 0.5 + 0.25, torch.rand(2, 3, 12, 12)
+def _head_and_inputs(seed: int, depth: int):
+    """A head with a random (non-zero) correction and two images' inputs ``(h, x, r)``."""
+    torch.manual_seed(seed)
+    head = ResidualFusion(features=4, image_channels=3, width=5, depth=depth)
     with torch.no_grad():
         head.out.weight.normal_(0, 0.05)
+    return head, (torch.rand(2, 4, 6, 6), torch.rand(2, 3, 12, 12) * 0.5 + 0.25, torch.rand(2, 3, 12, 12))
+
+
+def test_strength_scales_the_whole_images_correction():
+    head, (h, x, r) = _head_and_inputs(2, depth=3)
+    with torch.no_grad():
         half = head(h, x, r) - x  # s = 0.5 (zero-initialised strength)
         head.strength.bias.fill_(-40.0)  # s ~ 4e-18: the image is declared clean
         assert float((head(h, x, r) - x).abs().max()) < BLIND_ZERO_ABS < float(half.abs().max())
@@ -95,11 +101,8 @@ def test_strength_scales_the_whole_images_correction():
 
 
 def test_strength_is_per_image():
-    torch.manual_seed(3)
-    head = ResidualFusion(features=4, image_channels=3, width=5, depth=2)
-    h, x, r = torch.rand(2, 4, 6, 6), torch.rand(2, 3, 12, 12) * 0.5 + 0.25, torch.rand(2, 3, 12, 12)
+    head, (h, x, r) = _head_and_inputs(3, depth=2)
     with torch.no_grad():
-        head.out.weight.normal_(0, 0.05)
         head.strength.weight.normal_(0, 5.0)
         both = head(h, x, r)
         # One image's strength ignores the other (equal up to the conv's batch-size-dependent rounding).
