@@ -201,13 +201,21 @@ class _NAFCAStep(torch.autograd.Function):
         return (grads[0], None, None, None, None, *grads[1:])
 
 
+def _gate_backward(d_out: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """SimpleGate ``a[:, :k] * a[:, k:]`` backward: d/d(first half) = d * second half, and vice versa."""
+    k = a.shape[1] // 2
+    d_a = torch.empty_like(a)
+    torch.mul(d_out, a[:, k:], out=d_a[:, :k])
+    torch.mul(d_out, a[:, :k], out=d_a[:, k:])
+    return d_a
+
+
 def _backward(d_out, sv, weights, shape, cin, scale, need_state, need_w):
     """Gradients of the state and of every folded tensor (None where not needed: a rollout's
     first state, seeded without autograd, needs no gradient)."""
     w_in, b_in, w_p, b_tap, b_3, w_4, b_4, w_5, b_5, w_o, b_o = weights
     b, h, w, c = shape
     n = b * h * w
-    e, f2 = w_p.shape[0], w_5.shape[0]
     one, zero = sv["one"], sv["zero"]
     d = d_out.reshape(n, c)
     du = d[:, cin:] if sv["m"] is None else d[:, cin:] * sv["m"]
@@ -220,9 +228,7 @@ def _backward(d_out, sv, weights, shape, cin, scale, need_state, need_w):
     grads["w_5"], grads["b_5"] = sv["g"].t().mm(d_z5), d_z5.sum(0)
     d_g = d_z5.mm(w_5.t())
     a = sv["a"]
-    d_a = torch.empty_like(a)
-    torch.mul(d_g, a[:, f2:], out=d_a[:, :f2])
-    torch.mul(d_g, a[:, :f2], out=d_a[:, f2:])
+    d_a = _gate_backward(d_g, a)
     grads["w_4"], grads["b_4"] = sv["y_hat"].t().mm(d_a), d_a.sum(0)
     d_y = _ln_backward(d_a.mm(w_4.t()), sv["y"], sv["mu2"], sv["r2"], one, zero).add_(d_z)
     # Perception: conv3 + bias, the Moore gate, conv3/taps GEMM, SimpleGate, conv1/conv2, LN1.
@@ -237,9 +243,7 @@ def _backward(d_out, sv, weights, shape, cin, scale, need_state, need_w):
     grads["w_p"] = sv["x"].t().mm(d_v)
     d_x = d_v.mm(w_p.t())
     o = sv["o"]
-    d_o = torch.empty_like(o)
-    torch.mul(d_x, o[:, e:], out=d_o[:, :e])
-    torch.mul(d_x, o[:, :e], out=d_o[:, e:])
+    d_o = _gate_backward(d_x, o)
     grads["w_in"], grads["b_in"] = sv["s_hat"].t().mm(d_o), d_o.sum(0)
     d_s = None
     if need_state:
