@@ -14,6 +14,7 @@ import pytest
 import tolerances as tol
 import torch
 
+from bench import tf32_arith as arith
 from bench import tf32_emulation as emu
 
 INTERPRETED = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1" or not devices.triton_runnable(),
@@ -29,22 +30,22 @@ def _f32(*values) -> np.ndarray:
 def test_rounding_of_ties_and_specials():
     tie, below, odd_tie = 1 + 2**-11, 1 + 2**-11 - 2**-23, 1 + 3 * 2**-11
     x = _f32(tie, -tie, below, odd_tie, 1 + ULP)
-    assert emu.tf32_truncate(x).tolist() == [1, -1, 1, 1 + ULP, 1 + ULP]
-    assert emu.tf32_round_away(x).tolist() == [1 + ULP, -(1 + ULP), 1, 1 + 2 * ULP, 1 + ULP]
-    assert emu.tf32_round_even(x).tolist() == [1, -1, 1, 1 + 2 * ULP, 1 + ULP]
+    assert arith.tf32_truncate(x).tolist() == [1, -1, 1, 1 + ULP, 1 + ULP]
+    assert arith.tf32_round_away(x).tolist() == [1 + ULP, -(1 + ULP), 1, 1 + 2 * ULP, 1 + ULP]
+    assert arith.tf32_round_even(x).tolist() == [1, -1, 1, 1 + 2 * ULP, 1 + ULP]
     special = _f32(np.inf, -np.inf, np.nan, 0.0, -0.0)
-    for fn in (emu.tf32_truncate, emu.tf32_round_away, emu.tf32_round_even):
+    for fn in (arith.tf32_truncate, arith.tf32_round_away, arith.tf32_round_even):
         got = fn(special)
         assert np.array_equal(got, special, equal_nan=True) and np.signbit(got[4])
     # A NaN whose payload sits in the dropped bits stays NaN (masking it would make an infinity).
     nan_low = np.array([0x7F800001], dtype=np.uint32).view(np.float32)
-    assert np.isnan(emu.tf32_truncate(nan_low)[0])
-    assert np.isinf(emu.tf32_round_away(_f32(np.finfo(np.float32).max))[0])  # cvt.rna without .satfinite
+    assert np.isnan(arith.tf32_truncate(nan_low)[0])
+    assert np.isinf(arith.tf32_round_away(_f32(np.finfo(np.float32).max))[0])  # cvt.rna without .satfinite
 
 
 def test_rounding_is_to_a_tf32_neighbour():
     x = np.random.default_rng(0).standard_normal(20_000).astype(np.float32) * np.float32(3.0)
-    t, a, e = emu.tf32_truncate(x), emu.tf32_round_away(x), emu.tf32_round_even(x)
+    t, a, e = arith.tf32_truncate(x), arith.tf32_round_away(x), arith.tf32_round_even(x)
     for r in (t, a, e):
         assert not (r.view(np.uint32) & np.uint32(0x1FFF)).any()  # 10 mantissa bits left
     ulp = np.ldexp(1.0, np.frexp(x.astype(np.float64))[1] - 11)  # TF32 spacing at |x|
@@ -63,7 +64,7 @@ def test_emulated_dot_error_magnitudes():
     want = a.astype(np.float64) @ b.astype(np.float64)
 
     def err(precision, rounding="rz"):
-        return np.abs(emu.emulated_dot(a, b, acc, precision, rounding) - want).max() / np.abs(want).max()
+        return np.abs(arith.emulated_dot(a, b, acc, precision, rounding) - want).max() / np.abs(want).max()
 
     assert err("ieee") < tol.FP32_DOT_RTOL and err("tf32x3") < tol.FP32_DOT_RTOL
     assert tol.TF32_DOT_BAND[0] < err("tf32") < tol.TF32_DOT_BAND[1]
@@ -92,21 +93,21 @@ def test_interpreted_dot_follows_its_input_precision():
     a, b, c = (torch.randn(shape, generator=g).to(device) for shape in ((16, 32), (32, 16), (16, 16)))
     an, bn, cn = a.numpy(), b.numpy(), c.numpy()
     results = {}
-    with emu.emulate_tf32() as seen:
-        for precision in emu.PRECISIONS:
+    with arith.emulate_tf32() as seen:
+        for precision in arith.PRECISIONS:
             out = torch.empty(16, 16, device=device)
             dot_kernel[(1,)](a, b, c, out, 16, 16, 32, precision)
             results[precision] = out.numpy()
         half = torch.empty(16, 16, device=device)
         dot_kernel[(1,)](a.half(), b.half(), c, half, 16, 16, 32, "tf32")
     assert seen == {"fp32 ieee": 1, "fp32 tf32": 1, "fp32 tf32x3": 1, "float16": 1}
-    truncated = np.matmul(emu.tf32_truncate(an), emu.tf32_truncate(bn), dtype=np.float32) + cn
+    truncated = np.matmul(arith.tf32_truncate(an), arith.tf32_truncate(bn), dtype=np.float32) + cn
     assert np.array_equal(results["tf32"], truncated)
     assert np.array_equal(results["ieee"], np.matmul(an, bn, dtype=np.float32) + cn)
-    assert np.array_equal(results["tf32x3"], emu.emulated_dot(an, bn, cn, "tf32x3"))
+    assert np.array_equal(results["tf32x3"], arith.emulated_dot(an, bn, cn, "tf32x3"))
     exact = an.astype(np.float64) @ bn.astype(np.float64) + cn
-    products = np.abs(emu.tf32_truncate(an)).astype(np.float64) @ np.abs(emu.tf32_truncate(bn)) + np.abs(cn)
-    tf32_exact = emu.tf32_truncate(an).astype(np.float64) @ emu.tf32_truncate(bn) + cn
+    products = np.abs(arith.tf32_truncate(an)).astype(np.float64) @ np.abs(arith.tf32_truncate(bn)) + np.abs(cn)
+    tf32_exact = arith.tf32_truncate(an).astype(np.float64) @ arith.tf32_truncate(bn) + cn
     assert (np.abs(results["tf32"] - tf32_exact) <= 33 * 2.0**-24 * products).all()  # only fp32 sums round
     scale = np.abs(exact).max()
     assert np.abs(results["tf32"] - exact).max() / scale > tol.TF32_DOT_BAND[0]
@@ -158,10 +159,10 @@ def test_tf32_convolutions_round_operands_both_ways():
     w = torch.randn(4, 3, 3, 3, generator=g, requires_grad=True)
     bias = torch.randn(4, generator=g, requires_grad=True)
     cot = torch.randn(2, 4, 6, 5, generator=g)
-    with emu.tf32_convolutions():
+    with arith.tf32_convolutions():
         y = torch.nn.functional.conv2d(x, w, bias, padding=1)
         (y * cot).sum().backward()
-    t = emu._tf32_tensor
+    t = arith._tf32_tensor
     xr, wr = t(x.detach()).requires_grad_(), t(w.detach()).requires_grad_()
     assert torch.equal(y, torch.nn.functional.conv2d(xr, wr, bias.detach(), padding=1))
     gx, gw, _ = torch.ops.aten.convolution_backward(t(cot), xr, wr, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
