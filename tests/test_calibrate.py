@@ -82,12 +82,13 @@ def test_cli_errors_are_one_line_and_write_nothing(tmp_path, capsys):
 
 
 def test_shipping_a_calibrated_file_keeps_its_strength_and_measurements(tmp_path):
-    from test_training_run import _recipe
-
     from lnca_fast.evaluation.ship import ship_run
+    from lnca_fast.training.recipe import get_recipe
     from lnca_fast.training.trainer import train
 
-    train(_recipe(model="tiny-latent-nafca-blind", corruption="blind", ae_epochs=1, epochs=1), tmp_path / "run", progress=False)
+    recipe = get_recipe("smoke", model="tiny-latent-nafca-blind", corruption="blind", ae_epochs=1, epochs=1,
+                        train_limit=48, val_limit=16, eval_batch=16, fast_model=False)
+    train(recipe, tmp_path / "run", progress=False)
     model = load_model(tmp_path / "run" / "model.safetensors")
     with torch.no_grad():
         model.decoder.fusion.strength.bias -= 0.5
