@@ -136,13 +136,21 @@ class ResidualFusion(nn.Module):
     Options (AEConfig): ``median`` adds the 3x3 median of ``x`` to the inputs; ``limit`` k bounds
     the correction softly, ``L tanh(s d / L)`` with ``L = k sigma_hat + LIMIT_FLOOR`` per image, so
     that a photo without measurable noise comes back nearly untouched (denoisers only: a blurred
-    photo has no noise to measure and a large correction to make)."""
+    photo has no noise to measure and a large correction to make). ``impulse`` (needs both) adds
+    ``g * (median - x)`` to ``d``, ``g`` a per-pixel gate from the head (zero at init), so the
+    median is one gate away rather than a function the convs must learn, and widens the bound to
+    ``L + 2 iota |median - x|`` with ``iota`` one number per image read from how often the input
+    departs far from its median (``impulse_statistics``): impulses are large and rare, which the
+    sigma bound alone cuts (docs/training/blind.md, round 3)."""
 
     def __init__(
-        self, features: int, image_channels: int, width: int, depth: int, *, median: bool = False, limit: float = 0.0
+        self, features: int, image_channels: int, width: int, depth: int, *,
+        median: bool = False, limit: float = 0.0, impulse: bool = False,
     ):
         super().__init__()
-        self.image_channels, self.median, self.limit = image_channels, median, float(limit)
+        if impulse and not (median and limit):
+            raise ValueError("ResidualFusion: impulse gates the median and widens the limit; it needs both")
+        self.image_channels, self.median, self.limit, self.impulse = image_channels, median, float(limit), impulse
         cin = features + (4 if median else 3) * 4 * image_channels
         self.first = nn.Conv2d(cin, width, 3, padding=1)
         dilations = [2 ** (i % 3) for i in range(depth - 1)]
@@ -153,22 +161,34 @@ class ResidualFusion(nn.Module):
         for conv in (self.first, *self.body):
             nn.init.xavier_uniform_(conv.weight)
             nn.init.zeros_(conv.bias)
-        for layer in (self.out, self.strength, self.noise_gain):
+        if impulse:
+            self.gate = nn.Conv2d(width, 4 * image_channels, 3, padding=1)  # g per pixel and channel
+            self.impulse_gain = nn.Linear(IMPULSE_FEATURES, 1)  # iota's logit per image
+        for layer in (self.out, self.strength, self.noise_gain, *((self.gate, self.impulse_gain) if impulse else ())):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
+        if impulse:
+            # iota starts nearly closed (0.018): a head widened from a file keeps the file's bound.
+            nn.init.constant_(self.impulse_gain.bias, -4.0)
 
     def forward(self, h: torch.Tensor, x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-        views = (x, r, (x - r).abs(), median3x3(x)) if self.median else (x, r, (x - r).abs())
+        m = median3x3(x) if self.median else None
+        views = (x, r, (x - r).abs(), m) if self.median else (x, r, (x - r).abs())
         down = [F.pixel_unshuffle(t, 2) for t in views]  # 3 or 4 x [B, 12, H/2, W/2]
         z = F.silu(self.first(torch.cat([h, *down], dim=1)))  # [B, width, H/2, W/2]
         for conv in self.body:
             z = z + F.silu(conv(z))
         delta = F.pixel_shuffle(self.out(z), 2)  # [B, 3, H, W]
+        if self.impulse:
+            delta = delta + F.pixel_shuffle(self.gate(z), 2) * (m - x)
         sigma = noise_level(x)  # [B, 1]
         logit = self.strength(z.mean(dim=(2, 3))) + self.noise_gain(torch.log(sigma + 1e-3))  # [B, 1]
         delta = torch.sigmoid(logit)[:, :, None, None] * delta
         if self.limit:
             bound = (self.limit * sigma + LIMIT_FLOOR)[:, :, None, None]  # [B, 1, 1, 1]
+            if self.impulse:
+                iota = torch.sigmoid(self.impulse_gain(impulse_statistics(x, m, sigma)))  # [B, 1]
+                bound = bound + 2.0 * iota[:, :, None, None] * (m - x).abs()  # [B, 3, H, W]
             delta = bound * torch.tanh(delta / bound)
         return (x + delta).clamp(0.0, 1.0)
 
@@ -176,6 +196,25 @@ class ResidualFusion(nn.Module):
 # The limit's floor: half an 8-bit level, so a noiseless image (sigma_hat = 0) still gets a
 # well-defined, vanishing correction rather than a division by zero.
 LIMIT_FLOOR = 0.5 / 255
+
+
+# Departures from the 3x3 median counted by impulse_statistics: two absolute ones (impulses of the
+# paper's sparse noise are N(0, 0.2); on clean photos under 0.3 % of pixels pass 0.2, grass 1.8 %)
+# and one relative to the noise sigma (Gaussian noise almost never passes 6 sigma; impulses do).
+IMPULSE_CUTS = (0.1, 0.2)
+IMPULSE_SIGMAS = 6.0
+IMPULSE_FEATURES = 2 + len(IMPULSE_CUTS)  # log sigma_hat, the absolute cuts, the relative cut
+
+
+def impulse_statistics(x: torch.Tensor, m: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """``[B, IMPULSE_FEATURES]`` per-image features of impulse noise: ``log sigma_hat`` and the log
+    fraction of pixels whose channel-mean ``|x - median3(x)|`` passes each cut. Whole-image counts,
+    not local ones: locally an impulse and a fine bright detail look alike, but sparse noise makes
+    far-from-median pixels common across the image while a clean photo has few."""
+    dev = (x - m).abs().mean(dim=1).flatten(1)  # [B, H*W]
+    cuts = [dev.new_full((x.shape[0], 1), c) for c in IMPULSE_CUTS] + [IMPULSE_SIGMAS * sigma]  # [B, 1] each
+    fractions = [(dev > cut).to(x.dtype).mean(dim=1, keepdim=True) for cut in cuts]
+    return torch.log(torch.cat([sigma, *fractions], dim=1) + 1e-4)
 
 
 def median3x3(x: torch.Tensor) -> torch.Tensor:
@@ -225,7 +264,7 @@ class Decoder(nn.Module):
             if config.detail_channels:
                 self.fusion = ResidualFusion(
                     c_skip, c_out, config.detail_channels, config.detail_depth,
-                    median=config.detail_median, limit=config.detail_limit,
+                    median=config.detail_median, limit=config.detail_limit, impulse=config.detail_impulse,
                 )
             else:
                 self.fusion = FusionHead(f, c_out)

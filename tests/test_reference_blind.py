@@ -6,7 +6,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from lnca_fast.reference.autoencoder import LIMIT_FLOOR, ResidualFusion, median3x3, noise_level
+from lnca_fast.reference.autoencoder import (
+    IMPULSE_FEATURES,
+    LIMIT_FLOOR,
+    ResidualFusion,
+    impulse_statistics,
+    median3x3,
+    noise_level,
+)
 from lnca_fast.reference.config import AEConfig
 from tolerances import (
     BLIND_FAST_ATOL,
@@ -20,7 +27,8 @@ from tolerances import (
 from lnca_fast import create_model
 
 BLIND_PARAMS = {"latent-nafca-blind": 153_721, "latent-nafca-blind-denoiser": 158_905,
-                "latent-nafca-blind-denoiser-l": 218_313, "latent-nafca-blind-l": 211_401}
+                "latent-nafca-blind-denoiser-l": 218_313, "latent-nafca-blind-l": 211_401,
+                "latent-nafca-blind-denoiser-li": 225_242}
 
 
 def test_parameter_count_is_pinned_and_within_the_cap():
@@ -29,7 +37,9 @@ def test_parameter_count_is_pinned_and_within_the_cap():
         assert got == count and got <= 250_000
 
 
-@pytest.mark.parametrize("name", ["tiny-latent-nafca-blind", "tiny-latent-nafca-blind-denoiser"])
+@pytest.mark.parametrize(
+    "name", ["tiny-latent-nafca-blind", "tiny-latent-nafca-blind-denoiser", "tiny-latent-nafca-blind-denoiser-i"]
+)
 @pytest.mark.parametrize("size", [(1, 1), (5, 7), (32, 32), (37, 50)])
 def test_untrained_model_is_exactly_the_identity(size, name):
     torch.manual_seed(0)
@@ -111,9 +121,14 @@ def test_strength_is_per_image():
         torch.testing.assert_close(moved[:1], both[:1], rtol=0, atol=PER_IMAGE_STRENGTH_ATOL)
 
 
-def test_fast_model_is_a_drop_in():
-    reference = _trained_like(create_model("tiny-latent-nafca-blind")).eval()
-    fast = create_model("tiny-latent-nafca-blind", fast=True).eval()
+@pytest.mark.parametrize("name", ["tiny-latent-nafca-blind", "tiny-latent-nafca-blind-denoiser-i"])
+def test_fast_model_is_a_drop_in(name):
+    reference = _trained_like(create_model(name)).eval()
+    if name.endswith("-i"):
+        with torch.no_grad():  # the gate and the impulse allowance open, so they are compared too
+            reference.decoder.fusion.gate.weight.normal_(0, 0.1)
+            reference.decoder.fusion.impulse_gain.bias.fill_(0.0)
+    fast = create_model(name, fast=True).eval()
     fast.load_state_dict(reference.state_dict())
     fast.set_backend("torch")
     x = torch.rand(2, 3, 20, 12)
@@ -212,3 +227,71 @@ def test_limit_options_need_the_residual_head():
         AEConfig(fusion_channels=4, detail_limit=3.0)
     with pytest.raises(ValueError, match="detail_limit"):
         AEConfig(fusion_channels=4, detail_channels=8, detail_limit=-1.0)
+
+
+def _impulse_head(gate: float, iota_logit: float):
+    """A head whose correction is only the gated median step ``gate * (median - x)`` at full
+    strength, with the impulse allowance's ``iota = sigmoid(iota_logit)``."""
+    torch.manual_seed(9)
+    head = ResidualFusion(features=4, image_channels=3, width=5, depth=2, median=True, limit=3.0, impulse=True)
+    with torch.no_grad():
+        head.gate.bias.fill_(gate)
+        head.impulse_gain.bias.fill_(iota_logit)
+        head.strength.bias.fill_(40.0)  # s = 1
+    return head
+
+
+def _sparse_noisy(seed: int):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(2, 3, 24, 24, generator=g) * 0.2 + 0.4
+    hit = (torch.rand(2, 1, 24, 24, generator=g) < 0.2).float()  # channel-coherent impulses on 20 %
+    noisy = (x + hit * torch.randn(2, 1, 24, 24, generator=g) * 0.3).clamp(0, 1)
+    return noisy, torch.rand(2, 4, 12, 12, generator=g), torch.rand(2, 3, 24, 24, generator=g)
+
+
+def test_open_impulse_gate_reaches_the_median():
+    x, h, r = _sparse_noisy(10)
+    m = median3x3(x)
+    with torch.no_grad():
+        y = _impulse_head(gate=1.0, iota_logit=40.0)(h, x, r)
+    # With the allowance L >= 2 |m - x| the tanh keeps at least 2 tanh(1/2) = 92.4 % of the step.
+    assert bool(((y - m).abs() <= 0.076 * (x - m).abs() + 1e-6).all())
+    assert float((x - m).abs().max()) > 0.3  # there were impulses to remove
+
+
+def test_closed_impulse_allowance_keeps_the_sigma_bound():
+    x, h, r = _sparse_noisy(11)
+    with torch.no_grad():
+        change = (_impulse_head(gate=1.0, iota_logit=-40.0)(h, x, r) - x).abs().flatten(1).amax(dim=1)
+        bound = 3.0 * noise_level(x).flatten() + LIMIT_FLOOR
+    assert bool((change <= bound + 1e-6).all())
+    assert float(change.max()) > 0.5 * float(bound.min())
+
+
+def test_impulse_statistics_count_far_from_median_pixels():
+    x = torch.full((2, 3, 10, 10), 0.5)
+    x[0, :, 4, 4] = 0.9  # one channel-coherent impulse of 0.4 in 100 pixels
+    x[1, :, 2, 3] = 0.65  # one of 0.15: past the 0.1 cut, not the 0.2 one
+    m = median3x3(x)
+    sigma = noise_level(x)
+    assert torch.equal(sigma, torch.zeros(2, 1))  # one outlier moves no median
+    stats = impulse_statistics(x, m, sigma)
+    assert stats.shape == (2, IMPULSE_FEATURES)
+    expected = torch.log(torch.tensor([[0.0, 0.01, 0.01, 0.01], [0.0, 0.01, 0.0, 0.01]]) + 1e-4)
+    torch.testing.assert_close(stats, expected, rtol=0, atol=1e-6)
+
+
+def test_impulse_statistics_tell_sparse_from_gaussian_noise():
+    g = torch.Generator().manual_seed(12)
+    x = torch.linspace(0.2, 0.8, 64).view(1, 1, 1, 64).expand(1, 3, 64, 64)
+    gaussian = x + torch.randn(1, 3, 64, 64, generator=g) * 25 / 255
+    sparse = x + (torch.rand(1, 1, 64, 64, generator=g) < 0.1).float() * torch.randn(1, 1, 64, 64, generator=g) * 0.2
+    feats = [impulse_statistics(y, median3x3(y), noise_level(y))[0] for y in (gaussian, sparse)]
+    assert float(feats[1][3]) > float(feats[0][3]) + 2.0  # pixels past 6 sigma: e^2 = 7x more common
+
+
+def test_impulse_option_needs_the_median_and_the_limit():
+    with pytest.raises(ValueError, match="detail_impulse"):
+        AEConfig(fusion_channels=4, detail_channels=8, detail_median=True, detail_impulse=True)
+    with pytest.raises(ValueError, match="needs both"):
+        ResidualFusion(features=4, image_channels=3, width=5, depth=2, limit=3.0, impulse=True)
