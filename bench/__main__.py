@@ -42,43 +42,37 @@ PARTS = ("ca_step", "rollout", "tables")
 # rate, nothing compiled, no megapixel or training rollout.
 QUICK = dict(sizes=(32,), batches=(8,), grids=(8, 16), grid_batches=(8,), compile_grids=(), rollout_sizes=(32,),
              rates=(0.5,), compile_rates=(), megapixel_steps=0, rollout_train_steps=0)
+# What a default (not --quick) run measures on either device; the device's own grid below.
+FULL = dict(grids=(8, 16, 32), rates=(0.5, 1.0), compile_rates=(1.0,), rollout_train_steps=16, max_config_s=60)
 # (device, quick) -> defaults; see the module docstring's table.
 DEFAULTS = {
     ("cpu", False): dict(
+        FULL,
         sizes=(32, 64),
         batches=(8,),
         infer_batches=2,
         samples=32,
         epochs=2,
-        grids=(8, 16, 32),
         grid_batches=(8,),
         compile_grids=(16,),
         rollout_sizes=(32,),
-        rates=(0.5, 1.0),
-        compile_rates=(1.0,),
         megapixel_steps=4,
-        rollout_train_steps=16,
         budget_s=1000,
-        max_config_s=60,
         sample_s=0.02,
     ),
     ("cpu", True): dict(QUICK, infer_batches=1, samples=16, epochs=1, budget_s=80, max_config_s=10, sample_s=0.01),
     ("cuda", False): dict(
+        FULL,
         sizes=(32, 64, 128),
         batches=(8, 16, 32),
         infer_batches=10,
         samples=1000,
         epochs=10,
-        grids=(8, 16, 32),
         grid_batches=(8, 16, 32),
         compile_grids=None,
         rollout_sizes=(32, 64, 128),
-        rates=(0.5, 1.0),
-        compile_rates=(1.0,),
         megapixel_steps=64,
-        rollout_train_steps=16,
         budget_s=600,
-        max_config_s=60,
         sample_s=0.005,
     ),
     ("cuda", True): dict(QUICK, infer_batches=2, samples=64, epochs=2, budget_s=150, max_config_s=30, sample_s=0.005),

@@ -50,19 +50,22 @@ MB = 1024 * 1024
 
 @dataclass(frozen=True)
 class TablesConfig:
+    """What one run measures. The grid has no defaults here: ``python -m bench`` sets it from its
+    flags and its per-device ``DEFAULTS`` (the module docstring's table there)."""
+
     models: tuple[str, ...]
     sizes: tuple[int, ...]
     batches: tuple[int, ...]
+    steps: int  # inference steps
+    runs: int
+    infer_batches: int
+    train_steps: int
+    samples: int
+    epochs: int
     providers: tuple[str, ...] = ("reference", "fast")
     metrics: tuple[str, ...] = METRICS
-    steps: int = 64  # inference steps
     update_rate: float | None = 0.5  # inference rate of every NCA; None = each model's own rate
-    runs: int = 10
     warmup: int = 1
-    infer_batches: int = 10
-    train_steps: int = 32
-    samples: int = 1000
-    epochs: int = 10
     warmup_epochs: int = 1
     notes: dict = field(default_factory=dict)
 
