@@ -202,32 +202,33 @@ def test_the_launchers_launch_only_precompiled_variants():
 
 
 # -- the parity phase's shards ------------------------------------------------------------------
-def _test_files(folder, **sources) -> list[str]:
-    """Test files ``<name>.py`` with the given sources in ``folder/t``; their paths, in order."""
+def _run_shards(folder: Path, budget_s: float, **sources) -> tuple[list[str], Path, int, str]:
+    """Write test files ``<name>.py`` with the given sources to ``folder/t`` and run them as parity
+    shards (2 jobs) into ``folder/out``: the files' paths (in order), that folder, the exit code
+    and the merged report."""
     tests = folder / "t"
     tests.mkdir()
     for name, source in sources.items():
         (tests / f"{name}.py").write_text(source)
-    return [str(tests / f"{name}.py") for name in sources]
+    files = [str(tests / f"{name}.py") for name in sources]
+    out = folder / "out"
+    code = parity_shards.run(files, out, budget_s=budget_s, jobs=2)
+    return files, out, code, (out / "parity.xml").read_text()
 
 
 def test_parity_shards_merge_as_they_finish_and_say_what_failed(tmp_path):
-    files = _test_files(tmp_path, test_a="def test_ok():\n    pass\n\ndef test_bad():\n    assert 0, 'boom'\n",
-                        test_b="import pytest\n\n@pytest.mark.skip\ndef test_skipped():\n    pass\n")
-    out = tmp_path / "out"
-    code = parity_shards.run(files, out, budget_s=120, jobs=2)
+    files, out, code, merged = _run_shards(
+        tmp_path, 120, test_a="def test_ok():\n    pass\n\ndef test_bad():\n    assert 0, 'boom'\n",
+        test_b="import pytest\n\n@pytest.mark.skip\ndef test_skipped():\n    pass\n")
     assert code == 1
-    merged = (out / "parity.xml").read_text()
     assert 'tests="3"' in merged and 'failures="1"' in merged and 'skipped="1"' in merged and "boom" in merged
     assert {p.name for p in (out / "parity").iterdir()} == {"test_a.xml", "test_a.log", "test_b.xml", "test_b.log"}
     assert parity_shards.run(files[1:], tmp_path / "ok", budget_s=120, jobs=1) == 0
 
 
 def test_parity_shards_stop_at_the_budget_and_keep_what_finished(tmp_path):
-    files = _test_files(tmp_path, test_fast="def test_ok():\n    pass\n",
-                        test_slow="import time\n\ndef test_ok():\n    pass\n\ndef test_slow():\n    time.sleep(60)\n")
-    out = tmp_path / "out"
-    code = parity_shards.run(files, out, budget_s=6, jobs=2)
+    _files, _out, code, merged = _run_shards(
+        tmp_path, 6, test_fast="def test_ok():\n    pass\n",
+        test_slow="import time\n\ndef test_ok():\n    pass\n\ndef test_slow():\n    time.sleep(60)\n")
     assert code == 124
-    merged = (out / "parity.xml").read_text()
     assert "test_fast" in merged  # the finished file's results are there
