@@ -85,12 +85,13 @@ def nafca_step_cpu(
     (``nafca_infer_cpu``): chunked, into reused buffers."""
     dt = state.dtype
     weights = _step_weights(folded, dt)
+    keep1, keep2 = dropout_masks if dropout_masks is not None else (None, None)
+    scale = 1.0 / (1.0 - dropout_p)
     if torch.is_grad_enabled() and (state.requires_grad or any(t.requires_grad for t in weights)):
-        keep1, keep2 = dropout_masks if dropout_masks is not None else (None, None)
-        meta = (folded.cell_in, folded.eps, 1.0 / (1.0 - dropout_p), bool(recompute))
+        meta = (folded.cell_in, folded.eps, scale, bool(recompute))
         return _NAFCAStep.apply(state, update_mask, keep1, keep2, meta, *weights)
     with torch.no_grad():
-        return nafca_infer_cpu(state, folded, update_mask, dropout_masks, dropout_p)
+        return nafca_infer_cpu(state, folded, update_mask, keep1, keep2, scale)
 
 
 def _step_weights(folded: FoldedNAFCA, dtype) -> tuple[torch.Tensor, ...]:
@@ -278,10 +279,12 @@ def nafca_infer_cpu(
     state: torch.Tensor,
     folded: FoldedNAFCA,
     update_mask: torch.Tensor | None,
-    dropout_masks: tuple[torch.Tensor, torch.Tensor] | None,
-    dropout_p: float,
+    keep1: torch.Tensor | None,
+    keep2: torch.Tensor | None,
+    scale: float,
 ) -> torch.Tensor:
-    """The step without autograd: the raster cut into chunks of ~``CHUNK_CELLS`` cells (each
+    """The step without autograd (``nafca_step_cpu``'s no-grad path; the dropout keep masks, or
+    None, and their scale ``1 / (1 - p)``): the raster cut into chunks of ~``CHUNK_CELLS`` cells (each
     chunk's temporaries stay in cache), GEMMs and elementwise work into reused buffers; two passes
     because the gate reads the neighbours' taps: (1) LN1, conv1/conv2, SimpleGate, conv3 + taps
     for every chunk; (2) the gate of every cell, then the rest chunk by chunk."""
@@ -313,8 +316,6 @@ def nafca_infer_cpu(
     ws.pad[:, 1 : h + 1, 1 : w + 1].copy_(ws.v[:, c:].view(b, h, w, 9))
     torch.sum(_gather_taps(ws.pad, b, h, w), (3, 4), out=ws.gate)
     gate = ws.gate.view(n, 1).add_(wt["b_tap"])
-    keep1, keep2 = dropout_masks if dropout_masks is not None else (None, None)
-    scale = 1.0 / (1.0 - dropout_p)
     m_all = update_mask.reshape(n, 1).to(dt) if update_mask is not None else None
     out = torch.empty_like(s)
     for n0, n1 in ws.chunks:
