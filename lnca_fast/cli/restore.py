@@ -46,6 +46,9 @@ def register(sub) -> None:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: cuda if available")
     parser.add_argument("--impl", choices=("fast", "reference"), default="fast",
                         help="fast model (CPU fast path / Triton on CUDA) or the plain PyTorch reference")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="CPU matmul precision: fp32 (default) or bf16 where the CPU has native bf16 "
+                        "(Intel AMX / AVX512-BF16): ~2x faster, within a fraction of an 8-bit level")
     parser.add_argument("--tile", type=int, default=DEFAULT_TILE,
                         help=f"restore images larger than this (px) in overlapping tiles (default {DEFAULT_TILE}; 0 = never)")
     parser.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, help=f"tile overlap in px (default {DEFAULT_OVERLAP})")
@@ -109,6 +112,7 @@ def _run(args) -> int:
     from tqdm import tqdm
 
     from ..atomic import check_writable_folder, staged_files
+    from ..cpu_precision import check_precision
     from ..restoration.engine import Restorer
     from ..restoration.inputs import check_targets, collect
     from ..restoration.loading import pick_device
@@ -118,6 +122,7 @@ def _run(args) -> int:
     started = time.perf_counter()
     _check_numbers(args)
     device = pick_device(args.device, said=f"--device {args.device}")
+    check_precision(args.precision, device, said="--precision")
     model, steps, rate, what, notes = _load(args, device)
     files, skipped = collect(args.inputs)
     planned = _plan(args, files)
@@ -127,10 +132,11 @@ def _run(args) -> int:
     for note in notes + skipped:
         print(f"lnca restore: note: {note}", file=sys.stderr)
 
-    restorer = Restorer(model, steps=steps, update_rate=rate, ensemble=args.ensemble)
+    restorer = Restorer(model, steps=steps, update_rate=rate, ensemble=args.ensemble, precision=args.precision)
     plans = [restorer.plan(*size, tile=args.tile, overlap=args.overlap) for _, _, size in planned]
     total = sum(len(p) if p is not None else 1 for p in plans)
     passes = "single pass" if args.ensemble == 1 else "self-ensemble x8"
+    passes += ", bf16 matmuls" if args.precision == "bf16" else ""
     say(f"{len(planned)} image(s) to {args.out} with {what}, {passes} on {device}")
     bar = tqdm(total=total, unit="tile", file=sys.stderr, disable=args.quiet or not sys.stderr.isatty(), leave=False)
     try:

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..cpu_precision import check_precision, cpu_precision
 from .tiling import TILE_PIXELS_PER_CALL, TilePlan, restore_tiled
 
 # Sides below this are padded up to it (and cropped back): the shipped models were trained on
@@ -61,9 +62,19 @@ def pad_up(x: torch.Tensor, side: int) -> torch.Tensor:
 class Restorer:
     """``restorer(x [B, 3, H, W]) -> [B, 3, H, W]`` on CPU float32 in [0, 1], with the model on its
     device. NCA models run ``steps`` steps at ``update_rate`` (None: the model's); a stochastic rate
-    draws from a generator seeded per call, so equal inputs give equal outputs."""
+    draws from a generator seeded per call, so equal inputs give equal outputs. ``precision``:
+    "fp32", or "bf16" for bf16 matmuls on a CPU with native bf16 (``lnca_fast.cpu_precision``)."""
 
-    def __init__(self, model: nn.Module, *, steps: int, update_rate: float | None = None, ensemble: int = 1, seed: int = 0):
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        steps: int,
+        update_rate: float | None = None,
+        ensemble: int = 1,
+        seed: int = 0,
+        precision: str = "fp32",
+    ):
         if ensemble not in SYMMETRIES:
             raise ValueError(f"ensemble must be one of {sorted(SYMMETRIES)}, got {ensemble}")
         if not isinstance(steps, int) or steps < 0:
@@ -71,6 +82,8 @@ class Restorer:
         self.model = model.eval()
         self.steps, self.update_rate, self.ensemble, self.seed = steps, update_rate, ensemble, seed
         self.device = next(model.parameters()).device
+        check_precision(precision, self.device.type)
+        self.precision = precision
         self.align = spatial_multiple(model)
 
     def _once(self, x: torch.Tensor) -> torch.Tensor:
@@ -85,10 +98,11 @@ class Restorer:
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         views = []
-        for turns, flip in SYMMETRIES[self.ensemble]:
-            v = torch.rot90(x.flip(-1) if flip else x, turns, dims=(-2, -1))
-            y = torch.rot90(self._once(v.contiguous()), -turns, dims=(-2, -1))
-            views.append(y.flip(-1) if flip else y)
+        with cpu_precision(self.precision):
+            for turns, flip in SYMMETRIES[self.ensemble]:
+                v = torch.rot90(x.flip(-1) if flip else x, turns, dims=(-2, -1))
+                y = torch.rot90(self._once(v.contiguous()), -turns, dims=(-2, -1))
+                views.append(y.flip(-1) if flip else y)
         return torch.stack(views).mean(dim=0)
 
     def plan(self, height: int, width: int, *, tile: int, overlap: int) -> TilePlan | None:
