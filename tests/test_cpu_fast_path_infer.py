@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 import tolerances as tol
 import torch
+from autograd_memory import saved_bytes
 from conftest import examples
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -121,19 +122,6 @@ def test_no_grad_steps_return_fresh_states(name):
     assert torch.equal(state, before) and torch.equal(first, kept)
 
 
-def _saved_bytes(fn) -> int:
-    """Bytes of the distinct storages autograd saves for backward while ``fn`` runs."""
-    seen: dict[int, int] = {}
-
-    def pack(t):
-        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return sum(seen.values())
-
-
 @pytest.mark.parametrize("name", ["latent-nafca", "latent-vitca"])
 def test_activation_bytes_is_what_autograd_saves(name):
     """``activation_bytes`` (what the "auto" recompute choice weighs) is within 25 % of the bytes
@@ -144,7 +132,7 @@ def test_activation_bytes_is_what_autograd_saves(name):
     steps, per_step = 3, {}
     for b in (2, 4):
         state = torch.rand(b, 8, 8, cell.config.channels, requires_grad=True)
-        per_step[b] = _saved_bytes(lambda: cell.run(state, steps)) / steps  # noqa: B023
+        per_step[b] = saved_bytes(lambda: cell.run(state, steps)) / steps  # noqa: B023
     measured = per_step[4] - per_step[2]
     predicted = cell.activation_bytes(torch.zeros(2, 8, 8, cell.config.channels))
     assert 0.75 * measured <= predicted <= 1.25 * measured, (predicted, measured)

@@ -6,22 +6,9 @@ from __future__ import annotations
 import pytest
 import tolerances as tol
 import torch
+from autograd_memory import saved_bytes
 
 from lnca_fast import create_model
-
-
-def _saved_bytes(fn) -> int:
-    """Bytes of distinct tensors autograd saves for backward while ``fn`` runs."""
-    seen: dict[tuple, int] = {}
-
-    def pack(t):
-        key = (t.data_ptr(), t.dtype, tuple(t.shape))
-        seen[key] = t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return sum(seen.values())
 
 
 @pytest.mark.parametrize("name", ["latent-nafca", "latent-vitca"])
@@ -38,7 +25,7 @@ def test_cpu_path_recompute_saves_only_states_and_gives_the_same_gradients(name)
             out = model.rollout(x, 6, generator=torch.Generator().manual_seed(1))
             return out.image.square().mean() + out.state.square().mean()
 
-        saved[recompute] = _saved_bytes(run)
+        saved[recompute] = saved_bytes(run)
         run().backward()
         grads[recompute] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     assert saved[True] < 0.3 * saved[False], saved
