@@ -40,7 +40,9 @@ INPUT_PRECISION = "tf32"
 @dataclass(frozen=True)
 class PackLayout:
     """Padded sizes of one ViTCA configuration and the order of the packed weight segments. The
-    derived sizes are computed once per instance (every launch reads several)."""
+    derived sizes are computed once per instance (every launch reads several): ``head_dim``; ``cp``,
+    ``ep``, ``dp``, ``mp``: C, E, the head dim and the MLP width padded to powers of two; ``ap =
+    heads * dp``, the padded head-major attention width."""
 
     channels: int
     cell_in: int
@@ -52,29 +54,13 @@ class PackLayout:
     def of(cls, cfg: ViTCAConfig) -> PackLayout:
         return cls(cfg.channels, cfg.cell_in, cfg.embed, cfg.heads, cfg.mlp)
 
-    @functools.cached_property
-    def head_dim(self) -> int:
-        return self.embed // self.heads
-
-    @functools.cached_property
-    def cp(self) -> int:
-        return pow2(self.channels)
-
-    @functools.cached_property
-    def ep(self) -> int:
-        return pow2(self.embed)
-
-    @functools.cached_property
-    def dp(self) -> int:
-        return pow2(self.head_dim)
-
-    @functools.cached_property
-    def mp(self) -> int:
-        return pow2(self.mlp)
-
-    @functools.cached_property
-    def ap(self) -> int:
-        return self.heads * self.dp
+    def __post_init__(self) -> None:
+        head_dim = self.embed // self.heads
+        dp = pow2(head_dim)
+        derived = dict(head_dim=head_dim, cp=pow2(self.channels), ep=pow2(self.embed), dp=dp, mp=pow2(self.mlp),
+                       ap=self.heads * dp)
+        for name, value in derived.items():
+            object.__setattr__(self, name, value)  # plain attributes, not fields: equality and hash see the sizes only
 
     def segments(self) -> list[tuple[str, tuple[int, ...]]]:
         """Name and stored shape of each segment, in order (kernels/vitca_fwd.pack_offsets)."""
