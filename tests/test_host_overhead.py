@@ -1,6 +1,7 @@
 """Host overhead of the fused step (bench/host_overhead.py): the launchers plan once per shape, never
-plan the backward for a step autograd does not record, and the bench runs with every launch a no-op
-and restores the kernels after. Timings themselves are the bench's business, not asserted here."""
+plan the backward for a step autograd does not record, make a rollout's scratch buffers once, and
+the bench runs with every launch a no-op and restores the kernels after. Timings themselves are the
+bench's business, not asserted here."""
 
 from __future__ import annotations
 
@@ -87,3 +88,24 @@ def test_the_bench_reports_every_case_of_both_cells(capsys):
         assert launches[cell, "training step"] == 6  # forward 2, backward 4
     assert all(r["us_per_step"] > 0 for r in rows)
     assert host_overhead.main(["--cells", "nafca,unknown"]) == 2
+
+
+def test_a_rollout_makes_its_scratch_buffers_once(monkeypatch):
+    """Every step of a rollout reuses the scratch buffers its first step (and first backward) made:
+    NAFCA's forward exchange (2) and backward buffers (one fp32 block, one operand buffer);
+    ViTCA's partial rows, once."""
+    from lnca_fast.fast import cell as fast_cell
+
+    scratch = _counting(monkeypatch, fast_cell, "scratch")
+    partials = _counting(monkeypatch, vitca, "_partial_rows")
+    for preset in ("tiny-latent-nafca", "tiny-latent-vitca"):
+        cell = create_model(preset, fast=True).to(DEVICE).nca.train()
+        cell.set_backend("triton")
+        x = torch.rand(2, 4, 5, cell.config.channels, device=DEVICE, requires_grad=True)
+        with host_overhead.no_launches():
+            prepared = cell.prepare()
+            out = x
+            for _ in range(3):
+                out = cell.step_prepared(out, prepared, update_rate=0.5)
+            torch.autograd.grad(out.sum(), x)
+    assert len(scratch) == 4 and len(partials) == 1

@@ -115,7 +115,7 @@ def _check_inputs(state, folded: FoldedNAFCA, update_mask, keep1, keep2):
 
 @dataclass(frozen=True)
 class StepMeta:
-    """Everything about a step that is not a tensor (kept on the autograd context)."""
+    """Everything about a rollout's steps that is not a tensor or a shape (``StepPlan.meta``)."""
 
     dims: KernelDims
     eps: float
@@ -134,13 +134,16 @@ class StepMeta:
 _NO_KEEP: dict[torch.device, torch.Tensor] = {}  # per device: the never-read stand-in for absent keep masks
 
 
-def _mask_args(state, update_mask, keep1, keep2):
+def _mask_args(state, update_mask, keep1, keep2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Kernel arguments for the optional masks, made once per step (the backward reuses the
     forward's). An absent one is a never-read stand-in of the same pointer type (the state / a
     small uint8 buffer, one per device: nothing writes it), so the kernels compile to the
     signatures ``aot_specs`` reports whichever masks are present."""
     # [B, H, W, 1] contiguous is the kernels' flat [B*H*W] per-cell mask already.
-    mask = update_mask.to(state.dtype).contiguous() if update_mask is not None else state
+    if update_mask is None:
+        mask = state
+    else:  # (``to`` is not free even when it returns its input: a check first)
+        mask = (update_mask if update_mask.dtype == state.dtype else update_mask.to(state.dtype)).contiguous()
     if keep1 is None:
         device = state.device
         k1 = k2 = _NO_KEEP.get(device)
@@ -208,60 +211,142 @@ def _launch(kernel_fn, launch: PlannedLaunch, *args):
     kernel_fn[launch.grid](*args, **launch.options)
 
 
-def nafca_step_fwd(state, params, wparams, mask, k1, k2, meta: StepMeta) -> torch.Tensor:
-    """Launch the forward step (the taps launch, then the rest of the step); ``mask, k1, k2`` as
+class StepPlan:
+    """A rollout's steps at one state shape and device: their launches (the backward's planned at
+    the first step autograd records, never for inference), the kernels' constant arguments and their
+    scratch buffers, each made on first use and then reused by every step (the per-step host work
+    is then the launches, the output allocations and the checks). Reusing scratch is safe because a
+    step's launches write every element before reading it and one stream orders one step's reads
+    before the next step's writes. Held by the rollout's ``Prepared`` (and by the autograd nodes
+    of its steps): freed with them."""
+
+    def __init__(self, state: torch.Tensor, params: torch.Tensor, wparams: torch.Tensor, meta: StepMeta):
+        b, h, w, _ = state.shape
+        self.shape, self.device = state.shape, state.device
+        self.mask_shape = torch.Size((b, h, w, 1))
+        self.params, self.wparams, self.meta = params, wparams, meta
+        self.hw = (h, w)
+        self.fwd = _planned("fwd", state, meta)
+        self._bwd = None
+        self._fwd_scratch = None
+        self._bwd_scratch = None
+
+    def fits(self, state, update_mask, keep1, keep2) -> bool:
+        """Whether a step's inputs pass ``_check_inputs`` without running it: this plan's shape
+        and device (checked when it was made), a contiguous state and well-formed masks."""
+        if state.shape != self.shape or state.device != self.device or not state.is_contiguous():
+            return False
+        if update_mask is not None and (update_mask.shape != self.mask_shape or update_mask.device != self.device):
+            return False
+        if keep1 is None or keep2 is None:
+            return keep1 is keep2
+        shape, device = self.shape, self.device
+        return (keep1.dtype == torch.bool and keep1.shape == shape and keep1.device == device
+                and keep2.dtype == torch.bool and keep2.shape == shape and keep2.device == device)
+
+    def bwd(self, state: torch.Tensor) -> tuple[PlannedLaunch, ...]:
+        if self._bwd is None:
+            self._bwd = _planned("bwd", state, self.meta)
+        return self._bwd
+
+    def fwd_scratch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The forward's exchange: every cell's 16 gate partial sums and pre-gate conv3 row (fp32;
+        written by taps, read by fwd)."""
+        if self._fwd_scratch is None:
+            n = self.fwd[0].geometry_args[0]
+            self._fwd_scratch = (cell.scratch(n, 16, dtype=torch.float32, device=self.device),
+                                 cell.scratch(n, self.meta.dims.CP, dtype=torch.float32, device=self.device))
+        return self._fwd_scratch
+
+    def bwd_scratch(self, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+        """The backward's buffers, each stored by exactly one program before anything reads it (no
+        zeroing): the exchange (taps, v), the hand-off (dgate, dy), the gate's bias rows and the
+        weight-gradient GEMM's partial rows ``[splits, params]`` in fp32, its operands in the state's
+        dtype."""
+        if self._bwd_scratch is None:
+            _, gate_launch, _, wgrad_launch = self._bwd
+            cp, n, rows, splits = self.meta.dims.CP, gate_launch.geometry_args[0], gate_launch.programs, \
+                wgrad_launch.geometry.programs
+            taps, v, dgate, dy, bias_rows, partials = cell.f32_buffers(
+                self.device, n * 16, n * cp, n, n * cp, rows * (16 + cp), splits * self.params.numel())
+            ops = cell.scratch(n, self.meta.operand_width, device=self.device, dtype=dtype)
+            self._bwd_scratch = (taps, v, dgate, dy, bias_rows, partials.view(splits, -1), ops)
+        return self._bwd_scratch
+
+
+def nafca_step_fwd(state, params, wparams, masks, plan: StepPlan) -> torch.Tensor:
+    """Launch the forward step (the taps launch, then the rest of the step); ``masks`` as
     ``_mask_args`` makes them."""
-    _, h, w, _ = state.shape
-    taps_launch, fwd_launch = _planned("fwd", state, meta)
-    n = taps_launch.geometry_args[0]
-    # The exchange: every cell's 16 gate partial sums and pre-gate conv3 row (written by taps, read by fwd).
-    taps = cell.scratch(n, 16, dtype=torch.float32, device=state.device)
-    v = cell.scratch(n, meta.dims.CP, dtype=torch.float32, device=state.device)
+    meta = plan.meta
+    taps_launch, fwd_launch = plan.fwd
+    taps, v = plan.fwd_scratch()
     _launch(taps_launch.fn, taps_launch, state, wparams, params, taps, v, *taps_launch.geometry_args, meta.eps)
     out = torch.empty_like(state)
-    _launch(fwd_launch.fn, fwd_launch, state, out, wparams, params, mask, k1, k2, taps, v, *fwd_launch.geometry_args,
-            h, w, meta.eps, meta.drop_scale, meta.has_mask, meta.has_dropout)
+    _launch(fwd_launch.fn, fwd_launch, state, out, wparams, params, *masks, taps, v, *fwd_launch.geometry_args,
+            *plan.hw, meta.eps, meta.drop_scale, meta.has_mask, meta.has_dropout)
     return out
 
 
-def nafca_step_bwd(state, dout, params, wparams, mask, k1, k2, meta: StepMeta):
+def nafca_step_bwd(state, dout, params, wparams, masks, plan: StepPlan):
     """Launch the backward step; returns ``(d state, d params)`` (params in the kernel layout)."""
-    _, h, w, _ = state.shape
-    taps_launch, gate_launch, perc_launch, wgrad_launch = _planned("bwd", state, meta)
-    cp, n, rows, splits = meta.dims.CP, gate_launch.geometry_args[0], gate_launch.programs, wgrad_launch.geometry.programs
-    # Every element of these is stored by exactly one program before anything reads it: no zeroing.
-    # The exchange (taps, v), the hand-off (dgate, dy), the gate's bias rows and the GEMM's partial
-    # rows (one per cell split) in fp32; the weight-gradient operands in the state's dtype.
-    taps, v, dgate, dy, bias_rows, partials = cell.f32_buffers(
-        state.device, n * 16, n * cp, n, n * cp, rows * (16 + cp), splits * params.numel())
-    ops = cell.scratch(n, meta.operand_width, device=state.device, dtype=state.dtype)
+    meta = plan.meta
+    taps_launch, gate_launch, perc_launch, wgrad_launch = plan.bwd(state)
+    taps, v, dgate, dy, bias_rows, partials, ops = plan.bwd_scratch(state.dtype)
     _launch(taps_launch.fn, taps_launch, state, wparams, params, taps, v, *taps_launch.geometry_args, meta.eps)
-    _launch(gate_launch.fn, gate_launch, state, dout, wparams, params, bias_rows, mask, k1, k2, taps, v, dgate, dy, ops,
-            *gate_launch.geometry_args, h, w, meta.eps, meta.drop_scale, meta.has_mask, meta.has_dropout)
+    _launch(gate_launch.fn, gate_launch, state, dout, wparams, params, bias_rows, *masks, taps, v, dgate, dy, ops,
+            *gate_launch.geometry_args, *plan.hw, meta.eps, meta.drop_scale, meta.has_mask, meta.has_dropout)
     dstate = torch.empty_like(state)
     _launch(perc_launch.fn, perc_launch, state, dout, dstate, wparams, params, dgate, dy, ops,
-            *perc_launch.geometry_args, h, w, meta.eps)
-    _launch(wgrad_launch.fn, wgrad_launch, ops, bias_rows, partials, *wgrad_launch.geometry_args, rows)
-    return dstate, partials.view(splits, -1).sum(dim=0)  # deterministic reduction over the splits
+            *perc_launch.geometry_args, *plan.hw, meta.eps)
+    _launch(wgrad_launch.fn, wgrad_launch, ops, bias_rows, partials, *wgrad_launch.geometry_args, gate_launch.programs)
+    return dstate, partials.sum(dim=0)  # deterministic reduction over the splits
 
 
 class NAFCAStepFunction(torch.autograd.Function):
     """``out = step(state; params)``. Saves only the input state, the masks and the parameters;
-    the backward kernels recompute every intermediate. ``wparams`` is ``params`` in the state's
-    dtype (the tl.dot operands), not differentiated separately; the masks come as the kernels
-    take them (``_mask_args``)."""
+    the backward kernels recompute every intermediate. The ``StepPlan`` carries ``wparams``
+    (``params`` in the state's dtype, the tl.dot operands, not differentiated separately); the masks
+    come as the kernels take them (``_mask_args``)."""
 
     @staticmethod
-    def forward(ctx, state, params, wparams, mask, k1, k2, meta: StepMeta):
-        ctx.save_for_backward(state, params, wparams, mask, k1, k2)
-        ctx.meta = meta
-        return nafca_step_fwd(state, params, wparams, mask, k1, k2, meta)
+    def forward(ctx, state, params, masks, plan: StepPlan):
+        ctx.save_for_backward(state, params, *masks)
+        ctx.plan = plan
+        return nafca_step_fwd(state, params, plan.wparams, masks, plan)
 
     @staticmethod
     def backward(ctx, dout):
-        state, params, wparams, mask, k1, k2 = ctx.saved_tensors
-        dstate, dparams = nafca_step_bwd(state, dout.contiguous(), params, wparams, mask, k1, k2, ctx.meta)
-        return dstate, dparams, None, None, None, None, None
+        state, params, *masks = ctx.saved_tensors
+        plan = ctx.plan
+        dstate, dparams = nafca_step_bwd(state, dout.contiguous(), params, plan.wparams, masks, plan)
+        return dstate, dparams, None, None
+
+
+class StepOperands:
+    """What every step of a rollout with one set of options shares: the folded parameters in the
+    padded kernel layout (fp32, differentiable; one tensor per rollout), the same in the state's
+    dtype (the tl.dot operands), the step's constants and its ``StepPlan`` per state shape."""
+
+    def __init__(self, prepared: Prepared, dtype, precision, block_m, cells_per_program, has_mask, has_dropout):
+        folded = prepared.folded
+        self.params = prepared.derive("kernel_params", lambda: kernel_params(folded))
+        self.wparams = self.params if dtype == torch.float32 else self.params.detach().to(dtype)
+        self.meta = StepMeta(
+            dims=kernel_dims(folded.channels, folded.embed, folded.ffn, folded.cell_in), eps=folded.eps,
+            drop_scale=1.0 / (1.0 - prepared.dropout_p) if has_dropout else 1.0, input_precision=precision,
+            block_m=block_m, cells_per_program=cells_per_program, has_mask=has_mask, has_dropout=has_dropout,
+        )
+        self.plan: StepPlan | None = None  # the last shape's: a rollout keeps one shape
+
+    def plan_for(self, state, folded: FoldedNAFCA, update_mask, keep1, keep2) -> StepPlan:
+        """The plan of ``state``'s shape, after checking the step's inputs (in full only when they
+        do not fit the current plan)."""
+        plan = self.plan
+        if plan is None or not plan.fits(state, update_mask, keep1, keep2):
+            _check_inputs(state, folded, update_mask, keep1, keep2)
+            if plan is None or state.shape != plan.shape or state.device != plan.device:
+                plan = self.plan = StepPlan(state, self.params, self.wparams, self.meta)
+        return plan
 
 
 def nafca_step(
@@ -284,36 +369,24 @@ def nafca_step(
     per program: many programs in the interpreter)."""
     folded = prepared.folded
     keep1, keep2 = (None, None) if dropout_masks is None else dropout_masks
-    _check_inputs(state, folded, update_mask, keep1, keep2)
-    check_cells_per_program(cells_per_program)
-    has_mask, has_dropout = int(update_mask is not None), int(keep1 is not None)
-    key = (state.dtype, input_precision or default_input_precision(state), block_m, cells_per_program, has_mask, has_dropout)
+    if not isinstance(state, torch.Tensor):
+        _check_inputs(state, folded, update_mask, keep1, keep2)
+    if cells_per_program is not None:
+        check_cells_per_program(cells_per_program)
+    key = (state.dtype, input_precision or default_input_precision(state), block_m, cells_per_program,
+           update_mask is not None, keep1 is not None)
     step = prepared.derived.get(key)  # once per rollout and set of options; a lookup per step after that
     if step is None:
-        step = prepared.derived[key] = _step_operands(prepared, *key)
-    params, wparams, meta = step
-    if not (torch.is_grad_enabled() and (state.requires_grad or params.requires_grad)):
+        step = prepared.derived[key] = StepOperands(prepared, *key[:4], int(key[4]), int(key[5]))
+    plan = step.plan_for(state, folded, update_mask, keep1, keep2)
+    masks = _mask_args(state, update_mask, keep1, keep2)
+    if not (torch.is_grad_enabled() and (state.requires_grad or step.params.requires_grad)):
         # Nothing for autograd to record: the forward launches without an autograd node (same result).
-        return nafca_step_fwd(state, params, wparams, *_mask_args(state, update_mask, keep1, keep2), meta)
+        return nafca_step_fwd(state, step.params, step.wparams, masks, plan)
     # Fail here rather than inside autograd's backward: the backward is planned at the first step of
-    # a shape that autograd records (a lookup after that), never for inference.
-    _planned("bwd", state, meta)
-    return NAFCAStepFunction.apply(state, params, wparams, *_mask_args(state, update_mask, keep1, keep2), meta)
-
-
-def _step_operands(prepared: Prepared, dtype, precision, block_m, cells_per_program, has_mask, has_dropout):
-    """``(params, wparams, meta)`` of a rollout's steps: the folded parameters in the padded kernel
-    layout (fp32, differentiable; one tensor per rollout), the same in the state's dtype (the tl.dot
-    operands) and the step's constants."""
-    folded = prepared.folded
-    params = prepared.derive("kernel_params", lambda: kernel_params(folded))
-    wparams = params if dtype == torch.float32 else params.detach().to(dtype)
-    meta = StepMeta(
-        dims=kernel_dims(folded.channels, folded.embed, folded.ffn, folded.cell_in), eps=folded.eps,
-        drop_scale=1.0 / (1.0 - prepared.dropout_p) if has_dropout else 1.0, input_precision=precision,
-        block_m=block_m, cells_per_program=cells_per_program, has_mask=has_mask, has_dropout=has_dropout,
-    )
-    return params, wparams, meta
+    # a shape that autograd records (kept by the plan after that), never for inference.
+    plan.bwd(state)
+    return NAFCAStepFunction.apply(state, step.params, masks, plan)
 
 
 def _kernel_fn(kernel: str):

@@ -26,6 +26,7 @@ Layout, block table and planner: ``vitca_layout.py``; FLOPs, bytes, launch plans
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +43,7 @@ LAUNCH_OPTIONS = ("cells_per_program", "input_precision", "blocks")
 
 class FastViTCA(FastCell, ViTCA):
     LAUNCH_OPTIONS = LAUNCH_OPTIONS
+    CONSTANT_DERIVED = ("pe",)  # the kernels' PE table per grid size (a host-to-device copy)
 
     def prepare(self) -> Prepared:
         return Prepared(fold_vitca(self))
@@ -157,6 +159,11 @@ def _aligned(t: torch.Tensor) -> torch.Tensor:
     return t if t.data_ptr() % 16 == 0 else t.clone()
 
 
+def _ready(t: torch.Tensor) -> bool:
+    """Whether ``_aligned(t)`` would return ``t`` itself."""
+    return t.is_contiguous() and t.data_ptr() % 16 == 0
+
+
 _ONES: dict[tuple, torch.Tensor] = {}  # (device, dtype) -> the read-only 1.0 of an absent mask
 
 
@@ -169,7 +176,9 @@ def _mask_arg(update_mask, state):
         if one is None:
             one = _ONES[key] = state.new_ones(1)
         return one, 0
-    return _aligned(update_mask.to(state.dtype)), 1
+    if update_mask.dtype != state.dtype:  # (``to`` is not free even when it returns its input)
+        update_mask = update_mask.to(state.dtype)
+    return _aligned(update_mask), 1
 
 
 def _partial_rows(splits: int, width: int, device) -> torch.Tensor:
@@ -178,16 +187,23 @@ def _partial_rows(splits: int, width: int, device) -> torch.Tensor:
     return torch.empty(splits, width, device=device, dtype=torch.float32)
 
 
-def _launch(kernel, g: Geometry, layout: PackLayout, *args):
-    kernel[(g.programs,)](
-        *args, **_constexprs(layout), BLOCK_M=g.block_m, BN=g.bn, IP=g.input_precision,
-        num_warps=g.num_warps, num_stages=g.num_stages,
-    )  # fmt: skip
+@dataclass(frozen=True)
+class PlannedGeometry(Geometry):
+    """A ``Geometry`` with the keyword arguments of its launches (the layout's constexprs, block
+    configuration, warps, stages) made once. Derived from the fields, so ``dataclasses.replace``
+    (bench.tf32_arith forces precisions) gives a consistent one."""
+
+    layout: PackLayout | None = field(default=None, repr=False, compare=False)
+    options: dict = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "options", dict(
+            self.layout.constexprs(), BLOCK_M=self.block_m, BN=self.bn, IP=self.input_precision,
+            num_warps=self.num_warps, num_stages=self.num_stages))  # fmt: skip
 
 
-@functools.lru_cache(maxsize=64)
-def _constexprs(layout: PackLayout) -> dict[str, int]:
-    return layout.constexprs()  # read-only here: the keyword arguments of every launch
+def _launch(kernel, g: PlannedGeometry, layout: PackLayout, *args):
+    kernel[(g.programs,)](*args, **g.options)
 
 
 def _kernels() -> dict[str, object]:
@@ -202,21 +218,23 @@ def _kernels() -> dict[str, object]:
 
 # A step's launches depend on the cell count, layout, dtype, device and launch options only:
 # planned once per such key and then looked up (on small grids the host sets a step's pace).
-_PLANS: PlanCache[dict[str, tuple[object, Geometry]]] = PlanCache()
+_PLANS: PlanCache[dict[str, tuple[object, PlannedGeometry]]] = PlanCache()
 
 
-def _geometries(kind, state, layout, cells_per_program, input_precision, blocks) -> dict[str, tuple[object, Geometry]]:
+def _geometries(kind, state, layout, cells_per_program, input_precision, blocks) -> dict[str, tuple[object, PlannedGeometry]]:
     """Role -> (kernel, its launch geometry) for the launches of one direction (``ROLES[kind]``) of
     a step on ``state``."""
     b, h, w, _ = state.shape
     key = (kind, b * h * w, layout, state.dtype, state.device, cells_per_program, input_precision, blocks)
 
-    def make() -> dict[str, tuple[object, Geometry]]:
+    def make() -> dict[str, tuple[object, PlannedGeometry]]:
         kernels = _kernels()
-        return {role: (kernels[role], geometry(role, b * h * w, layout, state.dtype, state.device,
-                                               cells_per_program=cells_per_program, input_precision=input_precision,
-                                               blocks=blocks))
-                for role in ROLES[kind]}  # fmt: skip
+        planned = {}
+        for role in ROLES[kind]:
+            g = geometry(role, b * h * w, layout, state.dtype, state.device, cells_per_program=cells_per_program,
+                         input_precision=input_precision, blocks=blocks)
+            planned[role] = (kernels[role], PlannedGeometry(**vars(g), layout=layout))
+        return planned
 
     return _PLANS.get(key, make)
 
@@ -226,76 +244,161 @@ def clear_launch_caches() -> None:
     _PLANS.clear()
 
 
-def _kv_forward(state, packed, pe, layout: PackLayout, eps: float, plan) -> torch.Tensor:
+class StepPlan:
+    """A rollout's steps at one state shape, device and set of launch options: the launches of the
+    forward (the backward's at the first backward), the kernels' constant arguments and the scratch
+    buffers (K | V, the backward's per-cell rows and partial rows), each made on first use and then
+    reused by every step: a step's launches write every element before reading it and one stream
+    orders one step's reads before the next step's writes. The launchers make a plan per call when
+    not given one (checks and planning per call, buffers per call)."""
+
+    def __init__(self, state, packed, pe, layout: PackLayout, eps: float, options: dict):
+        b, h, w, _ = state.shape
+        self.shape, self.device, self.dtype = state.shape, state.device, state.dtype
+        self.mask_shape = torch.Size((b, h, w, 1))
+        self.packed, self.pe, self.layout, self.eps, self.options = packed, pe, layout, eps, options
+        self.args = (h, w, layout.channels, b * h * w)  # the geometry arguments of every per-cell launch
+        self.fwd = _geometries("fwd", state, layout, **_launch_options(**options))
+        self._bwd = None
+        self._kv = self._rows = self._partials = None
+
+    def fits(self, state, update_mask) -> bool:
+        """Whether a step's inputs pass ``_check_inputs`` and alignment as they are: this plan's
+        shape, dtype and device (checked when it was made), an aligned state and a well-formed mask."""
+        if state.shape != self.shape or state.dtype != self.dtype or state.device != self.device or not _ready(state):
+            return False
+        return update_mask is None or (update_mask.shape == self.mask_shape and update_mask.device == self.device)
+
+    def bwd(self, state):
+        if self._bwd is None:
+            _check_inputs(state, None, self.packed, self.pe, self.layout, "bwd")
+            self._bwd = _geometries("bwd", state, self.layout, **_launch_options(**self.options))
+        return self._bwd
+
+    def kv(self) -> torch.Tensor:
+        """K | V of every cell, ``[B * H * W, 2 AP]`` (written by the kv launch)."""
+        if self._kv is None:
+            self._kv = torch.empty(self.args[3], self.layout.kv_width, device=self.device, dtype=self.dtype)
+        return self._kv
+
+    def rows(self) -> torch.Tensor:
+        """The backward's per-cell rows ``[B * H * W, row_width]``."""
+        if self._rows is None:
+            self._rows = torch.empty(self.args[3], self.layout.row_width, device=self.device, dtype=self.dtype)
+        return self._rows
+
+    def partials(self, splits: int) -> torch.Tensor:
+        if self._partials is None:
+            self._partials = _partial_rows(splits, self.layout.size, self.device)
+        return self._partials
+
+
+def _launch_options(cells_per_program=None, input_precision="tf32", blocks="auto") -> dict:
+    """The launch options with their defaults (a TypeError names an unknown one)."""
+    return dict(cells_per_program=cells_per_program, input_precision=input_precision, blocks=blocks)
+
+
+def _one_off_plan(state, update_mask, packed, pe, layout, eps, kind, options):
+    """Checks, alignment and a plan of a launcher called without one."""
+    _check_inputs(state, update_mask, packed, pe, layout, kind)
+    state, packed, pe = _aligned(state), _aligned(packed), _aligned(pe)
+    return state, StepPlan(state, packed, pe, layout, eps, options)
+
+
+def _kv_forward(state, plan: StepPlan, launches) -> torch.Tensor:
     """Launch ``_vitca_kv_fwd_kernel``: K | V of every cell, ``[B * H * W, 2 AP]``."""
-    b, h, w, _ = state.shape
-    kv = torch.empty(b * h * w, layout.kv_width, device=state.device, dtype=state.dtype)
-    _launch(*plan["kv"], layout, state, packed, pe, kv, h, w, layout.channels, b * h * w, eps)
+    kv = plan.kv()
+    _launch(*launches["kv"], plan.layout, state, plan.packed, plan.pe, kv, *plan.args, plan.eps)
     return kv
 
 
 def vitca_step_fwd(state, update_mask, packed, pe, layout: PackLayout, eps: float, *, cells_per_program=None,
-                   input_precision="tf32", blocks="auto") -> torch.Tensor:
-    """Launch the fused forward (two launches, ``ROLES["fwd"]``): the new state ``[B, H, W, C]``."""
-    _check_inputs(state, update_mask, packed, pe, layout, "fwd")
-    state, packed, pe = _aligned(state), _aligned(packed), _aligned(pe)
-    plan = _geometries("fwd", state, layout, cells_per_program, input_precision, blocks)
-    b, h, w, _ = state.shape
-    kv = _kv_forward(state, packed, pe, layout, eps, plan)
+                   input_precision="tf32", blocks="auto", plan: StepPlan | None = None) -> torch.Tensor:
+    """Launch the fused forward (two launches, ``ROLES["fwd"]``): the new state ``[B, H, W, C]``.
+    ``plan``: the runtime's, whose shape the inputs fit (``vitca_step``; the other arguments are
+    then the plan's)."""
+    if plan is None:
+        state, plan = _one_off_plan(state, update_mask, packed, pe, layout, eps, "fwd",
+                                    dict(cells_per_program=cells_per_program, input_precision=input_precision,
+                                         blocks=blocks))
+    launches = plan.fwd
+    kv = _kv_forward(state, plan, launches)
     mask, stride_m = _mask_arg(update_mask, state)
     out = torch.empty_like(state)
-    _launch(*plan["fwd"], layout,
-            state, mask, packed, pe, kv, out, h, w, layout.channels, b * h * w, stride_m, eps)  # fmt: skip
+    _launch(*launches["fwd"], plan.layout,
+            state, mask, plan.packed, plan.pe, kv, out, *plan.args, stride_m, plan.eps)  # fmt: skip
     return out
 
 
 def vitca_step_bwd(state, update_mask, packed, pe, grad_out, layout: PackLayout, eps: float, *, cells_per_program=None,
-                   input_precision="tf32", blocks="auto") -> tuple[torch.Tensor, torch.Tensor]:
+                   input_precision="tf32", blocks="auto", plan: StepPlan | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Launch the fused backward (four launches, ``ROLES["bwd"]``): ``(grad_state, grad_packed)``;
-    the weight gradient is the sum of the GEMM's per-split partial rows (deterministic: no atomics)."""
-    _check_inputs(state, update_mask, packed, pe, layout, "bwd")
-    state, packed, pe, grad_out = _aligned(state), _aligned(packed), _aligned(pe), _aligned(grad_out.to(state.dtype))
-    plan = _geometries("bwd", state, layout, cells_per_program, input_precision, blocks)
-    b, h, w, _ = state.shape
-    cells = b * h * w
-    kv = _kv_forward(state, packed, pe, layout, eps, plan)
+    the weight gradient is the sum of the GEMM's per-split partial rows (deterministic: no atomics).
+    ``plan`` as in ``vitca_step_fwd``."""
+    if plan is None:
+        state, plan = _one_off_plan(state, update_mask, packed, pe, layout, eps, "bwd",
+                                    dict(cells_per_program=cells_per_program, input_precision=input_precision,
+                                         blocks=blocks))
+    if grad_out.dtype != state.dtype:
+        grad_out = grad_out.to(state.dtype)
+    grad_out = _aligned(grad_out)
+    launches = plan.bwd(state)
+    kv = _kv_forward(state, plan, launches)
     mask, stride_m = _mask_arg(update_mask, state)
-    rows = torch.empty(cells, layout.row_width, device=state.device, dtype=state.dtype)
-    _launch(*plan["bwd"], layout,
-            state, mask, packed, pe, grad_out, kv, rows, h, w, layout.channels, cells, stride_m, eps)  # fmt: skip
+    rows = plan.rows()
+    _launch(*launches["bwd"], plan.layout,
+            state, mask, plan.packed, plan.pe, grad_out, kv, rows, *plan.args, stride_m, plan.eps)  # fmt: skip
     grad_state = torch.empty_like(state)
-    _launch(*plan["kv_bwd"], layout,
-            state, packed, pe, grad_out, rows, grad_state, h, w, layout.channels, cells, eps)  # fmt: skip
-    kernel, g_wgrad = plan["wgrad"]
-    partials = _partial_rows(g_wgrad.splits, layout.size, state.device)
-    _launch(kernel, g_wgrad, layout, state, mask, grad_out, rows, partials, layout.channels, cells, stride_m)
-    return grad_state, partials.sum(0).to(packed.dtype)
+    _launch(*launches["kv_bwd"], plan.layout,
+            state, plan.packed, plan.pe, grad_out, rows, grad_state, *plan.args, plan.eps)  # fmt: skip
+    kernel, g_wgrad = launches["wgrad"]
+    partials = plan.partials(g_wgrad.splits)
+    _launch(kernel, g_wgrad, plan.layout, state, mask, grad_out, rows, partials, plan.layout.channels, plan.args[3],
+            stride_m)
+    return grad_state, partials.sum(0).to(plan.packed.dtype)
 
 
 class ViTCAStepFunction(torch.autograd.Function):
-    """One fused ViTCA step; saves only the input state (plus mask, packed weights and PE)."""
+    """One fused ViTCA step; saves only the input state and the mask (the plan holds the packed
+    weights and the PE table)."""
 
     @staticmethod
-    def forward(ctx, state, update_mask, packed, pe, layout, eps, options):
-        ctx.save_for_backward(state, update_mask, packed, pe)
-        ctx.layout, ctx.eps, ctx.options = layout, eps, options
-        return vitca_step_fwd(state, update_mask, packed, pe, layout, eps, **options)
+    def forward(ctx, state, update_mask, packed, plan: StepPlan):
+        ctx.save_for_backward(state, update_mask)
+        ctx.plan = plan
+        return vitca_step_fwd(state, update_mask, packed, plan.pe, plan.layout, plan.eps, plan=plan)
 
     @staticmethod
     def backward(ctx, grad_out):
-        state, update_mask, packed, pe = ctx.saved_tensors
-        grad_state, grad_packed = vitca_step_bwd(state, update_mask, packed, pe, grad_out, ctx.layout, ctx.eps, **ctx.options)
-        return grad_state, None, grad_packed, None, None, None, None
+        state, update_mask = ctx.saved_tensors
+        plan = ctx.plan
+        grad_state, grad_packed = vitca_step_bwd(state, update_mask, plan.packed, plan.pe, grad_out, plan.layout,
+                                                 plan.eps, plan=plan)
+        return grad_state, None, grad_packed, None
 
 
-def _step_operands(prepared: Prepared, dtype: torch.dtype, height: int, width: int):
-    """``(layout, packed, pe, eps)`` of a rollout's steps: the packed weights in the state's dtype
-    (differentiable; one per rollout and dtype) and the grid's positional-encoding table."""
-    folded = prepared.folded
-    layout = prepared.derive("layout", lambda: PackLayout.of(folded.config))
-    packed = prepared.derive(("packed", dtype), lambda: pack_weights(folded, layout, dtype))
-    pe = prepared.derive(("pe", height, width), lambda: padded_pe(folded.config, layout, height, width, folded.we.device))
-    return layout, packed, pe, folded.config.ln_eps
+class StepOperands:
+    """What every step of a rollout at one dtype and grid size shares: the packed weights in the
+    state's dtype (differentiable; one per rollout and dtype), the grid's positional-encoding table
+    and the ``StepPlan`` of the last shape and launch options."""
+
+    def __init__(self, prepared: Prepared, dtype: torch.dtype, height: int, width: int):
+        folded = prepared.folded
+        self.layout = layout = prepared.derive("layout", lambda: PackLayout.of(folded.config))
+        self.packed = prepared.derive(("packed", dtype), lambda: pack_weights(folded, layout, dtype))
+        self.pe = prepared.derive(("pe", height, width),
+                                  lambda: padded_pe(folded.config, layout, height, width, folded.we.device))
+        self.eps = folded.config.ln_eps
+        self.plan: StepPlan | None = None
+
+    def plan_for(self, state, update_mask, options: dict) -> StepPlan:
+        """The plan of ``state``'s shape and ``options``, after checking the step's inputs (in
+        full only when they do not fit the current plan)."""
+        plan = self.plan
+        if plan is None or plan.options != options or not plan.fits(state, update_mask):
+            _check_inputs(state, update_mask, self.packed, self.pe, self.layout, "fwd")
+            plan = self.plan = StepPlan(state, _aligned(self.packed), _aligned(self.pe), self.layout, self.eps, options)
+        return plan
 
 
 def vitca_step(state, prepared: Prepared, update_mask, dropout_masks, **options) -> torch.Tensor:
@@ -307,9 +410,11 @@ def vitca_step(state, prepared: Prepared, update_mask, dropout_masks, **options)
     key = (state.dtype, h, w)
     step = prepared.derived.get(key)  # once per rollout, dtype and grid size; a lookup per step after that
     if step is None:
-        step = prepared.derived[key] = _step_operands(prepared, *key)
-    layout, packed, pe, eps = step
-    if not (torch.is_grad_enabled() and (state.requires_grad or packed.requires_grad)):
+        step = prepared.derived[key] = StepOperands(prepared, *key)
+    if not _ready(state):
+        state = _aligned(state)  # a differentiable copy: the gradient reaches the caller's tensor
+    plan = step.plan_for(state, update_mask, options)
+    if not (torch.is_grad_enabled() and (state.requires_grad or step.packed.requires_grad)):
         # Nothing for autograd to record: the forward launches without an autograd node (same result).
-        return vitca_step_fwd(state, update_mask, packed, pe, layout, eps, **options)
-    return ViTCAStepFunction.apply(state, update_mask, packed, pe, layout, eps, options)
+        return vitca_step_fwd(state, update_mask, step.packed, plan.pe, plan.layout, plan.eps, plan=plan)
+    return ViTCAStepFunction.apply(state, update_mask, step.packed, plan)
