@@ -20,7 +20,8 @@ Backends: ``"triton"`` runs the Triton kernels on CUDA tensors, or on CPU tensor
 without a GPU); ``"torch"`` is the CPU fast path. Chosen per call from the tensor's device, never at
 import time. Plans are made once per shape and option set, then looked up: on the paper's small
 grids the host, not the GPU, sets a step's pace (``python -m bench.host_overhead``). ``run``
-replays an inference rollout on CUDA as one captured graph when ``rollout_graph`` allows it.
+replays an inference rollout on CUDA as one captured graph when ``rollout_graph`` allows it, and a
+training rollout as a forward and a backward graph when ``training_graph`` does (opt-in).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from typing import Generic, TypeVar
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from . import rollout_graph
+from . import rollout_graph, training_graph
 
 BACKENDS = ("auto", "triton", "torch")
 DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}  # the kernels' state dtypes
@@ -193,6 +194,12 @@ class FastCell:
     # The capture mechanism (rollout_graph.CaptureMechanism); None = torch.cuda graphs. Tests
     # inject a fake that replays the captured closure on CPU tensors.
     graph_capture = None
+    # Training rollouts (autograd on) on CUDA through captured forward and backward graphs
+    # (training_graph); off until a GPU has checked it against eager.
+    cuda_graph_training: bool = False
+    # Heads of the ``Prepared.derived`` keys that depend on the grid only, not on the parameters:
+    # a training graph makes them once and reuses them in every fold it replays.
+    CONSTANT_DERIVED: tuple[str, ...] = ()
 
     def set_backend(self, backend: str) -> None:
         """Pin ``"triton"``, ``"torch"`` or ``"auto"`` (by device; the default)."""
@@ -211,18 +218,25 @@ class FastCell:
             raise ValueError(f"unknown launch options {sorted(unknown)}; valid: {', '.join(self.LAUNCH_OPTIONS)}")
         self.launch_options = dict(options)
 
-    def set_cuda_graphs(self, enabled: bool = True) -> None:
-        """Turn the CUDA-graph rollout on (the default) or off; off also frees the captured graphs."""
-        if not isinstance(enabled, bool):
-            raise ValueError(f"expected True or False, got {enabled!r}")
+    def set_cuda_graphs(self, enabled: bool = True, *, training: bool | None = None) -> None:
+        """Turn the CUDA-graph rollouts on (the default) or off; off also frees the captured graphs.
+        ``training``: also graph training rollouts (autograd on; default off), None: unchanged."""
+        for value in (enabled, False if training is None else training):
+            if not isinstance(value, bool):
+                raise ValueError(f"expected True or False, got {value!r}")
         self.cuda_graphs = enabled
+        if training is not None:
+            self.cuda_graph_training = training
         if not enabled:
-            rollout_graph.clear(self)
+            self.clear_cuda_graphs()
+        elif training is False:
+            training_graph.clear(self)
 
     def clear_cuda_graphs(self) -> None:
         """Drop the captured graphs (needed only after writing parameters through ``p.data``,
         which the version-counter check cannot see)."""
         rollout_graph.clear(self)
+        training_graph.clear(self)
 
     def prepare(self) -> Prepared:
         raise NotImplementedError
@@ -268,9 +282,11 @@ class FastCell:
         update_mask, dropout_masks = self.step_masks(state, update_mask, update_rate, dropout_masks, generator,
                                                      all_ones_as_none=True)
         backend = resolve_backend(self.backend, state)
+        if backend != "torch":  # the Triton backward always recomputes: nothing to decide
+            return self.fused_step(state, prepared, update_mask, dropout_masks, backend)
         if recompute is None:
             recompute = self.recompute_for(state, 1)
-        if backend == "torch" and recompute and torch.is_grad_enabled():
+        if recompute and torch.is_grad_enabled():
             if self.recomputes_itself:
                 return self.fused_step(state, prepared, update_mask, dropout_masks, backend, recompute=True)
             # Keep only the step's input state for backward and recompute the rest, as the fused
@@ -284,10 +300,14 @@ class FastCell:
 
     def run(self, state: torch.Tensor, steps: int, *, update_rate: float = 1.0, generator=None) -> torch.Tensor:
         """``steps`` steps, folding the weights once: a replayed CUDA graph when
-        ``rollout_graph.eager_reason`` allows it, else ``run_eager``. Same result, same draws."""
+        ``rollout_graph.eager_reason`` (inference) or ``training_graph.training_reason`` (autograd
+        on) allows it, else ``run_eager``. Same result, same draws."""
         if steps == 0:
             return state
-        out = rollout_graph.run_graphed(self, state, steps, update_rate, generator)
+        if torch.is_grad_enabled():
+            out = training_graph.run_graphed(self, state, steps, update_rate, generator)
+        else:
+            out = rollout_graph.run_graphed(self, state, steps, update_rate, generator)
         if out is not None:
             return out
         return self.run_eager(state, steps, update_rate=update_rate, generator=generator)

@@ -21,10 +21,11 @@ class _FastRun:
         self.nca.set_backend(backend)
         return self
 
-    def set_cuda_graphs(self, enabled: bool = True):
+    def set_cuda_graphs(self, enabled: bool = True, *, training: bool | None = None):
         """Inference rollouts on CUDA through a captured CUDA graph (default on); ``False`` runs
-        every step eagerly and frees the graphs. ``LNCA_CUDA_GRAPHS=0`` turns it off process-wide."""
-        self.nca.set_cuda_graphs(enabled)
+        every step eagerly and frees the graphs. ``training=True`` also graphs training rollouts
+        (forward and backward; default off). ``LNCA_CUDA_GRAPHS=0`` turns both off process-wide."""
+        self.nca.set_cuda_graphs(enabled, training=training)
         return self
 
     def clear_cuda_graphs(self):

@@ -58,6 +58,10 @@ class CaptureMechanism(Protocol):
     def capture(self, fn: Callable[[], torch.Tensor]) -> Replayable:
         """Record ``fn``'s work (not its Python) for replay."""
 
+    def capture_training(self, forward: Callable, backward: Callable) -> tuple[Replayable, Replayable]:
+        """Record ``forward``, then ``backward`` (which reads what ``forward`` left: one memory
+        pool), for replay in that order (``training_graph``)."""
+
 
 class CudaReplay:
     def __init__(self, graph: torch.cuda.CUDAGraph, out: torch.Tensor):
@@ -82,7 +86,7 @@ class CudaGraphCapture:
         # is for cuDNN/cuBLAS/autocast/DDP set-up); its result is handed to the caller as is.
         return fn()
 
-    def capture(self, fn) -> CudaReplay:
+    def capture(self, fn, pool=None) -> CudaReplay:
         # What ``with torch.cuda.graph(g)`` does (sync, side stream, capture), spelled out because
         # its __exit__ leaves the side stream current when ``capture_end`` raises: a failed capture
         # must hand the caller back its own stream for the eager fallback.
@@ -91,7 +95,7 @@ class CudaGraphCapture:
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
-            graph.capture_begin(capture_error_mode="global")
+            graph.capture_begin(pool=pool, capture_error_mode="global")
             try:
                 out = fn()
             except BaseException:
@@ -101,6 +105,12 @@ class CudaGraphCapture:
             graph.capture_end()
         torch.cuda.current_stream().wait_stream(stream)
         return CudaReplay(graph, out)
+
+    def capture_training(self, forward, backward) -> tuple[CudaReplay, CudaReplay]:
+        # The backward graph shares the forward's pool, as make_graphed_callables does: it reads
+        # the activations the forward graph leaves there.
+        fwd = self.capture(forward)
+        return fwd, self.capture(backward, pool=fwd.graph.pool())
 
 
 _CUDA = CudaGraphCapture()
@@ -190,12 +200,37 @@ class RolloutGraphs:
         self.fingerprint: tuple | None = None
         self.failed: set[tuple] = set()
         self.warned = False
-        self.stats = dict(captures=0, replays=0, failures=0, invalidations=0, evictions=0)
+        self.stats = dict(captures=0, replays=0, failures=0, invalidations=0, evictions=0, busy=0)
 
     def clear(self) -> None:
         self.entries.clear()
         self.failed.clear()
         self.fingerprint = None
+
+    def refresh(self, fingerprint: tuple) -> None:
+        """Drop every graph when the parameters' fingerprint is not the one they were captured under."""
+        if fingerprint != self.fingerprint:
+            if self.entries:
+                self.stats["invalidations"] += 1
+            self.entries.clear()
+            self.fingerprint = fingerprint
+
+    def add(self, key: tuple, entry) -> None:
+        """Keep a captured entry, evicting the least recently used beyond ``maxsize``."""
+        self.entries[key] = entry
+        self.stats["captures"] += 1
+        while len(self.entries) > self.maxsize:
+            self.entries.popitem(last=False)
+            self.stats["evictions"] += 1
+
+    def fail(self, key: tuple, what: str, exc: Exception) -> None:
+        """A capture of ``key`` failed: it runs eagerly from now on; the first failure warns."""
+        self.failed.add(key)
+        self.stats["failures"] += 1
+        if not self.warned:
+            self.warned = True
+            warnings.warn(f"CUDA graph capture of the {what} failed ({type(exc).__name__}: {exc}); this cell runs "
+                          "such rollouts eagerly (warned once)", RuntimeWarning, stacklevel=4)
 
     # Graphs and their memory pools belong to one module instance: a deep copy (EMA models) or a
     # pickle (torch.save) of the module gets an empty cache.
@@ -209,17 +244,18 @@ class RolloutGraphs:
 _ATTR = "_rollout_graphs"
 
 
-def graphs_of(cell) -> RolloutGraphs:
-    graphs = cell.__dict__.get(_ATTR)
+def graphs_of(cell, attr: str = _ATTR) -> RolloutGraphs:
+    """The cell's graph cache kept as ``attr`` (one per kind of rollout)."""
+    graphs = cell.__dict__.get(attr)
     if graphs is None or graphs.maxsize != cell.cuda_graph_cache_size:
         graphs = RolloutGraphs(cell.cuda_graph_cache_size)
-        cell.__dict__[_ATTR] = graphs  # a plain attribute: not a buffer, not in the state_dict
+        cell.__dict__[attr] = graphs  # a plain attribute: not a buffer, not in the state_dict
     return graphs
 
 
-def clear(cell) -> None:
+def clear(cell, attr: str = _ATTR) -> None:
     """Drop a cell's graphs (and their memory) and forget failed captures."""
-    graphs = cell.__dict__.get(_ATTR)
+    graphs = cell.__dict__.get(attr)
     if graphs is not None:
         graphs.clear()
 
@@ -243,18 +279,23 @@ def graph_key(cell, state: torch.Tensor, steps: int, update_rate: float) -> tupl
 
 def eager_reason(cell, state, steps, update_rate) -> str | None:
     """Why this rollout runs eagerly, or None when it can be graphed."""
+    if torch.is_grad_enabled():
+        return "autograd is on (a graph replays forward work only)"
+    if cell.training and cell.dropout_p > 0.0:
+        return "training-mode dropout draws masks inside every step"
+    return common_reason(cell, state, steps, update_rate)
+
+
+def common_reason(cell, state, steps, update_rate) -> str | None:
+    """Why no rollout (inference or training) of these arguments can be graphed, or None."""
     if not cell.cuda_graphs:
         return "disabled (cell.cuda_graphs is False)"
     if os.environ.get(ENV_SWITCH, "1") == "0":
         return f"disabled ({ENV_SWITCH}=0)"
     if not isinstance(steps, int) or isinstance(steps, bool) or steps <= 0:
         return "steps is not a positive int"
-    if torch.is_grad_enabled():
-        return "autograd is on (a graph replays forward work only)"
     if torch.compiler.is_compiling():
         return "inside torch.compile"
-    if cell.training and cell.dropout_p > 0.0:
-        return "training-mode dropout draws masks inside every step"
     if not isinstance(update_rate, (int, float)) or rate_class(update_rate) is None:
         return "update rate outside [0, 1]"
     if not isinstance(state, torch.Tensor) or state.dim() != 4 or not state.is_contiguous():
@@ -279,11 +320,7 @@ def run_graphed(cell, state: torch.Tensor, steps: int, update_rate: float, gener
     except RuntimeError:  # inference-tensor parameters: changes cannot be detected
         return None
     graphs = graphs_of(cell)
-    if fingerprint != graphs.fingerprint:
-        if graphs.entries:
-            graphs.stats["invalidations"] += 1
-        graphs.entries.clear()
-        graphs.fingerprint = fingerprint
+    graphs.refresh(fingerprint)
     key = graph_key(cell, state, steps, update_rate)
     if key in graphs.failed:
         return None
@@ -302,18 +339,7 @@ def run_graphed(cell, state: torch.Tensor, steps: int, update_rate: float, gener
     try:
         entry.graph = mechanism.capture(body)
     except Exception as exc:  # any capture failure falls back: the warm-up's result above stands
-        graphs.failed.add(key)
-        graphs.stats["failures"] += 1
-        if not graphs.warned:
-            graphs.warned = True
-            warnings.warn(
-                f"CUDA graph capture of the {steps}-step rollout failed ({type(exc).__name__}: {exc}); "
-                f"this cell runs such rollouts eagerly (warned once)", RuntimeWarning, stacklevel=3,
-            )  # fmt: skip
+        graphs.fail(key, f"{steps}-step rollout", exc)
         return out
-    graphs.entries[key] = entry
-    graphs.stats["captures"] += 1
-    while len(graphs.entries) > graphs.maxsize:
-        graphs.entries.popitem(last=False)
-        graphs.stats["evictions"] += 1
+    graphs.add(key, entry)
     return out
