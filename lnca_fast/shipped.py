@@ -1,10 +1,11 @@
 """The registry of shipped weights (``lnca_fast/weights/``): which trained model restores which
 task, and which one is the default. ``lnca restore`` and ``lnca demo`` find weights only through
-here; shipping an improved model is one more row in ``SHIPPED`` (and, to make it the default, a
-change in ``DEFAULTS``)."""
+here; shipping an improved model is one more row in ``weights/shipped.json`` (and, to make it the
+default, a change in its ``defaults``)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,27 +25,11 @@ class Shipped:
         return WEIGHTS_DIR / self.file
 
 
-_PAPER = "the paper's LatentNAFCA, lnca train's default recipe"
-_BLIND = "lnca train's blind recipe (docs/training/blind.md)"
-_PLUS = "lnca train's plus recipe (docs/training/plus.md)"
-SHIPPED: tuple[Shipped, ...] = (
-    Shipped("denoise", "latent-nafca-blind", "latent-nafca-blind-denoise.safetensors",
-            f"LatentNAFCA-blind-denoiser-l (218k params), {_BLIND}: colour/grey Gaussian 0-50, Poisson-Gaussian, sparse, clean"),
-    Shipped("deblur", "latent-nafca-blind", "latent-nafca-blind-deblur.safetensors",
-            f"LatentNAFCA-blind-l (211k params), {_BLIND}: line motion 3-15 px, camera shake, defocus r 1-4, clean"),
-    Shipped("denoise", "latent-nafca-plus-m", "latent-nafca-plus-m-denoise.safetensors",
-            f"LatentNAFCA-plus-m (70k params), {_PLUS} (test SSIM 0.844 single pass; median 3x3 0.771)"),
-    Shipped("denoise", "latent-vitca-plus-m", "latent-vitca-plus-m-denoise.safetensors",
-            f"LatentViTCA-plus-m (121k params), {_PLUS} (test SSIM 0.828 single pass)"),
-    Shipped("denoise", "latent-nafca", "latent-nafca-denoise.safetensors", f"{_PAPER} (test SSIM 0.733 single pass)"),
-    Shipped("deblur", "latent-nafca-plus-m", "latent-nafca-plus-m-deblur.safetensors",
-            f"LatentNAFCA-plus-m (70k params), {_PLUS} (test SSIM 0.744 / PSNR 24.92 dB single pass; input 0.727 / 24.71)"),
-    Shipped("deblur", "latent-vitca-plus-m", "latent-vitca-plus-m-deblur.safetensors",
-            f"LatentViTCA-plus-m (121k params), {_PLUS} (test SSIM 0.743 / PSNR 24.89 dB single pass)"),
-    Shipped("deblur", "latent-nafca", "latent-nafca-deblur.safetensors",
-            f"{_PAPER} (test SSIM 0.744 / PSNR 24.11 dB single pass)"),
-)
-DEFAULTS = {"denoise": "latent-nafca-blind", "deblur": "latent-nafca-blind"}
+# The table itself is data next to the weights it describes (weights/shipped.json: "defaults" per
+# task and one "models" row per file), so shipping a model changes no code.
+_TABLE = json.loads((WEIGHTS_DIR / "shipped.json").read_text())
+SHIPPED: tuple[Shipped, ...] = tuple(Shipped(**row) for row in _TABLE["models"])
+DEFAULTS: dict[str, str] = dict(_TABLE["defaults"])
 
 
 def _check_task(task: str) -> None:
