@@ -10,7 +10,8 @@ Cases (the rollout part's definitions, ``bench/rollout.py``), for LatentNAFCA an
 - ``megapixel``: the NCA steps alone on a 1024x1024 image's 256x256 latent grid, B=1, 4 steps;
 - ``restore``: a whole 1-megapixel restore (encoder, NCA, decoder, 512 px tiles) through
   ``lnca restore``'s engine with a shipped model (the task's default LatentNAFCA; the ViTCA-plus-m
-  denoiser), in s per megapixel.
+  denoiser), in s per megapixel;
+- ``profile`` (asked for by name): the matmuls' share of one profiled 1-megapixel fast step.
 Providers: ``reference`` and ``fast``, each at ``fp32`` and ``bf16`` (bf16 operands, fp32 sums).
 ``peak_pct`` is the NCA's FLOPs (``lnca_fast.fast.work``) per second as % of the fp32 ``torch.mm``
 1024^3 rate measured at the start of the run; the bf16 ``torch.mm`` rate is measured too (rows
@@ -119,6 +120,36 @@ def _case(cell: str, case: str, models: dict, impl: str, precision: str):
     return fn, nca_flops(model, cells, steps), steps, seeded.shape[1], seeded.shape[0], f"{steps} NCA steps alone"
 
 
+GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul", "aten::linear")
+
+
+def gemm_share(args, writer: ResultWriter) -> None:
+    """Why bf16 matmuls save what they save: the fast path's matmul ops' self CPU time in one
+    profiled 1-megapixel NCA step (fp32 and bf16, ``--runs`` profiles each, medians) against the
+    step's total; rows ``gemm_s`` and ``step_s``, mode ``profile``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    for cell in args.models:
+        model = workloads.build(cell, "fast", torch.device("cpu")).eval()
+        seeded, _ = _megapixel_case(model)
+        runners = {p: _nca_runner(model, seeded, 1, p) for p in ("fp32", "bf16")}
+        times = {p: ([], []) for p in runners}
+        for _ in range(args.runs):
+            for precision, fn in runners.items():
+                with profile(activities=[ProfilerActivity.CPU]) as prof:
+                    fn()
+                events = prof.key_averages()
+                times[precision][0].append(sum(e.self_cpu_time_total for e in events if e.key in GEMM_OPS) / 1e6)
+                times[precision][1].append(sum(e.self_cpu_time_total for e in events) / 1e6)
+        for precision, (gemm, total) in times.items():
+            common = dict(part=PART, model=cell, provider="fast", dtype=precision, mode="profile", size=seeded.shape[1], batch=1, steps=1)
+            g, t = summarize(gemm), summarize(total)
+            writer.add(**common, metric="gemm_s", unit="s", stats=g, note="matmul ops' self CPU time, profiled")
+            writer.add(**common, metric="step_s", unit="s", stats=t, note="all ops' self CPU time, profiled")
+            print(f"  {cell} 1-MP step {precision}: matmuls {g.p50 * 1e3:.0f} ms of {t.p50 * 1e3:.0f} ms "
+                  f"({100 * g.p50 / t.p50:.0f} %)", flush=True)  # fmt: skip
+
+
 def run(args, writer: ResultWriter) -> list[dict]:
     """Every (cell, case): the four providers timed in turns (one call each per round, so load from
     other processes falls on all of them alike), CPU time per call."""
@@ -127,10 +158,12 @@ def run(args, writer: ResultWriter) -> list[dict]:
         writer.add(part=PART, model="torch.mm 1024^3", metric="peak_gflops", unit="GFLOP/s", dtype=precision,
                    stats=Stats.single(gflops), note=f"{writer.env.threads} thread(s), CPU time, at the start of this run")  # fmt: skip
     fp32_peak = rates["fp32"] * 1e9
+    if "profile" in args.cases:
+        gemm_share(args, writer)
     table = []
     for cell in args.models:
         models = {impl: workloads.build(cell, impl, torch.device("cpu")).eval() for impl in ("reference", "fast")}
-        for case in args.cases:
+        for case in (c for c in args.cases if c != "profile"):
             runs = args.restore_runs if case == "restore" else args.runs
             timed = {}
             for impl, precision in PROVIDERS:
@@ -204,8 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         check_precision("bf16")
-        if set(args.cases) - {"paper", "megapixel", "restore"} or set(args.models) - set(MODELS):
-            raise ValueError(f"--cases: paper, megapixel, restore; --models: {', '.join(MODELS)}")
+        if set(args.cases) - {"paper", "megapixel", "restore", "profile"} or set(args.models) - set(MODELS):
+            raise ValueError(f"--cases: paper, megapixel, restore, profile; --models: {', '.join(MODELS)}")
     except ValueError as exc:
         print(f"{p.prog}: error: {exc}", file=sys.stderr)
         return 2

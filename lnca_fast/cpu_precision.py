@@ -9,10 +9,10 @@ autoencoder's convolutions are unchanged. ``cpu_precision(p)`` sets the flag aro
 restores it; torch reads it at every call, from every thread (it is process-global).
 
 NOTE: matmuls only, not convolutions (``mkldnn.conv.fp32_precision``), measured on an Intel Xeon
-with AMX, 1 thread, a 1-megapixel restore with the shipped blind denoiser (fast path): fp32 7.1 s,
-bf16 matmuls 3.8 s (max |diff| 0.06 of an 8-bit level), bf16 matmuls and convolutions 5.3-6.5 s
-(0.44 levels): the autoencoder's few-channel 3x3 convolutions get slower in bf16, not faster.
-``docs/design/cpu-bf16.md`` has the measurements (``python -m bench.cpu_precision``).
+with AMX, 1 thread, a 1-megapixel restore with the shipped blind denoiser (fast path), CPU time:
+fp32 3.24-3.35 s, bf16 matmuls 2.96-3.20 s (max |diff| 0.06 of an 8-bit level), bf16 matmuls and
+convolutions 3.46-3.62 s (0.44 levels): the autoencoder's few-channel 3x3 convolutions get slower
+in bf16. The gain is small (4-11 %, ``python -m bench.cpu_precision``): docs/design/cpu-bf16.md.
 
 Threads: a ``"bf16"`` region and a ``"fp32"`` region never overlap in time (one waits for the other
 to close; regions of the same precision share), so concurrent ``lnca_fast.restore`` calls with

@@ -367,3 +367,17 @@ DOC_PARAMS_REL = 0.002
 # The PSNRs the calibration records (rounded to 3 decimals: <= 5e-4 dB) vs the clean photos' PSNR
 # recomputed with the calibrated model: measured 2.5e-4 dB, 3.9x.
 CALIBRATED_PSNR_ABS = 1e-3
+
+# -- bf16 matmuls for CPU inference (tests/test_cpu_precision.py; lnca_fast.cpu_precision) -------
+# One fp32 torch.mm 256x64 @ 64x64 against float64, relative to max |want| (Intel Xeon with AMX,
+# torch 2.13): fp32 2.9e-7, bf16 matmuls 2.4e-3 (bf16 operands: 8-bit mantissa, fp32 sums). The fp32
+# limit is 34x its measurement and 1/50 of bf16's; the bf16 floor (proof that bf16 really ran) is
+# 1/4.7 of its measurement and 1700x fp32's.
+FP32_MATMUL_REL_MAX = 1e-5
+BF16_MATMUL_REL_MIN = 5e-4
+# restore(precision="bf16") vs "fp32", shipped default denoiser (latent-nafca-blind, 16 steps), float
+# outputs in [0, 1]: the test's 64x96 crop of the noisy sample photo measured 2.97e-3 (0.76 of an
+# 8-bit level); python -m bench.bf16_quality over 5 whole photos x 11 named corruptions (both
+# tasks' defaults) measured at worst 3.9e-3 (0.99 levels: awgn50, chelsea), PSNR within 0.0014 dB,
+# SSIM within 3e-5. 2.6x the worst photo, 3.4x the crop.
+BF16_RESTORE_ATOL = 1e-2
