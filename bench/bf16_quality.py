@@ -22,15 +22,14 @@ import time
 import torch
 
 import lnca_fast
-from lnca_fast.cpu_precision import check_precision
 from lnca_fast.data.families import NAMED
 from lnca_fast.evaluation.family_photos import corrupt_photos, load_photos
 from lnca_fast.evaluation.photos import OUTSIDE
 from lnca_fast.metrics import psnr, ssim
 from lnca_fast.shipped import default_for
 
-from .record import ROOT, Environment
-from .report import slug
+from .cpu_precision import prepare, write_table
+from .record import Environment
 
 
 def photos() -> list[tuple[str, torch.Tensor]]:
@@ -79,8 +78,8 @@ def markdown(rows: list[dict], env: Environment) -> str:
     ]
     for r in rows:
         lines.append(
-            f"| {r['task']} / {r['model']} | {r['corruption']} | {r['photo']} | {r['max_levels']:.3f} | {100 * r['changed']:.2f} % "
-            f"| {r['psnr']:.2f} | {r['d_psnr']:+.4f} | {r['ssim']:.4f} | {r['d_ssim']:+.5f} |"
+            f"| {r['task']} / {r['model']} | {r['corruption']} | {r['photo']} | {r['max_levels']:.3f} "
+            f"| {100 * r['changed']:.2f} % | {r['psnr']:.2f} | {r['d_psnr']:+.4f} | {r['ssim']:.4f} | {r['d_ssim']:+.5f} |"
         )
     lines += ["", "| task / model | worst max levels | worst changed | worst abs dPSNR (dB) | worst abs dSSIM | "
               "fp32 s/MP | bf16 s/MP | speed-up |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
@@ -104,18 +103,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     p.add_argument("--record", action="store_true", help="write bench/results/<cpu>/cpu_bf16_quality[-MODEL].md")
     args = p.parse_args(argv)
-    try:
-        check_precision("bf16")
+
+    def check() -> None:
         for task in args.tasks:
             unknown = set(args.corruptions or ()) - set(NAMED.get(task, {}))
             if task not in NAMED or unknown:
                 raise ValueError(f"{task}: named corruptions are {', '.join(NAMED.get(task, {}))}")
-    except ValueError as exc:
-        print(f"{p.prog}: error: {exc}", file=sys.stderr)
+
+    env = prepare(p.prog, args.threads, check)
+    if env is None:
         return 2
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    env = Environment.detect(torch.device("cpu"))
     rows = []
     for task in args.tasks:
         model = args.model or default_for(task).name
@@ -123,11 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     text = markdown(rows, env)
     print(text)
     if args.record:
-        folder = ROOT / "bench" / "results" / slug(env.device_name)
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / ("cpu_bf16_quality.md" if args.model is None else f"cpu_bf16_quality-{args.model}.md")
-        path.write_text(text)
-        print(f"wrote {path}")
+        name = "cpu_bf16_quality.md" if args.model is None else f"cpu_bf16_quality-{args.model}.md"
+        print(f"wrote {write_table(text, env, name)}")
     return 0
 
 
