@@ -100,3 +100,44 @@ def test_shipping_a_calibrated_file_keeps_its_strength_and_measurements(tmp_path
     extra = json.loads(read_weights(tmp_path / "shipped.safetensors")[1]["extra"])
     assert extra["calibration"] == {"bias_shift": -0.5} and extra["classical"] == ["median", 3] and extra["run"] == "run"
     assert extra["recipe"]["model"] == "tiny-latent-nafca-blind"
+
+
+def test_impulse_step_opens_only_above_the_chosen_sigma():
+    from lnca_fast.reference.autoencoder import impulse_statistics, median3x3, noise_level
+
+    head = create_model("tiny-latent-nafca-blind-denoiser-i").decoder.fusion
+    calibrate.set_impulse_step(head, 20.0)
+    g = torch.Generator().manual_seed(2)
+    ramp = torch.linspace(0.2, 0.8, 64).view(1, 1, 1, 64).expand(3, 3, 64, 64)
+    sigmas = torch.tensor([0.0, 10.0, 40.0]).view(3, 1, 1, 1) / 255  # clean, half the step, twice it
+    x = ramp + torch.randn(3, 3, 64, 64, generator=g) * sigmas
+    with torch.no_grad():
+        iota = torch.sigmoid(head.impulse_gain(impulse_statistics(x, median3x3(x), noise_level(x)))).flatten()
+    assert float(iota[0]) < 1e-6 and float(iota[1]) < 1e-4 and float(iota[2]) > 1 - 1e-4
+
+
+def test_impulse_step_needs_an_impulse_head_and_a_positive_sigma(tmp_path, capsys):
+    with pytest.raises(ValueError, match="impulse allowance"):
+        calibrate.set_impulse_step(_harmful_model().decoder.fusion, 20.0)
+    with pytest.raises(ValueError, match="> 0"):
+        calibrate.set_impulse_step(create_model("tiny-latent-nafca-blind-denoiser-i").decoder.fusion, 0.0)
+    save_weights(_harmful_model(), tmp_path / "in.safetensors", preset="tiny-latent-nafca-blind")
+    args = [str(tmp_path / "in.safetensors"), "--out", str(tmp_path / "out.safetensors"), "--impulse-sigma", "20"]
+    assert calibrate.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "impulse allowance" in err and "\n" not in err
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_cli_records_the_impulse_step(tmp_path, monkeypatch, capsys):
+    import lnca_fast.evaluation.family_photos as family_photos
+
+    monkeypatch.setattr(family_photos, "load_photos", lambda split: _photos())
+    model = create_model("tiny-latent-nafca-blind-denoiser-i").eval()
+    save_weights(model, tmp_path / "in.safetensors", preset="tiny-latent-nafca-blind-denoiser-i", extra={"recipe": {"eval_steps": 2}})
+    args = [str(tmp_path / "in.safetensors"), "--out", str(tmp_path / "out.safetensors"), "--impulse-sigma", "20"]
+    assert calibrate.main(args) == 0
+    extra = json.loads(read_weights(tmp_path / "out.safetensors")[1]["extra"])
+    assert extra["calibration"]["impulse_sigma"] == 20.0
+    layer = load_model(tmp_path / "out.safetensors").decoder.fusion.impulse_gain
+    assert float(layer.weight[0, 0]) == calibrate.IMPULSE_STEP_SLOPE and float(layer.weight[0, 1:].abs().sum()) == 0.0

@@ -10,13 +10,21 @@ falls as the correction grows. So the largest shift for which every clean valida
 meets the bar is found by bisection and written into a copy of the weights, with what was measured
 in its metadata (``extra["calibration"]``). Test photos are never looked at.
 
+Heads with the impulse allowance (``AEConfig.detail_impulse``) learn its per-image opening ``iota``
+from whole-image statistics, and training opens it on clean photos too (a clean photo's loss is too
+small to object; docs/training/blind.md, round 3). ``--impulse-sigma S`` first replaces the learned
+opening by a soft step at an estimated noise sigma of S/255 (``set_impulse_step``): shut on clean
+and lightly noisy photos, open where the noise is heavy; S is chosen on the validation photos.
+
     python -m lnca_fast.training.calibrate WEIGHTS --out FILE [--min-psnr 38] [--min-ssim 0.98]
+        [--impulse-sigma S]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -24,6 +32,24 @@ import torch
 
 BISECTION_STEPS = 12
 SHIFT_RANGE = (-6.0, 2.0)  # logit shifts searched: s from ~0.002x to ~7x its trained odds
+
+
+# The soft step's slope in log-sigma: iota = sigmoid(IMPULSE_STEP_SLOPE * log(sigma_hat / S)) is
+# 0.88 at 10 % above S, 0.12 at 10 % below and within 1e-6 of 0 / 1 at half / twice S.
+IMPULSE_STEP_SLOPE = 20.0
+
+
+def set_impulse_step(head, sigma255: float) -> None:
+    """Make ``head``'s impulse opening a soft step at noise sigma ``sigma255`` / 255: its linear
+    layer reads only the first statistic, log(sigma_hat + 1e-4) (``impulse_statistics``)."""
+    if not getattr(head, "impulse", False):
+        raise ValueError("--impulse-sigma needs a head with the impulse allowance (AEConfig.detail_impulse)")
+    if not sigma255 > 0:
+        raise ValueError(f"--impulse-sigma must be > 0 (8-bit levels), got {sigma255}")
+    with torch.no_grad():
+        head.impulse_gain.weight.zero_()
+        head.impulse_gain.weight[0, 0] = IMPULSE_STEP_SLOPE
+        head.impulse_gain.bias.fill_(-IMPULSE_STEP_SLOPE * math.log(sigma255 / 255 + 1e-4))
 
 
 def _fusion(model):
@@ -100,17 +126,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--min-psnr", type=float, default=38.0)
     parser.add_argument("--min-ssim", type=float, default=0.98)
+    parser.add_argument("--impulse-sigma", type=float, default=None,
+                        help="impulse heads: open the allowance above this noise sigma (8-bit levels)")
     args = parser.parse_args(argv)
     try:
         _, metadata = read_weights(args.weights)
         model = load_model(args.weights).eval()
-        _fusion(model)
+        head = _fusion(model)
+        if args.impulse_sigma is not None:
+            set_impulse_step(head, args.impulse_sigma)
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     extra = json.loads(metadata.get("extra") or "{}")
     steps = extra.get("recipe", {}).get("eval_steps", model.config.steps)
     result = calibrate_strength(model, steps, load_photos("val"), min_psnr=args.min_psnr, min_ssim=args.min_ssim)
+    if args.impulse_sigma is not None:
+        result["impulse_sigma"] = args.impulse_sigma
     save_weights(model, args.out, preset=metadata.get("preset"), extra={**extra, "calibration": result})
     print(json.dumps(result))
     return 0
