@@ -17,6 +17,8 @@ builds exactly the paper's modules and state_dict):
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -170,6 +172,17 @@ class ResidualFusion(nn.Module):
         if impulse:
             # iota starts nearly closed (0.018): a head widened from a file keeps the file's bound.
             nn.init.constant_(self.impulse_gain.bias, -4.0)
+        # Set by whole_image_statistics while tiles of one image are restored: the per-image
+        # quantities measured on the whole image instead of on each tile.
+        self.fixed_statistics: dict[str, torch.Tensor] | None = None
+
+    def image_statistics(self, x: torch.Tensor, m: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """What the head reads from the whole of ``x [B, C, H, W]``: the noise ``sigma`` ``[B, 1]``
+        and, for impulse heads, the ``impulse`` statistics ``[B, IMPULSE_FEATURES]``."""
+        sigma = noise_level(x)
+        if not self.impulse:
+            return {"sigma": sigma}
+        return {"sigma": sigma, "impulse": impulse_statistics(x, median3x3(x) if m is None else m, sigma)}
 
     def forward(self, h: torch.Tensor, x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
         m = median3x3(x) if self.median else None
@@ -181,16 +194,37 @@ class ResidualFusion(nn.Module):
         delta = F.pixel_shuffle(self.out(z), 2)  # [B, 3, H, W]
         if self.impulse:
             delta = delta + F.pixel_shuffle(self.gate(z), 2) * (m - x)
-        sigma = noise_level(x)  # [B, 1]
+        stats = self.fixed_statistics if self.fixed_statistics is not None else self.image_statistics(x, m)
+        sigma = stats["sigma"]  # [B, 1] (or [1, 1] for every tile of one image)
         logit = self.strength(z.mean(dim=(2, 3))) + self.noise_gain(torch.log(sigma + 1e-3))  # [B, 1]
         delta = torch.sigmoid(logit)[:, :, None, None] * delta
         if self.limit:
             bound = (self.limit * sigma + LIMIT_FLOOR)[:, :, None, None]  # [B, 1, 1, 1]
             if self.impulse:
-                iota = torch.sigmoid(self.impulse_gain(impulse_statistics(x, m, sigma)))  # [B, 1]
+                iota = torch.sigmoid(self.impulse_gain(stats["impulse"]))  # [B, 1]
                 bound = bound + 2.0 * iota[:, :, None, None] * (m - x).abs()  # [B, 3, H, W]
             delta = bound * torch.tanh(delta / bound)
         return (x + delta).clamp(0.0, 1.0)
+
+
+@contextmanager
+def whole_image_statistics(model: nn.Module, image: torch.Tensor) -> Iterator[None]:
+    """Within the block, every residual fusion head of ``model`` reads its per-image quantities
+    (noise sigma, impulse statistics) from ``image [1, C, H, W]`` rather than from the input it is
+    given: tiles of one photo are then restored as parts of that photo, not as photos of their own
+    (a tile's own estimate can land on the other side of the impulse opening's step than its
+    neighbour's). Restored on exit, exceptions included."""
+    heads = [m for m in model.modules() if isinstance(m, ResidualFusion)]
+    saved = [head.fixed_statistics for head in heads]
+    try:
+        for head in heads:
+            device = head.strength.weight.device  # measured where the image is (a large photo stays on the CPU)
+            with torch.no_grad():
+                head.fixed_statistics = {k: v.to(device) for k, v in head.image_statistics(image).items()}
+        yield
+    finally:
+        for head, old in zip(heads, saved):
+            head.fixed_statistics = old
 
 
 # The limit's floor: half an 8-bit level, so a noiseless image (sigma_hat = 0) still gets a

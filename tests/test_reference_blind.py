@@ -13,6 +13,7 @@ from lnca_fast.reference.autoencoder import (
     impulse_statistics,
     median3x3,
     noise_level,
+    whole_image_statistics,
 )
 from lnca_fast.reference.config import AEConfig
 from tolerances import (
@@ -295,3 +296,31 @@ def test_impulse_option_needs_the_median_and_the_limit():
         AEConfig(fusion_channels=4, detail_channels=8, detail_median=True, detail_impulse=True)
     with pytest.raises(ValueError, match="needs both"):
         ResidualFusion(features=4, image_channels=3, width=5, depth=2, limit=3.0, impulse=True)
+
+
+def test_tiles_read_the_whole_images_statistics_inside_the_block():
+    model = _trained_like(create_model("tiny-latent-nafca-blind-denoiser-i")).eval()
+    head = model.decoder.fusion
+    with torch.no_grad():
+        head.noise_gain.weight.fill_(2.0)  # the strength depends on sigma_hat, so the statistics matter
+    g = torch.Generator().manual_seed(13)
+    image = torch.rand(1, 3, 32, 32, generator=g) * 0.2 + 0.4
+    image[..., 16:, :] += torch.randn(1, 3, 16, 32, generator=g) * 0.2  # the bottom half is noisy
+    tile = image[..., :16, :16].contiguous()  # a clean-looking corner of a noisy photo
+    with torch.no_grad():
+        own = model(tile, steps=2)
+        with whole_image_statistics(model, image):
+            torch.testing.assert_close(head.fixed_statistics["sigma"], noise_level(image), rtol=0, atol=0)
+            as_part = model(tile, steps=2)
+        assert head.fixed_statistics is None
+        assert float((as_part - own).abs().max()) > 1e-4  # the whole photo's noise level was used
+        with whole_image_statistics(model, tile):  # the tile's own statistics: its own restoration
+            torch.testing.assert_close(model(tile, steps=2), own, rtol=0, atol=0)
+
+
+def test_whole_image_statistics_are_restored_after_an_error():
+    model = create_model("tiny-latent-nafca-blind-denoiser-i").eval()
+    with pytest.raises(RuntimeError, match="boom"):
+        with whole_image_statistics(model, torch.rand(1, 3, 8, 8)):
+            raise RuntimeError("boom")
+    assert model.decoder.fusion.fixed_statistics is None

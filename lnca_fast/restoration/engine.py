@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..cpu_precision import check_precision, cpu_precision
+from ..reference.autoencoder import whole_image_statistics
 from .tiling import TILE_PIXELS_PER_CALL, TilePlan, restore_tiled
 
 # Sides below this are padded up to it (and cropped back): the shipped models were trained on
@@ -134,7 +135,9 @@ class Restorer:
             if progress is not None:
                 progress(1)
         else:
-            y = restore_tiled(x, self, plan, batch=batch, progress=progress)
+            # Tiles read the photo's noise level (and impulse statistics) from the whole photo.
+            with whole_image_statistics(self.model, x[None]):
+                y = restore_tiled(x, self, plan, batch=batch, progress=progress)
         y = y[:, :h, :w]
         if not bool(torch.isfinite(y).all()):
             raise FloatingPointError("the model produced NaN or inf")
