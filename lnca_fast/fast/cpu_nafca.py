@@ -31,15 +31,16 @@ from .fold_nafca import FoldedNAFCA
 CHUNK_CELLS = 1024
 
 
-def moore_gate(taps: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+def moore_gate(taps: torch.Tensor, bias: torch.Tensor, ring: torch.Tensor) -> torch.Tensor:
     """``taps [B, H, W, 9]`` (tap k of each cell) -> gate ``[B, H, W]`` with
     ``gate(p) = bias + sum_k taps_k(p + offset_k)``, ``offset_k = (k // 3 - 1, k % 3 - 1)``, zero
-    outside the grid. The nine shifted reads are one strided view of the zero-ringed taps (tap
-    ``k = 3 i + j`` of the neighbour at ``(y + i - 1, x + j - 1)`` lies ``i`` rows + 3 ``i``
+    outside the grid. ``ring`` is a ``[B, H+2, W+2, 9]`` grid whose one-cell border is zero (only
+    its interior is written). The nine shifted reads are one strided view of the zero-ringed taps
+    (tap ``k = 3 i + j`` of the neighbour at ``(y + i - 1, x + j - 1)`` lies ``i`` rows + 3 ``i``
     floats and ``j`` cells + ``j`` floats further), summed in one reduction."""
     b, h, w, _ = taps.shape
-    padded = F.pad(taps, (0, 0, 1, 1, 1, 1))  # [B, H+2, W+2, 9], one ring of zeros
-    return _gather_taps(padded, b, h, w).sum((3, 4)) + bias
+    ring[:, 1 : h + 1, 1 : w + 1].copy_(taps)
+    return _gather_taps(ring, b, h, w).sum((3, 4)).add_(bias)
 
 
 def _gather_taps(padded: torch.Tensor, b: int, h: int, w: int) -> torch.Tensor:
@@ -49,15 +50,16 @@ def _gather_taps(padded: torch.Tensor, b: int, h: int, w: int) -> torch.Tensor:
     return padded.as_strided((b, h, w, 3, 3), (s0, s1, s2, s1 + 3 * s3, s2 + s3), padded.storage_offset())
 
 
-def moore_gate_backward(d_gate: torch.Tensor) -> torch.Tensor:
-    """The adjoint of ``moore_gate``'s shifted sum: ``d_gate [B, H, W]`` -> ``d_taps [B, H, W, 9]``
-    with ``d_taps(p)_k = d_gate(p - offset_k)`` (zero outside the grid)."""
+def moore_gate_backward(d_gate: torch.Tensor, ring: torch.Tensor, d_taps: torch.Tensor) -> None:
+    """The adjoint of ``moore_gate``'s shifted sum, written into ``d_taps [B, H, W, 9]`` (may be a
+    strided view): ``d_taps(p)_k = d_gate(p - offset_k)`` (zero outside the grid), for
+    ``d_gate [B, H, W]``. ``ring`` is a ``[B, H+2, W+2]`` grid with a zero border."""
     b, h, w = d_gate.shape
-    padded = F.pad(d_gate, (1, 1, 1, 1))  # [B, H+2, W+2]
-    s0, s1, s2 = padded.stride()
-    # Tap k = 3 i + j of cell (y, x) feeds the gate of (y + 1 - i, x + 1 - j) = padded (y + 2 - i, x + 2 - j).
-    window = padded.as_strided((b, h, w, 3, 3), (s0, s1, s2, s1, s2))  # (y, x, i', j') -> padded (y + i', x + j')
-    return window.flip(3, 4).reshape(b, h, w, 9)
+    ring[:, 1 : h + 1, 1 : w + 1].copy_(d_gate)
+    s0, s1, s2 = ring.stride()
+    # Tap k = 3 i + j of cell (y, x) feeds the gate of (y + 1 - i, x + 1 - j) = ring (y + 2 - i, x + 2 - j).
+    window = ring.as_strided((b, h, w, 3, 3), (s0, s1, s2, s1, s2), ring.storage_offset())  # (y, x, i', j') -> ring (y + i', x + j')
+    d_taps.view(b, h, w, 3, 3).copy_(window.flip(3, 4))
 
 
 def _keep_factor(keep: torch.Tensor | None, rows: int, channels: int, dtype, scale: float) -> torch.Tensor | None:
@@ -84,32 +86,83 @@ def nafca_step_cpu(
     the forward in backward, as the fused kernels do. Otherwise the no-grad path
     (``nafca_infer_cpu``): chunked, into reused buffers."""
     dt = state.dtype
-    weights = _step_weights(folded, dt)
     keep1, keep2 = dropout_masks if dropout_masks is not None else (None, None)
     scale = 1.0 / (1.0 - dropout_p)
-    if torch.is_grad_enabled() and (state.requires_grad or any(t.requires_grad for t in weights)):
-        meta = (folded.cell_in, folded.eps, scale, bool(recompute))
-        return _NAFCAStep.apply(state, update_mask, keep1, keep2, meta, *weights)
+    if torch.is_grad_enabled():
+        flat, plan = _step_weights(folded, dt)
+        if state.requires_grad or flat.requires_grad:
+            b, h, w, _ = state.shape
+            meta = (folded.cell_in, folded.eps, scale, bool(recompute), plan, _rings(folded, b, h, w, dt))
+            return _NAFCAStep.apply(state, update_mask, keep1, keep2, meta, flat)
     with torch.no_grad():
         return nafca_infer_cpu(state, folded, update_mask, keep1, keep2, scale)
 
 
-def _step_weights(folded: FoldedNAFCA, dtype) -> tuple[torch.Tensor, ...]:
-    """The folded tensors the autograd step consumes, in the state's dtype: the generic C -> 2E
-    form (one GEMM, one product) and conv3 + taps in natural channel order. Cached per grad mode:
-    made without autograd they would carry no path back to the parameters."""
+_WEIGHT_NAMES = ("w_in", "b_in", "w_p", "b_tap", "b_3", "w_4", "b_4", "w_5", "b_5", "w_o", "b_o")
+
+
+class _StepPlan:
+    """How the autograd step reads its folded tensors out of one flat vector (``_step_weights``):
+    ``views`` (detached views of it, in ``_WEIGHT_NAMES`` order), their transposes (the backward's
+    GEMMs) and the slices a gradient vector of the same layout is cut into."""
+
+    def __init__(self, flat: torch.Tensor, shapes: list[torch.Size]):
+        self.shapes = shapes
+        self.sizes = [s.numel() for s in shapes]
+        self.views = self.cut(flat.detach())
+        self.transposed = {k: v.t() for k, v in zip(_WEIGHT_NAMES, self.views) if v.dim() == 2}
+
+    def cut(self, flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(t.view(s) for t, s in zip(flat.split(self.sizes), self.shapes))
+
+
+def _step_weights(folded: FoldedNAFCA, dtype) -> tuple[torch.Tensor, _StepPlan]:
+    """The folded tensors the autograd step consumes, in the state's dtype, as one flat vector
+    (and how to cut it): the generic C -> 2E form (one GEMM, one product) and conv3 + taps in
+    natural channel order. Cached per grad mode: made without autograd they would carry no path
+    back to the parameters.
+
+    NOTE (measured, 1 thread, Xeon under load, B=8 8x8 latent, 16-step rollout fwd+bwd): one
+    flat input instead of eleven tensors saves autograd ten gradient buffers and ten
+    accumulations a step (it sums the steps' gradients of every input); with the other cuts of
+    the 2026-12-07 pass, 1.37x -> see docs/design/cpu-fast-path.md."""
     key = ("step_weights", dtype, torch.is_grad_enabled())
     if key not in folded.cache:
         w_p = torch.cat([folded.w_3, folded.w_tap], dim=1)  # [E, C + 9]
         ts = (folded.w_in, folded.b_in, w_p, folded.b_tap, folded.b_3, folded.w_4, folded.b_4, folded.w_5, folded.b_5,
               folded.w_o, folded.b_o)  # fmt: skip
-        folded.cache[key] = tuple(t.to(dtype) for t in ts)
+        ts = tuple(t.to(dtype) for t in ts)
+        flat = torch.cat([t.reshape(-1) for t in ts])
+        folded.cache[key] = (flat, _StepPlan(flat, [t.shape for t in ts]))
     return folded.cache[key]
+
+
+def _rings(folded: FoldedNAFCA, b: int, h: int, w: int, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two zero-ringed grids the autograd step reuses every step of a rollout: the 9 taps of every
+    cell (forward, ``[B, H+2, W+2, 9]``) and the gate's gradient (backward, ``[B, H+2, W+2]``).
+    Only the interior is ever written, and nothing reads them after the step's sum / copy."""
+    key = ("rings", b, h, w, dtype)
+    if key not in folded.cache:
+        folded.cache[key] = (torch.zeros(b, h + 2, w + 2, 9, dtype=dtype), torch.zeros(b, h + 2, w + 2, dtype=dtype))
+    return folded.cache[key]
+
+
+def _keep_times(keep: torch.Tensor | None, n: int, c: int, dtype, scale: float) -> torch.Tensor | None:
+    """A bool dropout keep mask as the factor ``keep / (1 - p)`` on ``[N, C]`` rows, made once a
+    step (one pass) and used by forward and backward alike: the bool mask entering an op directly
+    costs a float copy in every op it enters. ``z * factor`` rounds as the former
+    ``z * keep * scale`` did (keep is 0 or 1)."""
+    if keep is None:
+        return None
+    keep = keep.reshape(n, c)
+    if dtype == torch.get_default_dtype():  # bool * Python float is made in the default dtype
+        return torch.mul(keep, scale)
+    return keep.to(dtype).mul_(scale)
 
 
 def _forward_saved(state, update_mask, keep1, keep2, meta, weights):
     """The step on ``[N, C]`` rows, returning the output and what the backward reads."""
-    cin, eps, scale, _ = meta
+    cin, eps, scale, _, _, (taps_ring, _) = meta
     w_in, b_in, w_p, b_tap, b_3, w_4, b_4, w_5, b_5, w_o, b_o = weights
     b, h, w, c = state.shape
     n, dt = b * h * w, state.dtype
@@ -117,27 +170,34 @@ def _forward_saved(state, update_mask, keep1, keep2, meta, weights):
     one, zero = _UNIT.get(c, dt)
     s = state.reshape(n, c)
     s_hat, mu1, r1 = torch.native_layer_norm(s, (c,), one, zero, eps)
-    o = torch.addmm(b_in, s_hat, w_in)  # [N, 2E]
-    x = o[:, :e] * o[:, e:]  # SimpleGate [N, E]
+    # NOTE (measured, 1 thread, Xeon): into a fresh (cache-cold) [512, 256] output, mm + add_ of
+    # the bias takes 131 us, addmm 182 us (it writes the broadcast bias, then reads it back).
+    o = torch.mm(s_hat, w_in).add_(b_in)  # [N, 2E], kept for backward
+    x = torch.mul(o[:, :e], o[:, e:])  # SimpleGate [N, E]
     v = torch.mm(x, w_p)  # [N, C + 9]: conv3 (beta folded) and the 9 gate taps
-    gate = moore_gate(v[:, c:].view(b, h, w, 9), b_tap).view(n, 1)
-    # Dropout: the bool keep masks enter the products directly (no float copy of the mask).
-    kf1 = keep1.reshape(n, c) if keep1 is not None else None
-    kf2 = keep2.reshape(n, c) if keep2 is not None else None
+    gate = moore_gate(v[:, c:].view(b, h, w, 9), b_tap, taps_ring).view(n, 1)
+    kf1 = _keep_times(keep1, n, c, dt, scale)
+    kf2 = _keep_times(keep2, n, c, dt, scale)
     z3 = torch.addcmul(b_3, gate, v[:, :c])
-    y = s + z3 if kf1 is None else torch.addcmul(s, z3, kf1, value=scale)
+    y = s + z3 if kf1 is None else torch.addcmul(s, z3, kf1)
     y_hat, mu2, r2 = torch.native_layer_norm(y, (c,), one, zero, eps)
-    a = torch.addmm(b_4, y_hat, w_4)  # [N, F]
-    g = a[:, :f2] * a[:, f2:]
+    a = torch.mm(y_hat, w_4).add_(b_4)  # [N, F], kept for backward
+    g = torch.mul(a[:, :f2], a[:, f2:])
     z5 = torch.addmm(b_5, g, w_5)
-    z = y + z5 if kf2 is None else torch.addcmul(y, z5, kf2, value=scale)
+    z = y + z5 if kf2 is None else torch.addcmul(y, z5, kf2)
     z_hat, mu3, r3 = torch.native_layer_norm(z, (c,), one, zero, eps)
     update = torch.addmm(b_o, z_hat, w_o)  # [N, U]
     m = update_mask.reshape(n, 1).to(dt) if update_mask is not None else None
-    out = torch.cat([s[:, :cin], s[:, cin:] + (update if m is None else update * m)], dim=1).view(b, h, w, c)
-    saved = dict(s=s, s_hat=s_hat, mu1=mu1, r1=r1, o=o, x=x, v=v, gate=gate, kf1=kf1, kf2=kf2, y=y, y_hat=y_hat,
-                 mu2=mu2, r2=r2, a=a, g=g, z=z, z_hat=z_hat, mu3=mu3, r3=r3, m=m, one=one, zero=zero)  # fmt: skip
-    return out, saved
+    out = torch.empty_like(s)
+    out[:, :cin].copy_(s[:, :cin])
+    if m is None:
+        torch.add(s[:, cin:], update, out=out[:, cin:])
+    else:
+        torch.addcmul(s[:, cin:], update, m, out=out[:, cin:])
+    # The SimpleGate products x and g are not kept: backward remakes them from o and a, which it
+    # reads anyway (NOTE in _backward).
+    saved = (s, s_hat, mu1, r1, o, v, gate, kf1, kf2, y, y_hat, mu2, r2, a, z, z_hat, mu3, r3, m)
+    return out.view(b, h, w, c), saved
 
 
 class _UnitAffines:
@@ -160,46 +220,44 @@ class _UnitAffines:
 _UNIT = _UnitAffines()
 
 
-_SAVED = ("s", "s_hat", "mu1", "r1", "o", "x", "v", "gate", "kf1", "kf2", "y", "y_hat", "mu2", "r2", "a", "g", "z", "z_hat",
-          "mu3", "r3", "m", "one", "zero")  # fmt: skip
-
-
 def _ln_backward(d_hat, x, mu, r, one, zero):
     return torch.ops.aten.native_layer_norm_backward(d_hat, x, (x.shape[-1],), mu, r, one, zero, [True, False, False])[0]
 
 
 class _NAFCAStep(torch.autograd.Function):
     """One NAFCA step with its backward written out: the weight gradients are GEMMs over the
-    step's rows, the rest the chain rule of the forward above, with no autograd graph per op.
-    ``meta = (cell_in, eps, dropout scale, recompute)``; masks are inputs (not differentiated)."""
+    step's rows, written into one flat gradient vector, the rest the chain rule of the forward
+    above, with no autograd graph per op. ``meta = (cell_in, eps, dropout scale, recompute,
+    _StepPlan, rings)``; the weights are one flat input (``_step_weights``); masks are inputs (not
+    differentiated)."""
 
     @staticmethod
-    def forward(ctx, state, update_mask, keep1, keep2, meta, *weights):
+    def forward(ctx, state, update_mask, keep1, keep2, meta, flat):
+        weights = meta[4].views
         out, saved = _forward_saved(state, update_mask, keep1, keep2, meta, weights)
-        ctx.meta, ctx.shape, ctx.n_weights = meta, tuple(state.shape), len(weights)
-        masks = tuple(t if t is not None else torch.empty(0) for t in (update_mask, keep1, keep2))
-        ctx.has_mask = tuple(t is not None for t in (update_mask, keep1, keep2))
-        if meta[3]:  # recompute: keep the input state only
-            ctx.save_for_backward(state, *masks, *weights)
-        else:
-            ctx.save_for_backward(*masks, *weights, *(saved[k] for k in _SAVED))
+        ctx.meta, ctx.shape = meta, tuple(state.shape)
+        if meta[3]:  # recompute: keep the input state and the (bool) masks only
+            masks = tuple(t if t is not None else torch.empty(0) for t in (update_mask, keep1, keep2))
+            ctx.has = tuple(t is not None for t in (update_mask, keep1, keep2))
+            ctx.save_for_backward(flat, state, *masks)
+        else:  # the keep masks live on as their float factors (kf1, kf2)
+            ctx.has = tuple(t is not None for t in saved)
+            ctx.save_for_backward(flat, *(t if t is not None else torch.empty(0) for t in saved))
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, d_out):
-        cin, eps, scale, recompute = ctx.meta
-        tensors = ctx.saved_tensors
-        if recompute:
-            state, tensors = tensors[0], tensors[1:]
-        masks = tuple(t if has else None for t, has in zip(tensors[:3], ctx.has_mask))
-        weights = tensors[3 : 3 + ctx.n_weights]
-        if recompute:
-            _, sv = _forward_saved(state, *masks, ctx.meta, weights)
+        meta = ctx.meta
+        tensors = ctx.saved_tensors[1:]  # [0] is the flat weights: saved for autograd's version check
+        weights = meta[4].views
+        if meta[3]:
+            state, masks = tensors[0], tuple(t if has else None for t, has in zip(tensors[1:], ctx.has))
+            _, saved = _forward_saved(state, *masks, meta, weights)
         else:
-            sv = dict(zip(_SAVED, tensors[3 + ctx.n_weights :]))
-        grads = _backward(d_out, sv, weights, ctx.shape, cin, scale, ctx.needs_input_grad[0], ctx.needs_input_grad[5:])
-        return (grads[0], None, None, None, None, *grads[1:])
+            saved = tuple(t if has else None for t, has in zip(tensors, ctx.has))
+        d_state, d_flat = _backward(d_out, saved, meta, ctx.shape, ctx.needs_input_grad[0], ctx.needs_input_grad[5])
+        return d_state, None, None, None, None, d_flat
 
 
 def _gate_backward(d_out: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
@@ -211,46 +269,55 @@ def _gate_backward(d_out: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     return d_a
 
 
-def _backward(d_out, sv, weights, shape, cin, scale, need_state, need_w):
-    """Gradients of the state and of every folded tensor (None where not needed: a rollout's
-    first state, seeded without autograd, needs no gradient)."""
-    w_in, b_in, w_p, b_tap, b_3, w_4, b_4, w_5, b_5, w_o, b_o = weights
+def _backward(d_out, saved, meta, shape, need_state, need_w):
+    """The state's gradient and the flat weights' (None where not needed: a rollout's first state,
+    seeded without autograd, needs no gradient). The weight and bias gradients are written into
+    their slices of one flat vector (``out=``)."""
+    s, s_hat, mu1, r1, o, v, gate, kf1, kf2, y, y_hat, mu2, r2, a, z, z_hat, mu3, r3, m = saved
+    cin, _, _, _, plan, (_, d_ring) = meta
+    wt = plan.transposed
     b, h, w, c = shape
     n = b * h * w
-    one, zero = sv["one"], sv["zero"]
+    one, zero = _UNIT.get(c, s.dtype)
+    d_flat = torch.empty(sum(plan.sizes), dtype=s.dtype) if need_w else None
+    gw_in, gb_in, gw_p, gb_tap, gb_3, gw_4, gb_4, gw_5, gb_5, gw_o, gb_o = plan.cut(d_flat) if need_w else (None,) * 11
     d = d_out.reshape(n, c)
-    du = d[:, cin:] if sv["m"] is None else d[:, cin:] * sv["m"]
-    grads = {}
+    du = d[:, cin:] if m is None else d[:, cin:] * m
     # Head and LN3.
-    grads["w_o"], grads["b_o"] = sv["z_hat"].t().mm(du), du.sum(0)
-    d_z = _ln_backward(du.mm(w_o.t()), sv["z"], sv["mu3"], sv["r3"], one, zero)
+    if need_w:
+        torch.mm(z_hat.t(), du, out=gw_o)
+        torch.sum(du, 0, out=gb_o)
+    d_z = _ln_backward(du.mm(wt["w_o"]), z, mu3, r3, one, zero)
     # Update block: conv5 (gamma folded), SimpleGate, conv4 (LN2 affine folded), LN2.
-    d_z5 = d_z if sv["kf2"] is None else torch.mul(d_z, sv["kf2"]).mul_(scale)
-    grads["w_5"], grads["b_5"] = sv["g"].t().mm(d_z5), d_z5.sum(0)
-    d_g = d_z5.mm(w_5.t())
-    a = sv["a"]
-    d_a = _gate_backward(d_g, a)
-    grads["w_4"], grads["b_4"] = sv["y_hat"].t().mm(d_a), d_a.sum(0)
-    d_y = _ln_backward(d_a.mm(w_4.t()), sv["y"], sv["mu2"], sv["r2"], one, zero).add_(d_z)
+    d_z5 = d_z if kf2 is None else torch.mul(d_z, kf2)
+    if need_w:
+        g = torch.mul(a[:, : a.shape[1] // 2], a[:, a.shape[1] // 2 :])
+        torch.mm(g.t(), d_z5, out=gw_5)
+        torch.sum(d_z5, 0, out=gb_5)
+    d_a = _gate_backward(d_z5.mm(wt["w_5"]), a)
+    if need_w:
+        torch.mm(y_hat.t(), d_a, out=gw_4)
+        torch.sum(d_a, 0, out=gb_4)
+    d_y = _ln_backward(d_a.mm(wt["w_4"]), y, mu2, r2, one, zero).add_(d_z)
     # Perception: conv3 + bias, the Moore gate, conv3/taps GEMM, SimpleGate, conv1/conv2, LN1.
-    d_z3 = d_y if sv["kf1"] is None else torch.mul(d_y, sv["kf1"]).mul_(scale)
-    grads["b_3"] = d_z3.sum(0)
-    v, gate = sv["v"], sv["gate"]
+    d_z3 = d_y if kf1 is None else torch.mul(d_y, kf1)
     d_v = torch.empty_like(v)
     torch.mul(d_z3, gate, out=d_v[:, :c])
-    d_gate = (d_z3 * v[:, :c]).sum(1)  # [N]
-    d_v[:, c:] = moore_gate_backward(d_gate.view(b, h, w)).reshape(n, 9)
-    grads["b_tap"] = d_gate.sum().reshape(1)
-    grads["w_p"] = sv["x"].t().mm(d_v)
-    d_x = d_v.mm(w_p.t())
-    o = sv["o"]
-    d_o = _gate_backward(d_x, o)
-    grads["w_in"], grads["b_in"] = sv["s_hat"].t().mm(d_o), d_o.sum(0)
+    d_gate = torch.mul(d_z3, v[:, :c]).sum(1)  # [N]
+    moore_gate_backward(d_gate.view(b, h, w), d_ring, d_v[:, c:].view(b, h, w, 9))
+    if need_w:
+        torch.sum(d_z3, 0, out=gb_3)
+        torch.sum(d_gate, 0, keepdim=True, out=gb_tap)
+        x = torch.mul(o[:, : o.shape[1] // 2], o[:, o.shape[1] // 2 :])
+        torch.mm(x.t(), d_v, out=gw_p)
+    d_o = _gate_backward(d_v.mm(wt["w_p"]), o)
+    if need_w:
+        torch.mm(s_hat.t(), d_o, out=gw_in)
+        torch.sum(d_o, 0, out=gb_in)
     d_s = None
     if need_state:
-        d_s = _ln_backward(d_o.mm(w_in.t()), sv["s"], sv["mu1"], sv["r1"], one, zero).add_(d).add_(d_y).view(shape)
-    names = ("w_in", "b_in", "w_p", "b_tap", "b_3", "w_4", "b_4", "w_5", "b_5", "w_o", "b_o")
-    return (d_s, *(grads[k] if need else None for k, need in zip(names, need_w)))
+        d_s = _ln_backward(d_o.mm(wt["w_in"]), s, mu1, r1, one, zero).add_(d).add_(d_y).view(shape)
+    return d_s, d_flat
 
 
 class _Workspace:
