@@ -166,6 +166,11 @@ class _StepPlan:
             setattr(self, name, view)
         self.t_in, self.t_p, self.t_4, self.t_5, self.t_o = (w.t() for w in (self.w_in, self.w_p, self.w_4, self.w_5, self.w_o))
         c, dt = self.w_in.shape[0], flat.dtype
+        # conv1/conv2 and conv4 with their output halves swapped ([second | first]): the forward's
+        # SimpleGate products are the same (x = o1 o2 = o2 o1), and the backward's
+        # [d x * o2 | d x * o1] is then one broadcast product of the kept output (_gate_backward).
+        self.w_in_sw, self.b_in_sw, self.w_4_sw, self.b_4_sw = (
+            torch.cat(t.chunk(2, -1)[::-1], -1) for t in (self.w_in, self.b_in, self.w_4, self.b_4))
         self.w_oe = torch.cat([self.w_o.new_zeros(c, cell_in), self.w_o], 1)  # [C, C]
         self.b_oe = torch.cat([self.b_o.new_zeros(cell_in), self.b_o])
         self.one, self.zero = _UNIT.get(c, dt)
@@ -227,7 +232,7 @@ def _forward_saved(state, update_mask, keep1, keep2, meta):
     s_hat, mu1, r1 = torch.native_layer_norm(s, (c,), p.one, p.zero, eps)
     # NOTE (measured, 1 thread, Xeon): into a fresh (cache-cold) [512, 256] output, mm + add_ of
     # the bias takes 131 us, addmm 182 us (it writes the broadcast bias, then reads it back).
-    o = torch.mm(s_hat, p.w_in).add_(p.b_in)  # [N, 2E]
+    o = torch.mm(s_hat, p.w_in_sw).add_(p.b_in_sw)  # [N, 2E], halves swapped
     x = torch.mul(*o.chunk(2, 1))  # SimpleGate [N, E]
     v = torch.mm(x, p.w_p)  # [N, C + 9]: conv3 (beta folded) and the 9 gate taps
     if isinstance(grid, _GateMatrices):
@@ -239,7 +244,7 @@ def _forward_saved(state, update_mask, keep1, keep2, meta):
     z3 = torch.addcmul(p.b_3, gate, v[:, :c])
     y = s + z3 if kf1 is None else torch.addcmul(s, z3, kf1)
     y_hat, mu2, r2 = torch.native_layer_norm(y, (c,), p.one, p.zero, eps)
-    a = torch.mm(y_hat, p.w_4).add_(p.b_4)  # [N, F]
+    a = torch.mm(y_hat, p.w_4_sw).add_(p.b_4_sw)  # [N, F], halves swapped
     g = torch.mul(*a.chunk(2, 1))
     z5 = torch.addmm(p.b_5, g, p.w_5)
     z = y + z5 if kf2 is None else torch.addcmul(y, z5, kf2)
@@ -305,14 +310,11 @@ class _NAFCAStep(torch.autograd.Function):
         return d_state, None, None, None, None, d_flat
 
 
-def _gate_backward(d_out: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-    """SimpleGate ``a[:, :k] * a[:, k:]`` backward: d/d(first half) = d * second half, and vice versa."""
-    a1, a2 = a.chunk(2, 1)
-    d_a = torch.empty_like(a)
-    d_a1, d_a2 = d_a.chunk(2, 1)
-    torch.mul(d_out, a2, out=d_a1)
-    torch.mul(d_out, a1, out=d_a2)
-    return d_a
+def _gate_backward(d_out: torch.Tensor, swapped: torch.Tensor) -> torch.Tensor:
+    """SimpleGate backward: for ``a = [a1 | a2]`` kept as ``swapped = [a2 | a1]``, the gradient
+    ``[d * a2 | d * a1]`` of ``a1 * a2`` (in ``a``'s order) is one broadcast product."""
+    n, k = d_out.shape
+    return torch.mul(d_out.view(n, 1, k), swapped.view(n, 2, k)).view(n, 2 * k)
 
 
 _LN_BACKWARD = torch.ops.aten.native_layer_norm_backward.default
