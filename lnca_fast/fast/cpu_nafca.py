@@ -157,11 +157,8 @@ class _StepPlan:
 
     def __init__(self, flat: torch.Tensor, shapes: list[torch.Size], cell_in: int):
         self.size = flat.numel()
-        offsets = [0]
-        for s in shapes:
-            offsets.append(offsets[-1] + s.numel())
-        # (shape, contiguous strides, offset) of each tensor: one as_strided each is the cheapest cut
-        self.layout = [(tuple(s), torch.empty(s, device="meta").stride(), o) for s, o in zip(shapes, offsets)]
+        self.sizes = [s.numel() for s in shapes]
+        self.shapes = [s if len(s) > 1 else None for s in shapes]  # the 1-D pieces need no view
         for name, view in zip(_WEIGHT_NAMES, self.cut(flat.detach())):
             setattr(self, name, view)
         self.t_in, self.t_p, self.t_4, self.t_5, self.t_o = (w.t() for w in (self.w_in, self.w_p, self.w_4, self.w_5, self.w_o))
@@ -176,7 +173,7 @@ class _StepPlan:
         self.one, self.zero = _UNIT.get(c, dt)
 
     def cut(self, flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return tuple(flat.as_strided(shape, stride, offset) for shape, stride, offset in self.layout)
+        return tuple(t if s is None else t.view(s) for t, s in zip(flat.split(self.sizes), self.shapes))
 
 
 def _step_weights(folded: FoldedNAFCA, dtype) -> tuple[torch.Tensor, _StepPlan]:
@@ -276,6 +273,9 @@ class _UnitAffines:
 _UNIT = _UnitAffines()
 
 
+_ABSENT = torch.empty(0)  # saved in place of a None mask or factor
+
+
 class _NAFCAStep(torch.autograd.Function):
     """One NAFCA step with its backward written out: the weight gradients are GEMMs over the
     step's rows, written into one flat gradient vector, the rest the chain rule of the forward
@@ -288,12 +288,12 @@ class _NAFCAStep(torch.autograd.Function):
         out, saved = _forward_saved(state, update_mask, keep1, keep2, meta)
         ctx.meta, ctx.shape = meta, tuple(state.shape)
         if meta[3]:  # recompute: keep the input state and the (bool) masks only
-            masks = tuple(t if t is not None else torch.empty(0) for t in (update_mask, keep1, keep2))
+            masks = tuple(t if t is not None else _ABSENT for t in (update_mask, keep1, keep2))
             ctx.has = tuple(t is not None for t in (update_mask, keep1, keep2))
             ctx.save_for_backward(flat, *masks, state)
         else:  # the keep masks live on as their float factors (kf1, kf2)
             ctx.has = tuple(t is not None for t in saved)
-            ctx.save_for_backward(flat, *(t if t is not None else torch.empty(0) for t in saved))
+            ctx.save_for_backward(flat, *(t if t is not None else _ABSENT for t in saved))
         return out
 
     @staticmethod
