@@ -59,8 +59,9 @@ def moore_gate_backward(d_gate: torch.Tensor, ring: torch.Tensor, d_taps: torch.
     b, h, w = d_gate.shape
     ring[:, 1 : h + 1, 1 : w + 1].copy_(d_gate)
     s0, s1, s2 = ring.stride()
-    # Tap k = 3 i + j of cell (y, x) feeds the gate of (y + 1 - i, x + 1 - j) = ring (y + 2 - i, x + 2 - j).
-    window = ring.as_strided((b, h, w, 3, 3), (s0, s1, s2, s1, s2), ring.storage_offset())  # (y, x, i', j') -> ring (y + i', x + j')
+    # Tap k = 3 i + j of cell (y, x) feeds the gate of (y + 1 - i, x + 1 - j) = ring (y + 2 - i, x + 2 - j);
+    # the window's (y, x, i', j') is ring (y + i', x + j').
+    window = ring.as_strided((b, h, w, 3, 3), (s0, s1, s2, s1, s2), ring.storage_offset())
     d_taps.view(b, h, w, 3, 3).copy_(window.flip(3, 4))
 
 
@@ -166,8 +167,8 @@ class _StepPlan:
         # conv1/conv2 and conv4 with their output halves swapped ([second | first]): the forward's
         # SimpleGate products are the same (x = o1 o2 = o2 o1), and the backward's
         # [d x * o2 | d x * o1] is then one broadcast product of the kept output (_gate_backward).
-        self.w_in_sw, self.b_in_sw, self.w_4_sw, self.b_4_sw = (
-            torch.cat(t.chunk(2, -1)[::-1], -1) for t in (self.w_in, self.b_in, self.w_4, self.b_4))
+        swapped = (torch.cat(t.chunk(2, -1)[::-1], -1) for t in (self.w_in, self.b_in, self.w_4, self.b_4))
+        self.w_in_sw, self.b_in_sw, self.w_4_sw, self.b_4_sw = swapped
         self.w_oe = torch.cat([self.w_o.new_zeros(c, cell_in), self.w_o], 1)  # [C, C]
         self.b_oe = torch.cat([self.b_o.new_zeros(cell_in), self.b_o])
         self.one, self.zero = _UNIT.get(c, dt)
@@ -182,10 +183,11 @@ def _step_weights(folded: FoldedNAFCA, dtype) -> tuple[torch.Tensor, _StepPlan]:
     natural channel order. Cached per grad mode: made without autograd they would carry no path
     back to the parameters.
 
-    NOTE (measured, 1 thread, Xeon under load, B=8 8x8 latent, 16-step rollout fwd+bwd): one
-    flat input instead of eleven tensors saves autograd ten gradient buffers and ten
-    accumulations a step (it sums the steps' gradients of every input); with the other cuts of
-    the 2026-12-07 pass, 1.37x -> see docs/design/cpu-fast-path.md."""
+    One flat input instead of eleven tensors: autograd makes and sums (over a rollout's steps)
+    one gradient a step instead of eleven. NOTE (measured, 1 thread, Xeon under load, B=8 8x8
+    latent, 16-step rollout fwd+bwd, with the other cuts of the same pass: keep factors made once,
+    the sparse gate, the widened head, the swapped halves): 1.05-1.07x the step before it;
+    docs/design/cpu-fast-path.md, "Training, 2026-12-07"."""
     key = ("step_weights", dtype, torch.is_grad_enabled())
     if key not in folded.cache:
         w_p = torch.cat([folded.w_3, folded.w_tap], dim=1)  # [E, C + 9]
@@ -280,8 +282,8 @@ class _NAFCAStep(torch.autograd.Function):
     """One NAFCA step with its backward written out: the weight gradients are GEMMs over the
     step's rows, written into one flat gradient vector, the rest the chain rule of the forward
     above, with no autograd graph per op. ``meta = (cell_in, eps, dropout scale, recompute,
-    _StepPlan, rings)``; the weights are one flat input (``_step_weights``); masks are inputs (not
-    differentiated)."""
+    _StepPlan, the gate's form: _GateMatrices or the two zero-ringed grids of _rings)``; the
+    weights are one flat input (``_step_weights``); masks are inputs (not differentiated)."""
 
     @staticmethod
     def forward(ctx, state, update_mask, keep1, keep2, meta, flat):
