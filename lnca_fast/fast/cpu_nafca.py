@@ -88,11 +88,19 @@ class _GateMatrices:
         k = torch.arange(9).expand(n, 9)[valid]
         q = q[valid]
         ones = torch.ones(p.numel(), dtype=dtype)
+        self.fwd = self._csr(torch.stack([p, q * (c + 9) + c + k]), ones, (n, n * (c + 9)))
+        self.bwd = self._csr(torch.stack([q * 9 + k, p]), ones, (n * 9, n))
+
+    @staticmethod
+    def _csr(indices: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+        """A CSR matrix, with int32 indices where they fit: MKL's kernels take int32, and int64
+        indices are converted (two copies) on every product (measured 7.6 vs 5.0 us a product)."""
         with warnings.catch_warnings():  # "sparse CSR support is in beta"
             warnings.simplefilter("ignore")
-            self.fwd = torch.sparse_coo_tensor(torch.stack([p, q * (c + 9) + c + k]), ones, (n, n * (c + 9)))
-            self.fwd = self.fwd.coalesce().to_sparse_csr()
-            self.bwd = torch.sparse_coo_tensor(torch.stack([q * 9 + k, p]), ones, (n * 9, n)).coalesce().to_sparse_csr()
+            csr = torch.sparse_coo_tensor(indices, values, shape).coalesce().to_sparse_csr()
+            if max(shape) < 2**31 - 1 and values.numel() < 2**31 - 1:
+                csr = torch.sparse_csr_tensor(csr.crow_indices().int(), csr.col_indices().int(), csr.values(), shape)
+        return csr
 
     @classmethod
     def has(cls, dtype) -> bool:
