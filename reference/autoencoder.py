@@ -238,6 +238,7 @@ LIMIT_FLOOR = 0.5 / 255
 IMPULSE_CUTS = (0.1, 0.2)
 IMPULSE_SIGMAS = 6.0
 IMPULSE_FEATURES = 2 + len(IMPULSE_CUTS)  # log sigma_hat, the absolute cuts, the relative cut
+IMPULSE_LOG_FLOOR = 1e-4  # the features are log(value + floor): finite for a zero sigma or count
 
 
 def impulse_statistics(x: torch.Tensor, m: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -248,7 +249,7 @@ def impulse_statistics(x: torch.Tensor, m: torch.Tensor, sigma: torch.Tensor) ->
     dev = (x - m).abs().mean(dim=1).flatten(1)  # [B, H*W]
     cuts = [dev.new_full((x.shape[0], 1), c) for c in IMPULSE_CUTS] + [IMPULSE_SIGMAS * sigma]  # [B, 1] each
     fractions = [(dev > cut).to(x.dtype).mean(dim=1, keepdim=True) for cut in cuts]
-    return torch.log(torch.cat([sigma, *fractions], dim=1) + 1e-4)
+    return torch.log(torch.cat([sigma, *fractions], dim=1) + IMPULSE_LOG_FLOOR)
 
 
 def median3x3(x: torch.Tensor) -> torch.Tensor:

@@ -117,11 +117,16 @@ class _GateMatrices:
         return made
 
 
-def _keep_factor(keep: torch.Tensor | None, rows: int, channels: int, dtype, scale: float) -> torch.Tensor | None:
-    """A dropout keep mask as the factor ``keep / (1 - p)`` on ``[N, C]`` rows (None: no dropout)."""
+def _keep_times(keep: torch.Tensor | None, n: int, c: int, dtype, scale: float) -> torch.Tensor | None:
+    """A bool dropout keep mask as the factor ``keep / (1 - p)`` on ``[N, C]`` rows (None: no
+    dropout), made in one pass: the bool mask entering an op directly costs a float copy in every
+    op it enters. ``z * factor`` rounds as ``z * keep * scale`` (keep is 0 or 1)."""
     if keep is None:
         return None
-    return keep.reshape(rows, channels).to(dtype).mul_(scale)
+    keep = keep.reshape(n, c)
+    if dtype == torch.get_default_dtype():  # bool * Python float is made in the default dtype
+        return torch.mul(keep, scale)
+    return keep.to(dtype).mul_(scale)
 
 
 def nafca_step_cpu(
@@ -215,19 +220,6 @@ def _rings(folded: FoldedNAFCA, b: int, h: int, w: int, dtype) -> tuple[torch.Te
     if key not in folded.cache:
         folded.cache[key] = (torch.zeros(b, h + 2, w + 2, 9, dtype=dtype), torch.zeros(b, h + 2, w + 2, dtype=dtype))
     return folded.cache[key]
-
-
-def _keep_times(keep: torch.Tensor | None, n: int, c: int, dtype, scale: float) -> torch.Tensor | None:
-    """A bool dropout keep mask as the factor ``keep / (1 - p)`` on ``[N, C]`` rows, made once a
-    step (one pass) and used by forward and backward alike: the bool mask entering an op directly
-    costs a float copy in every op it enters. ``z * factor`` rounds as the former
-    ``z * keep * scale`` did (keep is 0 or 1)."""
-    if keep is None:
-        return None
-    keep = keep.reshape(n, c)
-    if dtype == torch.get_default_dtype():  # bool * Python float is made in the default dtype
-        return torch.mul(keep, scale)
-    return keep.to(dtype).mul_(scale)
 
 
 def _forward_saved(state, update_mask, keep1, keep2, meta):
@@ -454,7 +446,7 @@ def nafca_infer_cpu(
         if keep1 is None:
             torch.add(s_c, wt["b_3"], out=y).addcmul_(gate[n0:n1], v3)
         else:  # s + keep * (b_3 + gate * v3) / (1 - p)
-            torch.addcmul(wt["b_3"], gate[n0:n1], v3, out=y).mul_(_keep_factor(keep1.reshape(n, c)[n0:n1], rows, c, dt, scale))
+            torch.addcmul(wt["b_3"], gate[n0:n1], v3, out=y).mul_(_keep_times(keep1.reshape(n, c)[n0:n1], rows, c, dt, scale))
             y.add_(s_c)
         ln = torch.native_layer_norm(y, (c,), one, zero, folded.eps)[0]
         a = torch.addmm(wt["b_4"], ln, wt["w_4"], out=ws.a[:rows])
@@ -463,7 +455,7 @@ def nafca_infer_cpu(
         if keep2 is None:
             torch.addmm(y, g, wt["w_5"], out=z).add_(wt["b_5"])
         else:
-            torch.addmm(wt["b_5"], g, wt["w_5"], out=z).mul_(_keep_factor(keep2.reshape(n, c)[n0:n1], rows, c, dt, scale))
+            torch.addmm(wt["b_5"], g, wt["w_5"], out=z).mul_(_keep_times(keep2.reshape(n, c)[n0:n1], rows, c, dt, scale))
             z.add_(y)
         ln = torch.native_layer_norm(z, (c,), one, zero, folded.eps)[0]
         u = torch.addmm(wt["b_o"], ln, wt["w_o"], out=ws.u[:rows])

@@ -41,7 +41,9 @@ IMPULSE_STEP_SLOPE = 20.0
 
 def set_impulse_step(head, sigma255: float) -> None:
     """Make ``head``'s impulse opening a soft step at noise sigma ``sigma255`` / 255: its linear
-    layer reads only the first statistic, log(sigma_hat + 1e-4) (``impulse_statistics``)."""
+    layer reads only the first statistic, log(sigma_hat + IMPULSE_LOG_FLOOR) (``impulse_statistics``)."""
+    from ..reference.autoencoder import IMPULSE_LOG_FLOOR
+
     if not getattr(head, "impulse", False):
         raise ValueError("--impulse-sigma needs a head with the impulse allowance (AEConfig.detail_impulse)")
     if not sigma255 > 0:
@@ -49,7 +51,7 @@ def set_impulse_step(head, sigma255: float) -> None:
     with torch.no_grad():
         head.impulse_gain.weight.zero_()
         head.impulse_gain.weight[0, 0] = IMPULSE_STEP_SLOPE
-        head.impulse_gain.bias.fill_(-IMPULSE_STEP_SLOPE * math.log(sigma255 / 255 + 1e-4))
+        head.impulse_gain.bias.fill_(-IMPULSE_STEP_SLOPE * math.log(sigma255 / 255 + IMPULSE_LOG_FLOOR))
 
 
 def _fusion(model):
