@@ -143,17 +143,22 @@ class ResidualFusion(nn.Module):
     median is one gate away rather than a function the convs must learn, and widens the bound to
     ``L + 2 iota |median - x|`` with ``iota`` one number per image read from how often the input
     departs far from its median (``impulse_statistics``): impulses are large and rare, which the
-    sigma bound alone cuts (docs/training/blind.md, round 3)."""
+    sigma bound alone cuts (docs/training/blind.md, round 3). ``noise_map`` appends two constant
+    input maps, the image's noise level and its chroma's (``noise_map_statistics``): the head
+    can then filter grey (channel-coherent) noise differently from colour noise (round 4)."""
 
     def __init__(
         self, features: int, image_channels: int, width: int, depth: int, *,
-        median: bool = False, limit: float = 0.0, impulse: bool = False,
+        median: bool = False, limit: float = 0.0, impulse: bool = False, noise_map: bool = False,
     ):
         super().__init__()
         if impulse and not (median and limit):
             raise ValueError("ResidualFusion: impulse gates the median and widens the limit; it needs both")
         self.image_channels, self.median, self.limit, self.impulse = image_channels, median, float(limit), impulse
-        cin = features + (4 if median else 3) * 4 * image_channels
+        self.noise_map = noise_map
+        # The maps come last: a head widened from a file without them gets zero columns there and
+        # starts as the file's function.
+        cin = features + (4 if median else 3) * 4 * image_channels + (NOISE_MAP_FEATURES if noise_map else 0)
         self.first = nn.Conv2d(cin, width, 3, padding=1)
         dilations = [2 ** (i % 3) for i in range(depth - 1)]
         self.body = nn.ModuleList(nn.Conv2d(width, width, 3, padding=d, dilation=d) for d in dilations)
@@ -177,24 +182,30 @@ class ResidualFusion(nn.Module):
         self.fixed_statistics: dict[str, torch.Tensor] | None = None
 
     def image_statistics(self, x: torch.Tensor, m: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """What the head reads from the whole of ``x [B, C, H, W]``: the noise ``sigma`` ``[B, 1]``
-        and, for impulse heads, the ``impulse`` statistics ``[B, IMPULSE_FEATURES]``."""
-        sigma = noise_level(x)
-        if not self.impulse:
-            return {"sigma": sigma}
-        return {"sigma": sigma, "impulse": impulse_statistics(x, median3x3(x) if m is None else m, sigma)}
+        """What the head reads from the whole of ``x [B, C, H, W]``: the noise ``sigma`` ``[B, 1]``,
+        for impulse heads the ``impulse`` statistics ``[B, IMPULSE_FEATURES]``, for noise-map heads
+        the ``noise_map`` values ``[B, NOISE_MAP_FEATURES]``."""
+        stats = {"sigma": noise_level(x)}
+        if self.impulse:
+            stats["impulse"] = impulse_statistics(x, median3x3(x) if m is None else m, stats["sigma"])
+        if self.noise_map:
+            stats["noise_map"] = noise_map_statistics(x, stats["sigma"])
+        return stats
 
     def forward(self, h: torch.Tensor, x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
         m = median3x3(x) if self.median else None
+        stats = self.fixed_statistics if self.fixed_statistics is not None else self.image_statistics(x, m)
         views = (x, r, (x - r).abs(), m) if self.median else (x, r, (x - r).abs())
         down = [F.pixel_unshuffle(t, 2) for t in views]  # 3 or 4 x [B, 12, H/2, W/2]
+        if self.noise_map:
+            values = stats["noise_map"].to(h.dtype)  # [B, 2], or [1, 2] for every tile of one image
+            down.append(values[:, :, None, None].expand(h.shape[0], -1, *h.shape[-2:]))  # [B, 2, H/2, W/2]
         z = F.silu(self.first(torch.cat([h, *down], dim=1)))  # [B, width, H/2, W/2]
         for conv in self.body:
             z = z + F.silu(conv(z))
         delta = F.pixel_shuffle(self.out(z), 2)  # [B, 3, H, W]
         if self.impulse:
             delta = delta + F.pixel_shuffle(self.gate(z), 2) * (m - x)
-        stats = self.fixed_statistics if self.fixed_statistics is not None else self.image_statistics(x, m)
         sigma = stats["sigma"]  # [B, 1] (or [1, 1] for every tile of one image)
         logit = self.strength(z.mean(dim=(2, 3))) + self.noise_gain(torch.log(sigma + 1e-3))  # [B, 1]
         delta = torch.sigmoid(logit)[:, :, None, None] * delta
@@ -252,6 +263,22 @@ def impulse_statistics(x: torch.Tensor, m: torch.Tensor, sigma: torch.Tensor) ->
     return torch.log(torch.cat([sigma, *fractions], dim=1) + IMPULSE_LOG_FLOOR)
 
 
+NOISE_MAP_FEATURES = 2  # the noise level, the chroma's share of it
+# sigma_hat times this is the map's first value: sigma in [0, 50/255] maps to [0, 2], the scale of
+# the other inputs. The values are not logs: a zero-padded conv sees a constant map at reduced
+# weight along the image border, and a large constant (a log floor's -9) would make that an edge.
+NOISE_MAP_SCALE = 10.0
+
+
+def noise_map_statistics(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """``[B, NOISE_MAP_FEATURES]``: ``NOISE_MAP_SCALE sigma_hat`` of ``x [B, C, H, W]`` (given as
+    ``sigma``) and the ratio of its chroma's ``sigma_hat`` (``x - mean_c(x)``) to it. Per-channel
+    noise leaves chroma noise of ``sqrt(1 - 1/C)`` (0.82 for RGB); noise shared by the channels
+    (grey noise) leaves none, and neither does a grey photo."""
+    chroma = noise_level(x - x.mean(dim=1, keepdim=True))  # [B, 1]
+    return torch.cat([NOISE_MAP_SCALE * sigma, chroma / (sigma + LIMIT_FLOOR)], dim=1)
+
+
 def median3x3(x: torch.Tensor) -> torch.Tensor:
     """Per-channel 3x3 median of ``x [B, C, H, W]`` with replicated borders (exact: the 19
     compare-exchanges of a 9-input median network, no sort or unfold of 9 copies)."""
@@ -300,6 +327,7 @@ class Decoder(nn.Module):
                 self.fusion = ResidualFusion(
                     c_skip, c_out, config.detail_channels, config.detail_depth,
                     median=config.detail_median, limit=config.detail_limit, impulse=config.detail_impulse,
+                    noise_map=config.detail_noise_map,
                 )
             else:
                 self.fusion = FusionHead(f, c_out)

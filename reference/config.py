@@ -98,6 +98,11 @@ class AEConfig:
     # and the limit widened where the whole image shows impulse noise (ResidualFusion). 0.6 % more
     # parameters; the paper's sparse noise lost 1-4 dB to the sigma limit alone.
     detail_impulse: bool = False
+    # The head also reads two per-image noise levels as constant input maps (FFDNet's noise map,
+    # measured rather than told): log sigma_hat and log sigma_hat of the chroma (x minus its channel
+    # mean). Colour noise has chroma noise (0.82 sigma), grey channel-coherent noise has none, so
+    # the head can tell the two apart and apply a different filter. 18 parameters per head channel (1,152 at width 64).
+    detail_noise_map: bool = False
 
     def __post_init__(self) -> None:
         _positive(self, "in_channels", "skip_channels", "latent_channels")
@@ -105,8 +110,8 @@ class AEConfig:
             raise ValueError("AEConfig: detail_channels (the residual fusion head) needs fusion_channels > 0")
         if not isinstance(self.detail_depth, int) or self.detail_depth < 1:
             raise ValueError(f"AEConfig.detail_depth must be a positive int, got {self.detail_depth!r}")
-        if (self.detail_median or self.detail_limit) and not self.detail_channels:
-            raise ValueError("AEConfig: detail_median / detail_limit shape the residual fusion head; set detail_channels")
+        if (self.detail_median or self.detail_limit or self.detail_noise_map) and not self.detail_channels:
+            raise ValueError("AEConfig: detail_median / detail_limit / detail_noise_map shape the residual fusion head; set detail_channels")
         if not isinstance(self.detail_limit, (int, float)) or not (0.0 <= self.detail_limit < float("inf")):
             raise ValueError(f"AEConfig.detail_limit must be a finite number >= 0, got {self.detail_limit!r}")
         if self.detail_impulse and not (self.detail_median and self.detail_limit):

@@ -42,9 +42,13 @@ _BLIND_DENOISER_AE = replace(_BLIND_AE, detail_median=True, detail_limit=3.0)
 _TINY_BLIND_DENOISER_AE = replace(_TINY_BLIND_AE, detail_median=True, detail_limit=3.0)
 _BLIND_DENOISER_AE_L = replace(_BLIND_DENOISER_AE, detail_channels=64)  # "-l": a wider head, 218k parameters
 _BLIND_AE_L = replace(_BLIND_AE, detail_channels=64)
+_BLIND_AE_L5 = replace(_BLIND_AE_L, detail_depth=5)  # "-l5": one more residual layer for the deblurrer's context, 248k
 # "-li": "-l" with the median one gate away and the limit widened for impulse noise (round 3).
 _BLIND_DENOISER_AE_LI = replace(_BLIND_DENOISER_AE_L, detail_impulse=True)
 _TINY_BLIND_DENOISER_AE_I = replace(_TINY_BLIND_DENOISER_AE, detail_impulse=True)
+# "-lin": "-li" with the measured noise level and chroma share as input maps (round 4: grey noise).
+_BLIND_DENOISER_AE_LIN = replace(_BLIND_DENOISER_AE_LI, detail_noise_map=True)
+_TINY_BLIND_DENOISER_AE_IN = replace(_TINY_BLIND_DENOISER_AE_I, detail_noise_map=True)
 _PLUS_NCA_M = dict(cell_in=24, cell_out=24, hidden=16)  # 64 channels: the paper's NCA cost per step
 _PLUS_NCA_L = dict(cell_in=32, cell_out=32, hidden=32)  # 96 channels
 
@@ -66,10 +70,13 @@ PRESETS = {
     "tiny-latent-nafca-blind": LNCAConfig(core="nafca", ae=_TINY_BLIND_AE, nca=_TINY_NAFCA, steps=4),
     "latent-nafca-blind-denoiser": LNCAConfig(core="nafca", ae=_BLIND_DENOISER_AE, nca=NAFCAConfig(**_PLUS_NCA_M), steps=16),
     "latent-nafca-blind-l": LNCAConfig(core="nafca", ae=_BLIND_AE_L, nca=NAFCAConfig(**_PLUS_NCA_M), steps=16),
+    "latent-nafca-blind-l5": LNCAConfig(core="nafca", ae=_BLIND_AE_L5, nca=NAFCAConfig(**_PLUS_NCA_M), steps=16),
     "latent-nafca-blind-denoiser-l": LNCAConfig(core="nafca", ae=_BLIND_DENOISER_AE_L, nca=NAFCAConfig(**_PLUS_NCA_M), steps=16),
     "tiny-latent-nafca-blind-denoiser": LNCAConfig(core="nafca", ae=_TINY_BLIND_DENOISER_AE, nca=_TINY_NAFCA, steps=4),
     "latent-nafca-blind-denoiser-li": LNCAConfig(core="nafca", ae=_BLIND_DENOISER_AE_LI, nca=NAFCAConfig(**_PLUS_NCA_M), steps=16),
     "tiny-latent-nafca-blind-denoiser-i": LNCAConfig(core="nafca", ae=_TINY_BLIND_DENOISER_AE_I, nca=_TINY_NAFCA, steps=4),
+    "latent-nafca-blind-denoiser-lin": LNCAConfig(core="nafca", ae=_BLIND_DENOISER_AE_LIN, nca=NAFCAConfig(**_PLUS_NCA_M), steps=16),
+    "tiny-latent-nafca-blind-denoiser-in": LNCAConfig(core="nafca", ae=_TINY_BLIND_DENOISER_AE_IN, nca=_TINY_NAFCA, steps=4),
     "tiny-latent-nafca-plus": LNCAConfig(core="nafca", ae=_TINY_PLUS_AE, nca=_TINY_NAFCA, steps=4),
     "tiny-latent-nafca": LNCAConfig(core="nafca", ae=_TINY_AE, nca=_TINY_NAFCA, steps=4),
     "tiny-latent-vitca": LNCAConfig(core="vitca", ae=_TINY_AE, nca=_TINY_LATENT_VITCA, steps=4),

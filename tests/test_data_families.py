@@ -107,6 +107,22 @@ def test_kinds_follow_the_mix(task, mix):
         assert kinds.count(kind) / len(kinds) == pytest.approx(p, abs=KIND_SHARE_ABS)
 
 
+def test_a_given_mix_replaces_the_familys_shares():
+    shares = (0.0, 0.2, 0.5, 0.3, 0.0)  # no clean, no sparse images; half of them grey
+    kinds = draw_kinds(20000, "denoise", generator=torch.Generator().manual_seed(1), mix=shares)
+    for kind, p in zip(DENOISE_MIX, shares):
+        assert kinds.count(kind) / len(kinds) == pytest.approx(p, abs=KIND_SHARE_ABS)
+    x = torch.rand(6, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    only_clean = blind_corrupt(x, "denoise", generator=torch.Generator().manual_seed(3), mix=(1, 0, 0, 0, 0))
+    assert torch.equal(only_clean, quantize(x))
+
+
+@pytest.mark.parametrize("mix", [(0.5, 0.5), (0, 0, 0, 0, 0), (-0.1, 0.3, 0.3, 0.3, 0.2)])
+def test_a_mix_of_the_wrong_length_or_sign_fails(mix):
+    with pytest.raises(ValueError, match="mix"):
+        draw_kinds(4, "denoise", mix=mix)
+
+
 def test_clean_images_of_the_mix_come_back_untouched():
     x = quantize(torch.rand(64, 3, 8, 8, generator=torch.Generator().manual_seed(1)))
     gen = torch.Generator().manual_seed(9)
@@ -177,3 +193,16 @@ def test_bad_names_and_tasks_fail_with_the_valid_ones():
         blind_corrupt(x, "sharpen")
     with pytest.raises(ValueError):
         blind_corrupt(torch.rand(3, 8, 8), "denoise")
+
+
+def test_recipe_mix_is_checked_against_the_tasks_family():
+    from lnca_fast.training.recipe import get_recipe
+
+    ok = get_recipe("smoke", model="tiny-latent-nafca-blind", corruption="blind", mix=(0.15, 0.25, 0.2, 0.2, 0.2))
+    assert ok.mix == (0.15, 0.25, 0.2, 0.2, 0.2)
+    with pytest.raises(ValueError, match="4 numbers for clean, motion, shake, defocus"):
+        get_recipe("smoke", model="tiny-latent-nafca-blind", corruption="blind", task="deblur", mix=(0.15, 0.25, 0.2, 0.2, 0.2))
+    with pytest.raises(ValueError, match="blind"):
+        get_recipe("smoke", model="tiny-latent-nafca", mix=(0.15, 0.25, 0.2, 0.2, 0.2))  # the paper corruption has no mix
+    with pytest.raises(ValueError, match=">= 0"):
+        get_recipe("smoke", model="tiny-latent-nafca-blind", corruption="blind", mix=(1, 0, -1, 0.5, 0.5))

@@ -9,10 +9,12 @@ import torch
 from lnca_fast.reference.autoencoder import (
     IMPULSE_FEATURES,
     LIMIT_FLOOR,
+    NOISE_MAP_FEATURES,
     ResidualFusion,
     impulse_statistics,
     median3x3,
     noise_level,
+    noise_map_statistics,
     whole_image_statistics,
 )
 from lnca_fast.reference.config import AEConfig
@@ -29,7 +31,8 @@ from lnca_fast import create_model
 
 BLIND_PARAMS = {"latent-nafca-blind": 153_721, "latent-nafca-blind-denoiser": 158_905,
                 "latent-nafca-blind-denoiser-l": 218_313, "latent-nafca-blind-l": 211_401,
-                "latent-nafca-blind-denoiser-li": 225_242}
+                "latent-nafca-blind-denoiser-li": 225_242, "latent-nafca-blind-denoiser-lin": 226_394,
+                "latent-nafca-blind-l5": 248_329}
 
 
 def test_parameter_count_is_pinned_and_within_the_cap():
@@ -39,7 +42,9 @@ def test_parameter_count_is_pinned_and_within_the_cap():
 
 
 @pytest.mark.parametrize(
-    "name", ["tiny-latent-nafca-blind", "tiny-latent-nafca-blind-denoiser", "tiny-latent-nafca-blind-denoiser-i"]
+    "name",
+    ["tiny-latent-nafca-blind", "tiny-latent-nafca-blind-denoiser", "tiny-latent-nafca-blind-denoiser-i",
+     "tiny-latent-nafca-blind-denoiser-in"],
 )
 @pytest.mark.parametrize("size", [(1, 1), (5, 7), (32, 32), (37, 50)])
 def test_untrained_model_is_exactly_the_identity(size, name):
@@ -122,13 +127,16 @@ def test_strength_is_per_image():
         torch.testing.assert_close(moved[:1], both[:1], rtol=0, atol=PER_IMAGE_STRENGTH_ATOL)
 
 
-@pytest.mark.parametrize("name", ["tiny-latent-nafca-blind", "tiny-latent-nafca-blind-denoiser-i"])
+@pytest.mark.parametrize(
+    "name", ["tiny-latent-nafca-blind", "tiny-latent-nafca-blind-denoiser-i", "tiny-latent-nafca-blind-denoiser-in"]
+)
 def test_fast_model_is_a_drop_in(name):
     reference = _trained_like(create_model(name)).eval()
-    if name.endswith("-i"):
+    if "-denoiser-i" in name:
         with torch.no_grad():  # the gate and the impulse allowance open, so they are compared too
             reference.decoder.fusion.gate.weight.normal_(0, 0.1)
             reference.decoder.fusion.impulse_gain.bias.fill_(0.0)
+            reference.decoder.fusion.first.weight[:, -NOISE_MAP_FEATURES:].normal_(0, 0.1)  # the maps, if any
     fast = create_model(name, fast=True).eval()
     fast.load_state_dict(reference.state_dict())
     fast.set_backend("torch")
@@ -324,3 +332,36 @@ def test_whole_image_statistics_are_restored_after_an_error():
         with whole_image_statistics(model, torch.rand(1, 3, 8, 8)):
             raise RuntimeError("boom")
     assert model.decoder.fusion.fixed_statistics is None
+
+
+def _noisy_photo_like(seed: int, coherent: bool) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    ramp = torch.linspace(0.2, 0.8, 48)
+    x = torch.stack([ramp.view(1, 48).expand(48, 48), ramp.view(48, 1).expand(48, 48), 1 - ramp.view(1, 48).expand(48, 48)])
+    noise = torch.randn(1, 1 if coherent else 3, 48, 48, generator=g) * 25 / 255
+    return x[None] + noise
+
+
+def test_noise_map_tells_grey_from_colour_noise():
+    colour, grey = (noise_map_statistics(y, noise_level(y))[0] for y in (_noisy_photo_like(14, False), _noisy_photo_like(14, True)))
+    # Both carry sigma 25/255 per channel: the first value is 10 sigma_hat for both (within the
+    # estimator's spread); the chroma keeps sqrt(2/3) = 0.82 of colour noise and none of grey noise.
+    torch.testing.assert_close(colour[0], torch.tensor(250 / 255), rtol=NOISE_LEVEL_SIGMA_RTOL, atol=0)
+    torch.testing.assert_close(grey[0], torch.tensor(250 / 255), rtol=NOISE_LEVEL_SIGMA_RTOL, atol=0)
+    torch.testing.assert_close(colour[1], torch.tensor((2 / 3) ** 0.5), rtol=NOISE_LEVEL_SIGMA_RTOL, atol=0)
+    assert float(grey[1]) < 0.05 and colour.shape == (NOISE_MAP_FEATURES,)
+
+
+def test_noise_map_widening_starts_as_the_file_and_then_reaches_the_output(tmp_path):
+    from lnca_fast.checkpoint import save_weights
+    from lnca_fast.training.models import load_all
+
+    source = _trained_like(create_model("tiny-latent-nafca-blind-denoiser-i")).eval()
+    save_weights(source, tmp_path / "i.safetensors", preset="tiny-latent-nafca-blind-denoiser-i")
+    widened = create_model("tiny-latent-nafca-blind-denoiser-in").eval()
+    load_all(widened, str(tmp_path / "i.safetensors"))
+    x = _noisy_photo_like(15, True)
+    with torch.no_grad():
+        assert torch.equal(widened(x, steps=2), source(x, steps=2))  # the maps' columns start at zero
+        widened.decoder.fusion.first.weight[:, -NOISE_MAP_FEATURES:].fill_(0.5)
+        assert float((widened(x, steps=2) - source(x, steps=2)).abs().max()) > 1e-4

@@ -92,20 +92,23 @@ def _kernel(kind: str, generator) -> torch.Tensor:
     raise ValueError(f"unknown blur kind {kind!r}; valid: {', '.join(DEBLUR_MIX)}")
 
 
-def draw_kinds(batch: int, task: str, *, generator=None) -> list[str]:
-    """One kind per image, drawn from the task's mix."""
+def draw_kinds(batch: int, task: str, *, generator=None, mix: tuple[float, ...] = ()) -> list[str]:
+    """One kind per image, drawn from the task's mix, or from ``mix`` (shares in the mix's order)."""
     if task not in MIXES:
         raise ValueError(f"task must be one of {tuple(MIXES)}, got {task!r}")
     names = list(MIXES[task])
-    probs = torch.tensor([MIXES[task][k] for k in names], dtype=torch.float64)
+    if mix and (len(mix) != len(names) or min(mix) < 0 or not sum(mix) > 0):
+        raise ValueError(f"mix must give {len(names)} shares >= 0 ({', '.join(names)}) with a positive sum, got {mix!r}")
+    probs = torch.tensor(list(mix) if mix else [MIXES[task][k] for k in names], dtype=torch.float64)
     picks = torch.multinomial(probs, batch, replacement=True, generator=generator)
     return [names[int(i)] for i in picks]
 
 
-def blind_corrupt(images: torch.Tensor, task: str, *, generator=None) -> torch.Tensor:
-    """Each image of ``images [B, 3, H, W]`` corrupted by a kind and level drawn from the task's mix."""
+def blind_corrupt(images: torch.Tensor, task: str, *, generator=None, mix: tuple[float, ...] = ()) -> torch.Tensor:
+    """Each image of ``images [B, 3, H, W]`` corrupted by a kind and level drawn from the task's mix
+    (or ``mix``, shares in its order)."""
     _check_images(images)
-    kinds = draw_kinds(images.shape[0], task, generator=generator)
+    kinds = draw_kinds(images.shape[0], task, generator=generator, mix=mix)
     if task == "denoise":
         out = torch.empty_like(images)
         for kind in DENOISE_MIX:  # one call per kind, in a fixed order: the draws replay exactly

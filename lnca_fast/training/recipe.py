@@ -69,6 +69,11 @@ class Recipe:
     # clean inputs, colour/grey Gaussian, Poisson-Gaussian and sparse noise; line, shake and defocus
     # blur), no curriculum, no level told to the model.
     corruption: str = "paper"
+    # Blind runs: the training batches' shares of the family's kinds, in the order of
+    # lnca_fast/data/families.py's mix (denoise: clean, awgn, gray, poisson-gaussian, sparse;
+    # deblur: clean, motion, shake, defocus); () = the family's own. Validation keeps the family's
+    # own mix, so runs with different training mixes are scored alike.
+    mix: tuple[float, ...] = ()
     # -- schedule --------------------------------------------------------------------------------
     epochs: int = 10  # NCA phase (latent models) or the only phase (other models)
     ae_epochs: int = 10  # latent models' autoencoder phase
@@ -132,6 +137,14 @@ class Recipe:
             raise ValueError(f"nca_image_loss must be 'mse' or 'log_mse', got {self.nca_image_loss!r}")
         if self.corruption not in CORRUPTIONS:
             raise ValueError(f"corruption must be one of {CORRUPTIONS}, got {self.corruption!r}")
+        if self.mix:
+            from ..data.families import MIXES
+
+            kinds = list(MIXES.get(self.task, ()))
+            if self.corruption != "blind" or len(self.mix) != len(kinds):
+                raise ValueError(f"mix is the blind {self.task} family's shares, {len(kinds)} numbers for {', '.join(kinds)}; got {self.mix!r}")
+            if any(not (v >= 0.0) for v in self.mix) or not sum(self.mix) > 0.0:
+                raise ValueError(f"mix shares must be >= 0 with a positive sum, got {self.mix!r}")
         if self.task not in TASKS or self.ae_task not in (None, *TASKS):
             raise ValueError(f"task and ae_task must be one of {TASKS}, got {self.task!r} and {self.ae_task!r}")
         if base_model(self.model) not in OFFICIAL_LR:

@@ -197,7 +197,7 @@ class Trainer:
                 if real is not None:
                     x = real.to(d.device)
                 elif r.corruption == "blind":
-                    x = blind_corrupt(clean, task, generator=corr_gen)
+                    x = blind_corrupt(clean, task, generator=corr_gen, mix=r.mix)
                 elif r.vary_levels:
                     levels = varied_levels(clean.shape[0], task, curriculum.bounds[0], level, generator=corr_gen)
                     x = corrupt_each(clean, task, levels, generator=corr_gen, border=r.blur_border)
