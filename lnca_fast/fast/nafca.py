@@ -76,11 +76,13 @@ class FastNAFCA(FastCell, NAFCA):
     def activation_bytes(self, state: torch.Tensor) -> int:
         """What ``cpu_nafca._NAFCAStep`` keeps per step without recompute, beyond the input state:
         LN1/LN2/LN3 outputs, y and z (5C), conv1/conv2 output and SimpleGate (3E), conv3 + taps
-        (C + 9), conv4 output and SimpleGate (1.5F), the gate, six LayerNorm statistics and the
-        update mask (the bool dropout masks are kept either way)."""
+        (C + 9), conv4 output and SimpleGate (1.5F), the gate, six LayerNorm statistics, the
+        update mask and, with dropout on, the two keep masks as float factors (2C; the bool masks
+        themselves are kept either way)."""
         cfg = self.config
         c, e, f = cfg.channels, cfg.embed, cfg.ffn
-        floats = 5 * c + 3 * e + (c + 9) + 3 * f // 2 + 8
+        dropout = 2 * c if self.training and self.dropout_p > 0 else 0
+        floats = 5 * c + 3 * e + (c + 9) + 3 * f // 2 + 8 + dropout
         b, h, w, _ = state.shape
         return b * h * w * floats * state.element_size()
 
