@@ -137,6 +137,32 @@ def test_nca_objective_log_mse_image_term():
         recipe.replace(nca_image_loss="psnr")
 
 
+def test_nca_objective_estimate_term_scores_the_latent_paths_own_estimate():
+    torch.manual_seed(3)
+    model = create_model("tiny-latent-nafca-blind").double().eval()
+    with torch.no_grad():
+        model.decoder.fusion.out.weight.normal_(0, 0.1)  # the head's output differs from r
+    recipe = Recipe(model="tiny-latent-nafca-blind", corruption="blind", nca_image_loss="log_mse",
+                    nca_image_weight=1.0, nca_estimate_weight=0.5)
+    g = torch.Generator().manual_seed(2)
+    y = torch.rand(2, 3, 12, 12, generator=g, dtype=torch.float64)
+    x = (y + 0.1).clamp(0, 1)
+    loss, parts, _ = NCAObjective(model, recipe, 1.0)(y, x, 3)
+    assert model.decoder.fusion_active  # switched back on
+    model.decoder.fusion_active = False
+    r = model.rollout(x, 3).image
+    model.decoder.fusion_active = True
+    assert parts["estimate"].item() == pytest.approx(0.5 * losses.log_mse(r, y).item())
+    assert parts["estimate"].item() != pytest.approx(0.5 * parts["image"].item())
+    loss.backward()
+    assert float(model.decoder.to_image.conv.weight.grad.abs().sum()) > 0  # r's own layer learns
+    without = recipe.replace(nca_estimate_weight=0.0)
+    assert "estimate" not in NCAObjective(model, without, 1.0)(y, x, 3)[1]
+    plain, plain_recipe = _tiny_latent()
+    with pytest.raises(ValueError, match="fusion head"):
+        NCAObjective(plain, plain_recipe.replace(nca_estimate_weight=1.0), 1.0)(y, x, 3)
+
+
 def test_supervised_objectives():
     y = torch.rand(1, 3, 16, 16, dtype=torch.float64)
     for name, key in (("tiny-nafnet", "neg_psnr"), ("tiny-restormer", "l1")):

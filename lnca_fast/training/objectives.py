@@ -78,6 +78,8 @@ class NCAObjective(nn.Module):
             }
             if r.nca_ssim_weight:
                 parts["ssim"] = r.nca_ssim_weight * losses.ssim_loss(out.image, clean)
+            if r.nca_estimate_weight:
+                parts["estimate"] = r.nca_estimate_weight * image_loss(self._estimate(out, steps, clean), clean)
         else:
             parts = {
                 "l1": r.vitca_l1_weight * losses.l1(out.image, clean),
@@ -85,6 +87,19 @@ class NCAObjective(nn.Module):
                 "hid_overflow": r.vitca_overflow_weight * losses.overflow(s_hid, -1.0, 1.0),
             }
         return sum(parts.values()), {k: v.detach() for k, v in parts.items()}, out.state.detach()
+
+    def _estimate(self, out, steps: int, clean: torch.Tensor) -> torch.Tensor:
+        """The latent path's estimate ``r`` of the rollout ``out``: the same state decoded with the
+        fusion head off (the decoder layers it shares with the head get this loss's gradient too)."""
+        decoder = self.model.decoder
+        if not hasattr(decoder, "fusion"):
+            raise ValueError("nca_estimate_weight needs a model with a fusion head (-plus / -blind presets)")
+        decoder.fusion_active = False
+        try:
+            channels = "output" if steps > 0 else "input"
+            return self.model.decode(out.state, out.skip, channels=channels, size=clean.shape[-2:])
+        finally:
+            decoder.fusion_active = True
 
 
 class SupervisedObjective(nn.Module):

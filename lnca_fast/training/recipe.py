@@ -122,6 +122,10 @@ class Recipe:
     # blind denoiser needs it to keep clean inputs clean (docs/training/blind.md).
     nca_image_loss: str = "mse"
     nca_ssim_weight: float = 0.0  # lever: + w (1 - SSIM(image, clean)); 0 in the official recipe
+    # Fusion-head presets: + w x the image loss of the latent path's own estimate r (the decoded NCA
+    # latent the head reads). Without it r is trained only through the head, which learned to
+    # ignore it: the shipped denoiser's r scored 10.5 dB, and the NCA's steps changed nothing.
+    nca_estimate_weight: float = 0.0
     nca_train_decoder: bool = False  # lever: the NCA phase also trains the decoder (BatchNorm statistics stay frozen)
     nca_decoder_lr_scale: float = 1.0  # with nca_train_decoder: the decoder learns at this x the NCA's rate
     vitca_l1_weight: float = 100.0
