@@ -169,3 +169,19 @@ def test_supervised_objectives():
         model = create_model(name).double().eval()
         loss, parts = SupervisedObjective(model, Recipe(model=name))(y, y)
         assert set(parts) == {key} and torch.isfinite(loss)
+
+
+def test_estimate_loss_moves_rs_own_layers_at_the_ncas_rate():
+    from lnca_fast.training.models import slowed_decoder_params
+
+    model = create_model("tiny-latent-nafca-blind")
+    base = Recipe(model="tiny-latent-nafca-blind", corruption="blind")
+    assert len(slowed_decoder_params(model, base)) == len(list(model.decoder.parameters()))
+    slowed = {id(p) for p in slowed_decoder_params(model, base.replace(nca_estimate_weight=1.0))}
+    for layer in (model.decoder.trans_conv_layer_1, model.decoder.to_image):  # feed only r
+        assert all(id(p) not in slowed for p in layer.parameters())
+    for layer in (model.decoder.fusion, model.decoder.mix_layer_2):  # the head and what it reads stay slow
+        assert all(id(p) in slowed for p in layer.parameters())
+    plus = create_model("tiny-latent-nafca-plus")  # its gated head reads trans_conv_layer_1's features
+    recipe = Recipe(model="tiny-latent-nafca-plus", nca_estimate_weight=1.0)
+    assert len(slowed_decoder_params(plus, recipe)) == len(list(plus.decoder.parameters()))

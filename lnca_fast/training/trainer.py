@@ -27,7 +27,7 @@ from . import checkpoints as ckpt
 from .distributed import Dist, all_mean, barrier, broadcast_module, init_distributed, wrap
 from .epoch_log import EpochLog, progress_bar
 from .evaluate import ae_fidelity, restore_metrics
-from .models import build_for_training, freeze
+from .models import build_for_training, freeze, slowed_decoder_params
 from .objectives import AEObjective, NCAObjective, SupervisedObjective
 from .optim import CosineSchedule, decay_steps, make_adam
 from .pool import Pool
@@ -152,7 +152,7 @@ class Trainer:
     def _run_phase(self, index: int, phase: str, epochs: int, start_epoch: int, best) -> None:
         r, d = self.recipe, self.dist
         params = self._params(phase)
-        decoder = list(self.model.decoder.parameters()) if phase == "nca" and r.latent and r.nca_train_decoder else []
+        decoder = slowed_decoder_params(self.model, r) if phase == "nca" and r.latent and r.nca_train_decoder else []
         lr = r.autoencoder_lr if phase == "ae" else r.nca_lr
         optimizer = make_adam(params, lr, scaled=decoder, scale=r.nca_decoder_lr_scale)
         per_batch = 1 if phase == "supervised" or (phase == "nca" and self.pool is None) else 2
