@@ -12,7 +12,7 @@ NOTE: matmuls only, not convolutions (``mkldnn.conv.fp32_precision``), measured 
 with AMX, 1 thread, a 1-megapixel restore with the shipped blind denoiser (fast path), CPU time:
 fp32 3.24-3.35 s, bf16 matmuls 2.96-3.20 s (max |diff| 0.06 of an 8-bit level), bf16 matmuls and
 convolutions 3.46-3.62 s (0.44 levels): the autoencoder's few-channel 3x3 convolutions get slower
-in bf16. The gain is small (4-11 %, ``python -m bench.cpu_precision``): docs/design/cpu-bf16.md.
+in bf16. The gain is small (1-11 %, ``python -m bench.cpu_precision`` and ``bench.bf16_quality``): docs/design/cpu-bf16.md.
 
 Threads: a ``"bf16"`` region and a ``"fp32"`` region never overlap in time (one waits for the other
 to close; regions of the same precision share), so concurrent ``lnca_fast.restore`` calls with

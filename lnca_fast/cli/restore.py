@@ -48,7 +48,7 @@ def register(sub) -> None:
                         help="fast model (CPU fast path / Triton on CUDA) or the plain PyTorch reference")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                         help="CPU matmul precision: fp32 (default) or bf16 where the CPU has native bf16 "
-                        "(Intel AMX / AVX512-BF16): 4-11 %% faster, within one 8-bit level")
+                        "(Intel AMX / AVX512-BF16): 1-11 %% faster, within 1.4 8-bit levels")
     parser.add_argument("--tile", type=int, default=DEFAULT_TILE,
                         help=f"restore images larger than this (px) in overlapping tiles (default {DEFAULT_TILE}; 0 = never)")
     parser.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, help=f"tile overlap in px (default {DEFAULT_OVERLAP})")

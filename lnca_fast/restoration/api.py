@@ -68,7 +68,7 @@ def restore(
     "reference"; ``ensemble``: 1 or 8 (mean over flips/rotations); ``force``: use weights trained
     for the other task; ``tile`` / ``overlap``: as ``lnca restore --tile/--overlap``;
     ``precision``: "fp32", or "bf16" (CPU only, where the CPU has native bf16: matmuls with bf16
-    operands and fp32 sums: 4-11 % faster, within one 8-bit level; see ``lnca_fast.cpu_precision``).
+    operands and fp32 sums: 1-11 % faster, within 1.4 8-bit levels; see ``lnca_fast.cpu_precision``).
     """
     kind = _kind(image)
     _check_options(task, steps, ensemble, tile, overlap, precision)
