@@ -98,10 +98,11 @@ class AEConfig:
     # and the limit widened where the whole image shows impulse noise (ResidualFusion). 0.6 % more
     # parameters; the paper's sparse noise lost 1-4 dB to the sigma limit alone.
     detail_impulse: bool = False
-    # The head also reads two per-image noise levels as constant input maps (FFDNet's noise map,
-    # measured rather than told): log sigma_hat and log sigma_hat of the chroma (x minus its channel
-    # mean). Colour noise has chroma noise (0.82 sigma), grey channel-coherent noise has none, so
-    # the head can tell the two apart and apply a different filter. 18 parameters per head channel (1,152 at width 64).
+    # The head also reads two per-image values as constant input maps (FFDNet's noise map, measured
+    # rather than told; reference/autoencoder.py noise_map_statistics): the noise sigma_hat and the
+    # chroma's (x minus its channel mean) share of it. Colour noise leaves 0.82 of it in the chroma,
+    # grey channel-coherent noise none, so the head can tell the two apart and apply a different
+    # filter. 18 parameters per head channel (1,152 at width 64).
     detail_noise_map: bool = False
 
     def __post_init__(self) -> None:

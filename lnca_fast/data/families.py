@@ -92,13 +92,21 @@ def _kernel(kind: str, generator) -> torch.Tensor:
     raise ValueError(f"unknown blur kind {kind!r}; valid: {', '.join(DEBLUR_MIX)}")
 
 
-def draw_kinds(batch: int, task: str, *, generator=None, mix: tuple[float, ...] = ()) -> list[str]:
-    """One kind per image, drawn from the task's mix, or from ``mix`` (shares in the mix's order)."""
+def check_mix(task: str, mix: tuple[float, ...]) -> None:
+    """ValueError unless ``mix`` is empty (the family's own shares) or one share >= 0 per kind of
+    the task's family, in its order, with a positive sum."""
     if task not in MIXES:
         raise ValueError(f"task must be one of {tuple(MIXES)}, got {task!r}")
+    kinds = list(MIXES[task])
+    if mix and (len(mix) != len(kinds) or any(not (v >= 0.0) for v in mix) or not sum(mix) > 0.0):
+        raise ValueError(f"mix is the blind {task} family's shares, {len(kinds)} numbers for {', '.join(kinds)}, "
+                         f"each >= 0 with a positive sum; got {mix!r}")
+
+
+def draw_kinds(batch: int, task: str, *, generator=None, mix: tuple[float, ...] = ()) -> list[str]:
+    """One kind per image, drawn from the task's mix, or from ``mix`` (shares in the mix's order)."""
+    check_mix(task, mix)
     names = list(MIXES[task])
-    if mix and (len(mix) != len(names) or min(mix) < 0 or not sum(mix) > 0):
-        raise ValueError(f"mix must give {len(names)} shares >= 0 ({', '.join(names)}) with a positive sum, got {mix!r}")
     probs = torch.tensor(list(mix) if mix else [MIXES[task][k] for k in names], dtype=torch.float64)
     picks = torch.multinomial(probs, batch, replacement=True, generator=generator)
     return [names[int(i)] for i in picks]

@@ -59,7 +59,7 @@ def slowed_decoder_params(model: nn.Module, recipe: Recipe) -> list[nn.Parameter
     moves them at the NCA's rate (at the slow rate, r rose from 11 to 14 dB in 44 epochs)."""
     decoder = model.decoder
     params = list(decoder.parameters())
-    if not (recipe.nca_estimate_weight and getattr(decoder.config, "detail_channels", 0)):
+    if not (recipe.nca_estimate_weight and decoder.config.detail_channels):
         return params
     own = {id(p) for layer in (decoder.trans_conv_layer_1, decoder.to_image) for p in layer.parameters()}
     return [p for p in params if id(p) not in own]

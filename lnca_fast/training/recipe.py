@@ -141,16 +141,14 @@ class Recipe:
             raise ValueError(f"nca_image_loss must be 'mse' or 'log_mse', got {self.nca_image_loss!r}")
         if self.corruption not in CORRUPTIONS:
             raise ValueError(f"corruption must be one of {CORRUPTIONS}, got {self.corruption!r}")
-        if self.mix:
-            from ..data.families import MIXES
-
-            kinds = list(MIXES.get(self.task, ()))
-            if self.corruption != "blind" or len(self.mix) != len(kinds):
-                raise ValueError(f"mix is the blind {self.task} family's shares, {len(kinds)} numbers for {', '.join(kinds)}; got {self.mix!r}")
-            if any(not (v >= 0.0) for v in self.mix) or not sum(self.mix) > 0.0:
-                raise ValueError(f"mix shares must be >= 0 with a positive sum, got {self.mix!r}")
         if self.task not in TASKS or self.ae_task not in (None, *TASKS):
             raise ValueError(f"task and ae_task must be one of {TASKS}, got {self.task!r} and {self.ae_task!r}")
+        if self.mix:
+            from ..data.families import check_mix
+
+            if self.corruption != "blind":
+                raise ValueError(f"mix sets the shares of a blind family; corruption is {self.corruption!r}")
+            check_mix(self.task, self.mix)
         if base_model(self.model) not in OFFICIAL_LR:
             raise ValueError(f"model must be one of {tuple(OFFICIAL_LR)} (or a tiny-/-tf preset of one), got {self.model!r}")
         for name in ("epochs", "batch_size", "steps_min", "eval_batch", "tile", "size"):
