@@ -134,7 +134,8 @@ def test_cli_records_the_impulse_step(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(family_photos, "load_photos", lambda split: _photos())
     model = create_model("tiny-latent-nafca-blind-denoiser-i").eval()
-    save_weights(model, tmp_path / "in.safetensors", preset="tiny-latent-nafca-blind-denoiser-i", extra={"recipe": {"eval_steps": 2}})
+    recipe = {"recipe": {"eval_steps": 2}}
+    save_weights(model, tmp_path / "in.safetensors", preset="tiny-latent-nafca-blind-denoiser-i", extra=recipe)
     args = [str(tmp_path / "in.safetensors"), "--out", str(tmp_path / "out.safetensors"), "--impulse-sigma", "20"]
     assert calibrate.main(args) == 0
     extra = json.loads(read_weights(tmp_path / "out.safetensors")[1]["extra"])

@@ -1,4 +1,4 @@
-"""The CPU fast path without autograd (``cpu_nafca.nafca_infer_cpu``, ``cpu_vitca.vitca_infer_cpu``:
+"""The CPU fast path without autograd (``cpu_nafca_infer.nafca_infer_cpu``, ``cpu_vitca.vitca_infer_cpu``:
 the raster in chunks, into buffers reused for a rollout) against the float64 reference with the
 autograd path's tolerances, at chunk sizes that cut the raster into whole images, rows of one
 image and single cells; and how the CPU path chooses to recompute in backward."""
@@ -19,7 +19,7 @@ from nafca_cases import CELLS, PAPER, assert_within, rollout_errors
 from random_params import fill_fan_in
 
 from lnca_fast import create_model
-from lnca_fast.fast import cpu_nafca, cpu_vitca
+from lnca_fast.fast import cpu_nafca_infer, cpu_vitca
 from lnca_fast.fast.vitca import FastViTCA
 
 NAFCA_CELLS = {**CELLS, "paper": PAPER}
@@ -60,7 +60,7 @@ def _no_grad_step(fast):
 @example("odd", (3, 5, 7), 2, 0.5, True, 7, 2)
 def test_nafca_no_grad_path_matches_reference(cell, shape, steps, rate, dropout, chunk, seed):
     cfg = NAFCA_CELLS[cell]
-    with _chunk(cpu_nafca, chunk):
+    with _chunk(cpu_nafca_infer, chunk):
         exact, _ = rollout_errors(cfg, seed, shape, steps, rate, dropout, torch.float64, "cpu", _no_grad_step, grad=False)
         single, ref32 = rollout_errors(cfg, seed, shape, steps, rate, dropout, torch.float32, "cpu", _no_grad_step, grad=False)
     assert exact["out"] <= tol.NAFCA_CPU_FLOAT64_RTOL, exact

@@ -343,7 +343,8 @@ def _noisy_photo_like(seed: int, coherent: bool) -> torch.Tensor:
 
 
 def test_noise_map_tells_grey_from_colour_noise():
-    colour, grey = (noise_map_statistics(y, noise_level(y))[0] for y in (_noisy_photo_like(14, False), _noisy_photo_like(14, True)))
+    photos = (_noisy_photo_like(14, False), _noisy_photo_like(14, True))
+    colour, grey = (noise_map_statistics(y, noise_level(y))[0] for y in photos)
     # Both carry sigma 25/255 per channel: the first value is 10 sigma_hat for both (within the
     # estimator's spread); the chroma keeps sqrt(2/3) = 0.82 of colour noise and none of grey noise.
     torch.testing.assert_close(colour[0], torch.tensor(250 / 255), rtol=NOISE_LEVEL_SIGMA_RTOL, atol=0)
