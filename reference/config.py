@@ -112,7 +112,9 @@ class AEConfig:
         if not isinstance(self.detail_depth, int) or self.detail_depth < 1:
             raise ValueError(f"AEConfig.detail_depth must be a positive int, got {self.detail_depth!r}")
         if (self.detail_median or self.detail_limit or self.detail_noise_map) and not self.detail_channels:
-            raise ValueError("AEConfig: detail_median / detail_limit / detail_noise_map shape the residual fusion head; set detail_channels")
+            raise ValueError(
+                "AEConfig: detail_median / detail_limit / detail_noise_map shape the residual fusion head; set detail_channels"
+            )
         if not isinstance(self.detail_limit, (int, float)) or not (0.0 <= self.detail_limit < float("inf")):
             raise ValueError(f"AEConfig.detail_limit must be a finite number >= 0, got {self.detail_limit!r}")
         if self.detail_impulse and not (self.detail_median and self.detail_limit):

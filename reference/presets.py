@@ -73,9 +73,13 @@ PRESETS = {
     "latent-nafca-blind-l5": LNCAConfig(core="nafca", ae=_BLIND_AE_L5, nca=NAFCAConfig(**_PLUS_NCA_M), steps=16),
     "latent-nafca-blind-denoiser-l": LNCAConfig(core="nafca", ae=_BLIND_DENOISER_AE_L, nca=NAFCAConfig(**_PLUS_NCA_M), steps=16),
     "tiny-latent-nafca-blind-denoiser": LNCAConfig(core="nafca", ae=_TINY_BLIND_DENOISER_AE, nca=_TINY_NAFCA, steps=4),
-    "latent-nafca-blind-denoiser-li": LNCAConfig(core="nafca", ae=_BLIND_DENOISER_AE_LI, nca=NAFCAConfig(**_PLUS_NCA_M), steps=16),
+    "latent-nafca-blind-denoiser-li": LNCAConfig(
+        core="nafca", ae=_BLIND_DENOISER_AE_LI, nca=NAFCAConfig(**_PLUS_NCA_M), steps=16
+    ),
     "tiny-latent-nafca-blind-denoiser-i": LNCAConfig(core="nafca", ae=_TINY_BLIND_DENOISER_AE_I, nca=_TINY_NAFCA, steps=4),
-    "latent-nafca-blind-denoiser-lin": LNCAConfig(core="nafca", ae=_BLIND_DENOISER_AE_LIN, nca=NAFCAConfig(**_PLUS_NCA_M), steps=16),
+    "latent-nafca-blind-denoiser-lin": LNCAConfig(
+        core="nafca", ae=_BLIND_DENOISER_AE_LIN, nca=NAFCAConfig(**_PLUS_NCA_M), steps=16
+    ),
     "tiny-latent-nafca-blind-denoiser-in": LNCAConfig(core="nafca", ae=_TINY_BLIND_DENOISER_AE_IN, nca=_TINY_NAFCA, steps=4),
     "tiny-latent-nafca-plus": LNCAConfig(core="nafca", ae=_TINY_PLUS_AE, nca=_TINY_NAFCA, steps=4),
     "tiny-latent-nafca": LNCAConfig(core="nafca", ae=_TINY_AE, nca=_TINY_NAFCA, steps=4),
