@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import deconvolution
 from .config import AEConfig
 
 
@@ -145,20 +146,28 @@ class ResidualFusion(nn.Module):
     departs far from its median (``impulse_statistics``): impulses are large and rare, which the
     sigma bound alone cuts (docs/training/blind.md, round 3). ``noise_map`` appends two constant
     input maps, the image's noise level and its chroma's (``noise_map_statistics``): the head
-    can then filter grey (channel-coherent) noise differently from colour noise (round 4)."""
+    can then filter grey (channel-coherent) noise differently from colour noise (round 4).
+    ``deconv`` (deblurrers) adds ``w``, the Wiener deconvolution of ``x`` by the kernel its whole
+    image's spectrum points to (``reference/deconvolution.py``; ``x`` itself where none is found),
+    as a view and as ``g_w (w - x)`` added after the strength, with a per-pixel gate (zero at
+    init; round 5). The
+    kernel is a per-image statistic: tiles read the photo's, and training may hand the true one in
+    (``blur_hint``)."""
 
     def __init__(
         self, features: int, image_channels: int, width: int, depth: int, *,
         median: bool = False, limit: float = 0.0, impulse: bool = False, noise_map: bool = False,
+        deconv: bool = False,
     ):
         super().__init__()
         if impulse and not (median and limit):
             raise ValueError("ResidualFusion: impulse gates the median and widens the limit; it needs both")
         self.image_channels, self.median, self.limit, self.impulse = image_channels, median, float(limit), impulse
-        self.noise_map = noise_map
-        # The maps come last: a head widened from a file without them gets zero columns there and
-        # starts as the file's function.
+        self.noise_map, self.deconv = noise_map, deconv
+        # The maps, then the deconvolved view, come last: a head widened from a file without them
+        # gets zero columns there and starts as the file's function.
         cin = features + (4 if median else 3) * 4 * image_channels + (NOISE_MAP_FEATURES if noise_map else 0)
+        cin += 4 * image_channels if deconv else 0
         self.first = nn.Conv2d(cin, width, 3, padding=1)
         dilations = [2 ** (i % 3) for i in range(depth - 1)]
         self.body = nn.ModuleList(nn.Conv2d(width, width, 3, padding=d, dilation=d) for d in dilations)
@@ -171,7 +180,10 @@ class ResidualFusion(nn.Module):
         if impulse:
             self.gate = nn.Conv2d(width, 4 * image_channels, 3, padding=1)  # g per pixel and channel
             self.impulse_gain = nn.Linear(IMPULSE_FEATURES, 1)  # iota's logit per image
-        for layer in (self.out, self.strength, self.noise_gain, *((self.gate, self.impulse_gain) if impulse else ())):
+        if deconv:
+            self.deconv_gate = nn.Conv2d(width, 4 * image_channels, 3, padding=1)  # g_w per pixel and channel
+        gated = ((self.gate, self.impulse_gain) if impulse else ()) + ((self.deconv_gate,) if deconv else ())
+        for layer in (self.out, self.strength, self.noise_gain, *gated):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
         if impulse:
@@ -180,16 +192,27 @@ class ResidualFusion(nn.Module):
         # Set by whole_image_statistics while tiles of one image are restored: the per-image
         # quantities measured on the whole image instead of on each tile.
         self.fixed_statistics: dict[str, torch.Tensor] | None = None
+        # Set by blur_hint while training: each image's true kernel [B, k, k], read instead of the
+        # one identified from the image (a 64 px training crop is too small to identify it from).
+        self.blur_hint: torch.Tensor | None = None
 
     def image_statistics(self, x: torch.Tensor, m: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """What the head reads from the whole of ``x [B, C, H, W]``: the noise ``sigma`` ``[B, 1]``,
         for impulse heads the ``impulse`` statistics ``[B, IMPULSE_FEATURES]``, for noise-map heads
-        the ``noise_map`` values ``[B, NOISE_MAP_FEATURES]``."""
+        the ``noise_map`` values ``[B, NOISE_MAP_FEATURES]``, for deconvolving heads the ``blur``
+        kernels ``[B, k, k]`` (no blur: the centred delta)."""
         stats = {"sigma": noise_level(x)}
         if self.impulse:
             stats["impulse"] = impulse_statistics(x, median3x3(x) if m is None else m, stats["sigma"])
         if self.noise_map:
             stats["noise_map"] = noise_map_statistics(x, stats["sigma"])
+        if self.deconv:
+            if self.blur_hint is not None:
+                if self.blur_hint.shape[0] != x.shape[0]:
+                    raise ValueError(f"blur_hint holds {self.blur_hint.shape[0]} kernels for a batch of {x.shape[0]} images")
+                stats["blur"] = self.blur_hint
+            else:
+                stats["blur"] = deconvolution.blur_bank()[0][deconvolution.identify_blur(x, deconvolution.MARGIN)]
         return stats
 
     def forward(self, h: torch.Tensor, x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
@@ -200,6 +223,9 @@ class ResidualFusion(nn.Module):
         if self.noise_map:
             values = stats["noise_map"].to(h.dtype)  # [B, 2], or [1, 2] for every tile of one image
             down.append(values[:, :, None, None].expand(h.shape[0], -1, *h.shape[-2:]))  # [B, 2, H/2, W/2]
+        if self.deconv:
+            w = deconvolved(x, stats["blur"])
+            down.append(F.pixel_unshuffle(w, 2))
         z = F.silu(self.first(torch.cat([h, *down], dim=1)))  # [B, width, H/2, W/2]
         for conv in self.body:
             z = z + F.silu(conv(z))
@@ -209,6 +235,10 @@ class ResidualFusion(nn.Module):
         sigma = stats["sigma"]  # [B, 1] (or [1, 1] for every tile of one image)
         logit = self.strength(z.mean(dim=(2, 3))) + self.noise_gain(torch.log(sigma + 1e-3))  # [B, 1]
         delta = torch.sigmoid(logit)[:, :, None, None] * delta
+        if self.deconv:
+            # After the strength: where no blur is found w = x and the term vanishes by itself, and
+            # a strength near 0.4 (the local correction's) would cap the inverse at 40 % (round 5).
+            delta = delta + F.pixel_shuffle(self.deconv_gate(z), 2) * (w - x)
         if self.limit:
             bound = (self.limit * sigma + LIMIT_FLOOR)[:, :, None, None]  # [B, 1, 1, 1]
             if self.impulse:
@@ -236,6 +266,36 @@ def whole_image_statistics(model: nn.Module, image: torch.Tensor) -> Iterator[No
     finally:
         for head, old in zip(heads, saved):
             head.fixed_statistics = old
+
+
+@contextmanager
+def blur_hint(model: nn.Module, kernels: torch.Tensor) -> Iterator[None]:
+    """Within the block, every deconvolving head of ``model`` takes ``kernels [B, k, k]`` as the
+    blur of the batch it is given (training: the corruption's true kernels) instead of identifying
+    it. Restored on exit, exceptions included."""
+    heads = [m for m in model.modules() if isinstance(m, ResidualFusion) and m.deconv]
+    saved = [head.blur_hint for head in heads]
+    try:
+        for head in heads:
+            head.blur_hint = kernels.to(head.strength.weight.device)
+        yield
+    finally:
+        for head, old in zip(heads, saved):
+            head.blur_hint = old
+
+
+def deconvolved(x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
+    """``w``: each image of ``x [B, C, H, W]`` Wiener-deconvolved by its kernel (``kernels [B or 1,
+    k, k]``), clamped to [0, 1]; an image whose kernel is the centred delta (no blur) is itself.
+    A fixed input: no gradient flows through it."""
+    with torch.no_grad():
+        kernels = kernels.to(device=x.device, dtype=torch.float32).expand(x.shape[0], -1, -1)
+        k = kernels.shape[-1]
+        sharp = kernels[:, k // 2, k // 2] >= 1.0 - 1e-6  # [B]
+        if bool(sharp.all()):
+            return x.detach()
+        w = deconvolution.wiener(x.detach(), kernels, deconvolution.LAM).clamp(0.0, 1.0)
+        return torch.where(sharp[:, None, None, None], x.detach(), w)
 
 
 # The limit's floor: half an 8-bit level, so a noiseless image (sigma_hat = 0) still gets a
@@ -327,7 +387,7 @@ class Decoder(nn.Module):
                 self.fusion = ResidualFusion(
                     c_skip, c_out, config.detail_channels, config.detail_depth,
                     median=config.detail_median, limit=config.detail_limit, impulse=config.detail_impulse,
-                    noise_map=config.detail_noise_map,
+                    noise_map=config.detail_noise_map, deconv=config.detail_deconv,
                 )
             else:
                 self.fusion = FusionHead(f, c_out)

@@ -104,6 +104,11 @@ class AEConfig:
     # grey channel-coherent noise none, so the head can tell the two apart and apply a different
     # filter. 18 parameters per head channel (1,152 at width 64).
     detail_noise_map: bool = False
+    # Deblurrers: the head also sees the Wiener deconvolution of x by the kernel the photo's power
+    # spectrum points to (reference/deconvolution.py; no blur found: x itself), and adds it one
+    # per-pixel gate away, g (w - x): a prior-free inverse that eleven training photos cannot teach
+    # a few convs (docs/training/blind.md, round 5). 13,836 parameters at width 64.
+    detail_deconv: bool = False
 
     def __post_init__(self) -> None:
         _positive(self, "in_channels", "skip_channels", "latent_channels")
@@ -111,9 +116,10 @@ class AEConfig:
             raise ValueError("AEConfig: detail_channels (the residual fusion head) needs fusion_channels > 0")
         if not isinstance(self.detail_depth, int) or self.detail_depth < 1:
             raise ValueError(f"AEConfig.detail_depth must be a positive int, got {self.detail_depth!r}")
-        if (self.detail_median or self.detail_limit or self.detail_noise_map) and not self.detail_channels:
+        if (self.detail_median or self.detail_limit or self.detail_noise_map or self.detail_deconv) and not self.detail_channels:
             raise ValueError(
-                "AEConfig: detail_median / detail_limit / detail_noise_map shape the residual fusion head; set detail_channels"
+                "AEConfig: detail_median / detail_limit / detail_noise_map / detail_deconv shape the residual fusion head; "
+                "set detail_channels"
             )
         if not isinstance(self.detail_limit, (int, float)) or not (0.0 <= self.detail_limit < float("inf")):
             raise ValueError(f"AEConfig.detail_limit must be a finite number >= 0, got {self.detail_limit!r}")

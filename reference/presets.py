@@ -49,6 +49,9 @@ _TINY_BLIND_DENOISER_AE_I = replace(_TINY_BLIND_DENOISER_AE, detail_impulse=True
 # "-lin": "-li" with the measured noise level and chroma share as input maps (round 4: grey noise).
 _BLIND_DENOISER_AE_LIN = replace(_BLIND_DENOISER_AE_LI, detail_noise_map=True)
 _TINY_BLIND_DENOISER_AE_IN = replace(_TINY_BLIND_DENOISER_AE_I, detail_noise_map=True)
+# "-lw": the "-l" deblurrer with the blind Wiener view one gate away (round 5).
+_BLIND_AE_LW = replace(_BLIND_AE_L, detail_deconv=True)
+_TINY_BLIND_AE_W = replace(_TINY_BLIND_AE, detail_deconv=True)
 _PLUS_NCA_M = dict(cell_in=24, cell_out=24, hidden=16)  # 64 channels: the paper's NCA cost per step
 _PLUS_NCA_L = dict(cell_in=32, cell_out=32, hidden=32)  # 96 channels
 
@@ -71,6 +74,8 @@ PRESETS = {
     "latent-nafca-blind-denoiser": LNCAConfig(core="nafca", ae=_BLIND_DENOISER_AE, nca=NAFCAConfig(**_PLUS_NCA_M), steps=16),
     "latent-nafca-blind-l": LNCAConfig(core="nafca", ae=_BLIND_AE_L, nca=NAFCAConfig(**_PLUS_NCA_M), steps=16),
     "latent-nafca-blind-l5": LNCAConfig(core="nafca", ae=_BLIND_AE_L5, nca=NAFCAConfig(**_PLUS_NCA_M), steps=16),
+    "latent-nafca-blind-lw": LNCAConfig(core="nafca", ae=_BLIND_AE_LW, nca=NAFCAConfig(**_PLUS_NCA_M), steps=16),
+    "tiny-latent-nafca-blind-w": LNCAConfig(core="nafca", ae=_TINY_BLIND_AE_W, nca=_TINY_NAFCA, steps=4),
     "latent-nafca-blind-denoiser-l": LNCAConfig(core="nafca", ae=_BLIND_DENOISER_AE_L, nca=NAFCAConfig(**_PLUS_NCA_M), steps=16),
     "tiny-latent-nafca-blind-denoiser": LNCAConfig(core="nafca", ae=_TINY_BLIND_DENOISER_AE, nca=_TINY_NAFCA, steps=4),
     "latent-nafca-blind-denoiser-li": LNCAConfig(

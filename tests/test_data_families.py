@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from lnca_fast.reference import blur_kernels
 from tolerances import (
     AWGN_SIGMA_REL,
     BLUR_FAMILY_CONSTANT_ABS,
@@ -18,7 +19,6 @@ from tolerances import (
     POISSON_GAUSSIAN_VAR_REL,
 )
 
-from lnca_fast.data import blur_kernels
 from lnca_fast.data.corruptions import blur_with_kernels, line_kernels, random_angles, sparse_noise
 from lnca_fast.data.families import (
     DEBLUR_MIX,

@@ -106,11 +106,14 @@ def batches_per_epoch(n: int, batch_size: int, world: int = 1, max_batches: int 
 @dataclass
 class EvalSet:
     """A fixed evaluation set: float ``clean`` and ``corrupted`` ``[N, 3, H, W]``; ``kernels``
-    ``[N, k, k]`` for synthetic blur (the non-blind classical restorers need them)."""
+    ``[N, k, k]`` for the paper's synthetic blur (the non-blind classical restorers need them);
+    ``hints`` ``[N, k, k]`` for the blind deblurring family: the true kernels, handed to a
+    deconvolving head while validating (``blur_hint``), not to the classical restorers."""
 
     clean: torch.Tensor
     corrupted: torch.Tensor
     kernels: torch.Tensor | None = None
+    hints: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.clean.shape[0]
@@ -139,7 +142,8 @@ def eval_set(
     if corruption == "blind":
         from .families import blind_corrupt
 
-        return EvalSet(clean, blind_corrupt(clean, task, generator=gen))
+        corrupted, kernels = blind_corrupt(clean, task, generator=gen, with_kernels=True)
+        return EvalSet(clean, corrupted, hints=kernels)
     if task == "denoise":
         return EvalSet(clean, sparse_noise(clean, EVAL_LEVEL["denoise"], generator=gen))
     if task == "deblur":

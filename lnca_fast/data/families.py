@@ -29,7 +29,7 @@ from collections.abc import Callable
 
 import torch
 
-from . import blur_kernels
+from ..reference import blur_kernels
 from .corruptions import _check_images, blur_with_kernels, line_kernels, random_angles, sparse_noise
 
 DENOISE_MIX = {"clean": 0.15, "awgn": 0.35, "gray": 0.1, "poisson-gaussian": 0.2, "sparse": 0.2}
@@ -112,9 +112,12 @@ def draw_kinds(batch: int, task: str, *, generator=None, mix: tuple[float, ...] 
     return [names[int(i)] for i in picks]
 
 
-def blind_corrupt(images: torch.Tensor, task: str, *, generator=None, mix: tuple[float, ...] = ()) -> torch.Tensor:
+def blind_corrupt(
+    images: torch.Tensor, task: str, *, generator=None, mix: tuple[float, ...] = (), with_kernels: bool = False
+):
     """Each image of ``images [B, 3, H, W]`` corrupted by a kind and level drawn from the task's mix
-    (or ``mix``, shares in its order)."""
+    (or ``mix``, shares in its order); ``with_kernels``: ``(corrupted, kernels [B, 15, 15])``, the
+    blur each image got (deblurring; None for denoising), without changing any draw."""
     _check_images(images)
     kinds = draw_kinds(images.shape[0], task, generator=generator, mix=mix)
     if task == "denoise":
@@ -123,11 +126,48 @@ def blind_corrupt(images: torch.Tensor, task: str, *, generator=None, mix: tuple
             index = [i for i, k in enumerate(kinds) if k == kind]
             if index:
                 out[index] = _noise_kind(kind, images[index], generator)
-        return quantize(out)
+        return (quantize(out), None) if with_kernels else quantize(out)
     kernels = torch.stack([_kernel(k, generator) for k in kinds])  # [B, 15, 15]
     blurred = blur_with_kernels(images, kernels)
     sigma = _uniform(images.shape[0], 0.0, BLUR_NOISE, generator)
-    return quantize(gaussian(blurred, sigma, generator=generator))
+    out = quantize(gaussian(blurred, sigma, generator=generator))
+    return (out, kernels) if with_kernels else out
+
+
+# A deconvolving head's training hint (reference/autoencoder.py blur_hint) is the kernel that
+# identifying it on the whole photo would give, errors included, so the head learns when to
+# distrust the deconvolved view. Round numbers near the rates measured on the 13 training and
+# validation photos (docs/training/blind.md, round 5): a sharp photo's texture passes the margin as
+# a small blur, a blur is missed (weak defocus on textured photos), or another kernel fits better.
+HINT_FALSE = 0.2  # a sharp image's hint is a small kernel (line <= 4 px, disk r <= 1.5)
+HINT_MISSED = 0.15  # a blurred image's hint is no blur
+HINT_WRONG = 0.1  # a blurred image's hint is any other kernel of the bank
+
+
+def blur_hints(kernels: torch.Tensor, *, generator=None) -> torch.Tensor:
+    """Training hints ``[B, 15, 15]`` for the true ``kernels [B, 15, 15]``: each the true kernel,
+    or with the probabilities above a false alarm, a miss or a wrong kernel from the bank. Three
+    draws per image whatever happens, so the stream replays exactly."""
+    from ..reference.deconvolution import blur_bank
+
+    bank, names = blur_bank()
+    small_names = ("line 3 ", "line 4 ", "disk r 1", "disk r 1.25", "disk r 1.5")
+    small = torch.tensor([i for i, name in enumerate(names) if name.startswith(small_names[:2]) or name in small_names[2:]])
+    n = kernels.shape[0]
+    u = torch.rand(n, generator=generator, dtype=torch.float64)
+    pick_small = small[torch.randint(0, small.numel(), (n,), generator=generator)]
+    pick_any = torch.randint(1, bank.shape[0], (n,), generator=generator)
+    centre = kernels.shape[-1] // 2
+    sharp = kernels[:, centre, centre] >= 1.0 - 1e-6
+    hints = kernels.double().clone()
+    for i in range(n):
+        if sharp[i] and u[i] < HINT_FALSE:
+            hints[i] = bank[pick_small[i]]
+        elif not sharp[i] and u[i] < HINT_MISSED:
+            hints[i] = bank[0]
+        elif not sharp[i] and u[i] < HINT_MISSED + HINT_WRONG:
+            hints[i] = bank[pick_any[i]]
+    return hints.float()
 
 
 # -- named evaluation draws ------------------------------------------------------------------------

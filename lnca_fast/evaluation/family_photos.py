@@ -25,10 +25,10 @@ import numpy as np
 import torch
 
 from ..atomic import write_text_atomic
-from ..data import blur_kernels
 from ..data.batches import generator
 from ..data.families import NAMED, named_corrupt
 from ..metrics import psnr, ssim
+from ..reference import blur_kernels
 from .peers import Peer, missing, peers_for
 from .photos import OUTSIDE
 

@@ -4,8 +4,11 @@ Noise: median 3x3 (fixed), total variation (Chambolle; weight tuned), OpenCV's n
 (``cv2.fastNlMeansDenoisingColored``; filter strength tuned) and BM3D (``bm3d.bm3d_rgb``, given the
 noise sigma: the true one for Gaussian noise, scikit-image's wavelet estimate otherwise; BM3D is
 the field's standard classical reference and needs no tuning).
-Blur: unsharp masking (blind; radius and amount tuned) and, **non-blind** (given the true kernel,
-which the learned models never see), Wiener and Richardson-Lucy (``classical.py``).
+Blur: unsharp masking (blind; radius and amount tuned), Wiener deconvolution by the kernel the
+photo's own power spectrum points to (blind; ``reference/deconvolution.py``, fixed settings) and,
+**non-blind** (given the true kernel, which the learned models never see), Wiener over the photo's
+mirror-periodic extension (the same module) and Richardson-Lucy (``classical.py``, the kernel
+flipped: the corruptions blur by cross-correlation, scikit-image deconvolves a convolution).
 
 OpenCV and BM3D come from the optional ``eval`` extra (``pip install -e ".[eval]"``); a peer whose
 package is missing is reported as missing, never imported by the core package.
@@ -19,8 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
-from .classical import _median, _richardson_lucy, _tv, _wiener
+from ..reference.deconvolution import LAM, MARGIN
+from .classical import _median, _richardson_lucy, _tv
 
 
 @dataclass(frozen=True)
@@ -63,8 +68,21 @@ def _unsharp(img, params, _k, _s):
     return img + amount * (img - gaussian_filter(img, sigma=(radius, radius, 0)))
 
 
-def _with_kernel(fn):
-    return lambda img, param, kernel, _s: fn(img, param, kernel)
+def _wiener(img, lam, kernel, _s):
+    from ..reference.deconvolution import wiener
+
+    x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None]  # float64 [1, 3, H, W]
+    return wiener(x, torch.as_tensor(np.ascontiguousarray(kernel))[None].double(), lam)[0].permute(1, 2, 0).numpy()
+
+
+def _blind_wiener(img, params, _k, _s):
+    from ..reference.deconvolution import blur_bank, identify_blur
+
+    lam, margin = params
+    index = int(identify_blur(torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None], margin)[0])
+    return img.copy() if index == 0 else _wiener(img, lam, blur_bank()[0][index].numpy(), None)
+
+
 
 
 PEERS = (
@@ -73,8 +91,14 @@ PEERS = (
     Peer("OpenCV NLM", "denoise", (3, 5, 8, 11, 15, 20, 28), _nlm_cv2, needs="opencv-python-headless"),
     Peer("BM3D (given sigma)", "denoise", (None,), _bm3d, needs="bm3d"),
     Peer("unsharp mask", "deblur", ((1.0, 0.5), (1.0, 1.0), (2.0, 0.5), (2.0, 1.0), (3.0, 0.7)), _unsharp),
-    Peer("Wiener (non-blind)", "deblur", (0.003, 0.01, 0.03, 0.1), _with_kernel(_wiener), non_blind=True),
-    Peer("Richardson-Lucy (non-blind)", "deblur", (5, 10, 20), _with_kernel(_richardson_lucy), non_blind=True),
+    Peer("Wiener (blind, spectral kernel)", "deblur", ((LAM, MARGIN),), _blind_wiener),  # fixed: nothing tuned
+    Peer(
+        "Wiener (non-blind)", "deblur", (0.002, 0.005, 0.01, 0.02, 0.05), _wiener, non_blind=True,
+    ),
+    Peer(
+        "Richardson-Lucy (non-blind)", "deblur", (5, 10, 20),
+        lambda img, p, k, _s: _richardson_lucy(img, p, np.ascontiguousarray(k[::-1, ::-1])), non_blind=True,
+    ),
 )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -21,8 +22,9 @@ from ..checkpoint import save_weights
 from ..data.batches import batches_per_epoch, derive_seed, eval_set, generator, train_batches
 from ..data.corruptions import corrupt, corrupt_each, varied_levels
 from ..data.curriculum import Curriculum
-from ..data.families import blind_corrupt
+from ..data.families import blind_corrupt, blur_hints
 from ..data.load import load_splits
+from ..reference.autoencoder import ResidualFusion, blur_hint
 from . import checkpoints as ckpt
 from .distributed import Dist, all_mean, barrier, broadcast_module, init_distributed, wrap
 from .epoch_log import EpochLog, progress_bar
@@ -89,6 +91,11 @@ class Trainer:
             self.data, "val", r.task, seed=r.split_seed, border=r.blur_border, limit=r.val_limit, corruption=r.corruption
         )
         self.model = build_for_training(r, self.dist.device)
+        # A deconvolving head trains on each batch's true kernels (blur_hint), which the pool does
+        # not keep alongside its states.
+        self.deconv = any(isinstance(m, ResidualFusion) and m.deconv for m in self.model.modules())
+        if self.deconv and (r.pool_size > 0 or r.corruption != "blind"):
+            raise ValueError("a model with detail_deconv trains on the blind family with no pool: set pool_size=0")
         self.pool = Pool(r.pool_size) if r.pool_size > 0 else None
         self.log = EpochLog(self.out / "log.csv")
         self.progress = ckpt.read_progress(self.out) if resume else None
@@ -147,6 +154,9 @@ class Trainer:
         r = self.recipe
         if phase == "ae":
             return ae_fidelity(self.model, self.val, batch=r.eval_batch)
+        if self.deconv and self.val.hints is not None:
+            with blur_hint(self.model, self.val.hints):  # one batch: the hints are the whole set's
+                return restore_metrics(self.model, self.val, r, batch=len(self.val))
         return restore_metrics(self.model, self.val, r, batch=r.eval_batch)
 
     def _run_phase(self, index: int, phase: str, epochs: int, start_epoch: int, best) -> None:
@@ -194,22 +204,26 @@ class Trainer:
             bar = progress_bar(batches, n_batches, f"{phase} {epoch + 1}/{epochs}", self.show)
             for i, (clean, real) in enumerate(bar, 1):
                 clean = clean.to(d.device)
+                hints = None
                 if real is not None:
                     x = real.to(d.device)
                 elif r.corruption == "blind":
-                    x = blind_corrupt(clean, task, generator=corr_gen, mix=r.mix)
+                    x, kernels = blind_corrupt(clean, task, generator=corr_gen, mix=r.mix, with_kernels=True)
+                    if self.deconv:
+                        hints = blur_hints(kernels, generator=corr_gen)
                 elif r.vary_levels:
                     levels = varied_levels(clean.shape[0], task, curriculum.bounds[0], level, generator=corr_gen)
                     x = corrupt_each(clean, task, levels, generator=corr_gen, border=r.blur_border)
                 else:
                     x = corrupt(clean, task, level, generator=corr_gen, border=r.blur_border)
-                if phase == "ae":
-                    h, w = (-(-s // 4) for s in clean.shape[-2:])
-                    stats = stepper.ae(clean, x, misc_gen, (clean.shape[0], self.model.config.ae.latent_channels, h, w))
-                elif phase == "nca":
-                    stats = stepper.nca(clean, x, self.pool, counts, pool_gen, mask_gen, pool_first=not r.latent)
-                else:
-                    stats = stepper.supervised(clean, x)
+                with blur_hint(self.model, hints) if hints is not None else nullcontext():
+                    if phase == "ae":
+                        h, w = (-(-s // 4) for s in clean.shape[-2:])
+                        stats = stepper.ae(clean, x, misc_gen, (clean.shape[0], self.model.config.ae.latent_channels, h, w))
+                    elif phase == "nca":
+                        stats = stepper.nca(clean, x, self.pool, counts, pool_gen, mask_gen, pool_first=not r.latent)
+                    else:
+                        stats = stepper.supervised(clean, x)
                 for k, v in stats.items():
                     sums[k] = sums.get(k, 0.0) + v
                 if self.show:
