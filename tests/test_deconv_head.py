@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from lnca_fast.reference import blur_kernels
+from lnca_fast.reference.autoencoder import blur_hint, deconvolved, whole_image_statistics
+from lnca_fast.reference.deconvolution import blur_bank
 
 from lnca_fast import create_model
 from lnca_fast.data.corruptions import blur_with_kernels
 from lnca_fast.data.families import HINT_FALSE, HINT_MISSED, HINT_WRONG, blind_corrupt, blur_hints, quantize
-from lnca_fast.reference import blur_kernels
-from lnca_fast.reference.autoencoder import blur_hint, deconvolved, whole_image_statistics
-from lnca_fast.reference.deconvolution import blur_bank
 
 
 def _blurred(size: int = 96) -> tuple[torch.Tensor, torch.Tensor]:
