@@ -150,9 +150,8 @@ class ResidualFusion(nn.Module):
     ``deconv`` (deblurrers) adds ``w``, the Wiener deconvolution of ``x`` by the kernel its whole
     image's spectrum points to (``reference/deconvolution.py``; ``x`` itself where none is found),
     as a view and as ``g_w (w - x)`` added after the strength, with a per-pixel gate (zero at
-    init; round 5). The
-    kernel is a per-image statistic: tiles read the photo's, and training may hand the true one in
-    (``blur_hint``)."""
+    init; round 5). The kernel is a per-image statistic: tiles read the photo's, and training may
+    hand the true one in (``blur_hint``)."""
 
     def __init__(
         self, features: int, image_channels: int, width: int, depth: int, *,
@@ -290,8 +289,7 @@ def deconvolved(x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
     A fixed input: no gradient flows through it."""
     with torch.no_grad():
         kernels = kernels.to(device=x.device, dtype=torch.float32).expand(x.shape[0], -1, -1)
-        k = kernels.shape[-1]
-        sharp = kernels[:, k // 2, k // 2] >= 1.0 - 1e-6  # [B]
+        sharp = deconvolution.is_sharp(kernels)  # [B]
         if bool(sharp.all()):
             return x.detach()
         w = deconvolution.wiener(x.detach(), kernels, deconvolution.LAM).clamp(0.0, 1.0)

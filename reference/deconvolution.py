@@ -56,13 +56,25 @@ def blur_bank() -> tuple[torch.Tensor, tuple[str, ...]]:
     return torch.stack(kernels).double(), tuple(names)
 
 
-def _otf(kernels: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-    """``rfft2`` transfer functions ``[B, h, w // 2 + 1]`` on ``shape`` of blurring by
-    cross-correlation with ``kernels [B, k, k]`` (odd ``k``)."""
+def is_sharp(kernels: torch.Tensor) -> torch.Tensor:
+    """Which of ``kernels [B, k, k]`` are the centred delta (no blur), ``[B]`` bool."""
+    k = kernels.shape[-1]
+    return kernels[:, k // 2, k // 2] >= 1.0 - 1e-6
+
+
+def _psf(kernels: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """``kernels [B, k, k]`` (odd ``k``, applied by cross-correlation) as point-spread functions
+    ``[B, *shape]``: flipped, centred on pixel (0, 0) of the periodic grid."""
     k = kernels.shape[-1]
     psf = kernels.new_zeros(kernels.shape[0], *shape)
     psf[:, :k, :k] = kernels.flip(-2, -1)
-    return torch.fft.rfft2(torch.roll(psf, (-(k // 2), -(k // 2)), dims=(-2, -1)))
+    return torch.roll(psf, (-(k // 2), -(k // 2)), dims=(-2, -1))
+
+
+def _otf(kernels: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """``rfft2`` transfer functions ``[B, h, w // 2 + 1]`` on ``shape`` of blurring by
+    cross-correlation with ``kernels [B, k, k]`` (odd ``k``)."""
+    return torch.fft.rfft2(_psf(kernels, shape))
 
 
 @lru_cache(maxsize=1)
@@ -75,10 +87,7 @@ def _bank_fit() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     band = (radius > BAND[0]) & (radius < BAND[1])
     basis = torch.stack([torch.ones_like(radius[band]), radius[band].log()], dim=1)
     projector = torch.eye(basis.shape[0], dtype=torch.float64) - basis @ torch.linalg.pinv(basis)
-    k = kernels.shape[-1]
-    psf = kernels.new_zeros(kernels.shape[0], WINDOW, WINDOW)
-    psf[:, :k, :k] = kernels
-    gains = torch.fft.fft2(torch.roll(psf, (-(k // 2), -(k // 2)), dims=(-2, -1))).abs() ** 2
+    gains = torch.fft.fft2(_psf(kernels, (WINDOW, WINDOW))).abs() ** 2
     return band, projector, (gains[:, band] + EPS).log() @ projector.T
 
 

@@ -150,17 +150,18 @@ def blur_hints(kernels: torch.Tensor, *, generator=None) -> torch.Tensor:
     """Training hints ``[B, 15, 15]`` for the true ``kernels [B, 15, 15]``: each the true kernel,
     or with the probabilities above a false alarm, a miss or a wrong kernel from the bank. Three
     draws per image whatever happens, so the stream replays exactly."""
-    from ..reference.deconvolution import blur_bank
+    from ..reference.deconvolution import blur_bank, is_sharp
 
     bank, names = blur_bank()
-    small_names = ("line 3 ", "line 4 ", "disk r 1", "disk r 1.25", "disk r 1.5")
-    small = torch.tensor([i for i, name in enumerate(names) if name.startswith(small_names[:2]) or name in small_names[2:]])
+    small = torch.tensor([
+        i for i, name in enumerate(names)
+        if name.startswith(("line 3 ", "line 4 ")) or name in ("disk r 1", "disk r 1.25", "disk r 1.5")
+    ])
     n = kernels.shape[0]
     u = torch.rand(n, generator=generator, dtype=torch.float64)
     pick_small = small[torch.randint(0, small.numel(), (n,), generator=generator)]
     pick_any = torch.randint(1, bank.shape[0], (n,), generator=generator)
-    centre = kernels.shape[-1] // 2
-    sharp = kernels[:, centre, centre] >= 1.0 - 1e-6
+    sharp = is_sharp(kernels)
     hints = kernels.double().clone()
     for i in range(n):
         if sharp[i] and u[i] < HINT_FALSE:

@@ -83,8 +83,6 @@ def _blind_wiener(img, params, _k, _s):
     return img.copy() if index == 0 else _wiener(img, lam, blur_bank()[0][index].numpy(), None)
 
 
-
-
 PEERS = (
     Peer("median 3x3", "denoise", (3,), lambda img, p, _k, _s: _median(img, p, None)),
     Peer("TV (Chambolle)", "denoise", (0.02, 0.04, 0.06, 0.08, 0.12, 0.18, 0.25), lambda img, p, _k, _s: _tv(img, p, None)),
