@@ -80,15 +80,22 @@ class Encoder(nn.Module):
             self.stem = AdjustedConv(c_in, config.stem_channels, stride=1, activation="swish", config=config)
         self.conv_layer_1 = AdjustedConv(c_first, c_skip, stride=2, activation="swish", config=config)
         self.pass_through_layer_1 = AdjustedConv(c_first, c_skip, stride=2, activation="swish", config=config)
-        self.conv_layer_2 = AdjustedConv(c_skip, c_lat, stride=2, activation="swish", config=config)
+        self.conv_layer_2 = AdjustedConv(c_skip, c_lat, stride=config.latent_stride, activation="swish", config=config)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.stem(x) if self.config.stem_channels else x  # [B, stem or 3, H, W]
+    def forward(self, x: torch.Tensor, view: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``view`` (``detail_deconv_encoder``): the image the layers encode in place of ``x``, the
+        deconvolving head's Wiener view; the skip then carries both, ``x`` first."""
+        c = self.config
+        if (view is not None) != c.detail_deconv_encoder:
+            raise ValueError("Encoder: a view is given exactly when detail_deconv_encoder is set")
+        source = x if view is None else view
+        h = self.stem(source) if c.stem_channels else source  # [B, stem or 3, H, W]
         skip = self.conv_layer_1(h)  # [B, skip, H/2, W/2]: the skip connection
         side = self.pass_through_layer_1(h)  # [B, skip, H/2, W/2]: the parallel side channel
-        latent = self.conv_layer_2(skip + side)  # [B, latent, H/4, W/4]
-        if self.config.fusion_channels:
-            skip = torch.cat([skip, F.pixel_unshuffle(x, 2)], dim=1)  # [B, skip + 4*3, H/2, W/2]
+        latent = self.conv_layer_2(skip + side)  # [B, latent, H/4, W/4] (H/2, W/2 with latent_stride 1)
+        if c.fusion_channels:
+            images = [x] if view is None else [x, view]
+            skip = torch.cat([skip, *(F.pixel_unshuffle(t, 2) for t in images)], dim=1)  # [B, skip_width, H/2, W/2]
         return skip, latent
 
 
@@ -195,35 +202,48 @@ class ResidualFusion(nn.Module):
         # one identified from the image (a 64 px training crop is too small to identify it from).
         self.blur_hint: torch.Tensor | None = None
 
-    def image_statistics(self, x: torch.Tensor, m: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def image_statistics(self, x: torch.Tensor, m: torch.Tensor | None = None, *, blur: bool = True) -> dict[str, torch.Tensor]:
         """What the head reads from the whole of ``x [B, C, H, W]``: the noise ``sigma`` ``[B, 1]``,
         for impulse heads the ``impulse`` statistics ``[B, IMPULSE_FEATURES]``, for noise-map heads
-        the ``noise_map`` values ``[B, NOISE_MAP_FEATURES]``, for deconvolving heads the ``blur``
-        kernels ``[B, k, k]`` (no blur: the centred delta)."""
+        the ``noise_map`` values ``[B, NOISE_MAP_FEATURES]``, for deconvolving heads (unless
+        ``blur=False``: the view came with the input) the ``blur`` kernels ``[B, k, k]`` (no blur:
+        the centred delta)."""
         stats = {"sigma": noise_level(x)}
         if self.impulse:
             stats["impulse"] = impulse_statistics(x, median3x3(x) if m is None else m, stats["sigma"])
         if self.noise_map:
             stats["noise_map"] = noise_map_statistics(x, stats["sigma"])
-        if self.deconv:
-            if self.blur_hint is not None:
-                if self.blur_hint.shape[0] != x.shape[0]:
-                    raise ValueError(f"blur_hint holds {self.blur_hint.shape[0]} kernels for a batch of {x.shape[0]} images")
-                stats["blur"] = self.blur_hint
-            else:
-                stats["blur"] = deconvolution.blur_bank()[0][deconvolution.identify_blur(x, deconvolution.MARGIN)]
+        if self.deconv and blur:
+            stats["blur"] = self.blur_kernels(x)
         return stats
 
-    def forward(self, h: torch.Tensor, x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    def blur_kernels(self, x: torch.Tensor) -> torch.Tensor:
+        """The blur of each image of ``x [B, C, H, W]`` as kernels ``[B, k, k]`` (or ``[1, k, k]`` for
+        every tile of one image): the whole image's while ``whole_image_statistics`` holds, the
+        hint while ``blur_hint`` does, else identified from ``x``'s spectrum."""
+        if self.fixed_statistics is not None:
+            return self.fixed_statistics["blur"]
+        if self.blur_hint is not None:
+            if self.blur_hint.shape[0] != x.shape[0]:
+                raise ValueError(f"blur_hint holds {self.blur_hint.shape[0]} kernels for a batch of {x.shape[0]} images")
+            return self.blur_hint
+        return deconvolution.blur_bank()[0][deconvolution.identify_blur(x, deconvolution.MARGIN)]
+
+    def forward(self, h: torch.Tensor, x: torch.Tensor, r: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
+        """``w``: the deconvolved view when the encoder made it (``detail_deconv_encoder``); else
+        the head makes it from ``x``."""
         m = median3x3(x) if self.median else None
-        stats = self.fixed_statistics if self.fixed_statistics is not None else self.image_statistics(x, m)
+        if self.fixed_statistics is not None:
+            stats = self.fixed_statistics
+        else:
+            stats = self.image_statistics(x, m, blur=w is None)
         views = (x, r, (x - r).abs(), m) if self.median else (x, r, (x - r).abs())
         down = [F.pixel_unshuffle(t, 2) for t in views]  # 3 or 4 x [B, 12, H/2, W/2]
         if self.noise_map:
             values = stats["noise_map"].to(h.dtype)  # [B, 2], or [1, 2] for every tile of one image
             down.append(values[:, :, None, None].expand(h.shape[0], -1, *h.shape[-2:]))  # [B, 2, H/2, W/2]
         if self.deconv:
-            w = deconvolved(x, stats["blur"])
+            w = deconvolved(x, stats["blur"]) if w is None else w
             down.append(F.pixel_unshuffle(w, 2))
         z = F.silu(self.first(torch.cat([h, *down], dim=1)))  # [B, width, H/2, W/2]
         for conv in self.body:
@@ -277,6 +297,25 @@ def blur_hint(model: nn.Module, kernels: torch.Tensor) -> Iterator[None]:
     try:
         for head in heads:
             head.blur_hint = kernels.to(head.strength.weight.device)
+        yield
+    finally:
+        for head, old in zip(heads, saved):
+            head.blur_hint = old
+
+
+@contextmanager
+def sharp_inputs(model: nn.Module) -> Iterator[None]:
+    """Within the block, the images ``model`` is given are known to be sharp: a deconvolving head
+    (and an encoder reading its view) takes no blur whatever ``blur_hint`` says. Training's targets
+    and anchors (the clean images) are encoded so; the hint is the corrupted batch's."""
+    heads = [m for m in model.modules() if isinstance(m, ResidualFusion) and m.deconv]
+    saved = [head.blur_hint for head in heads]
+    try:
+        for head in heads:
+            head.blur_hint = None if head.blur_hint is None else torch.zeros_like(head.blur_hint)
+            if head.blur_hint is not None:
+                k = head.blur_hint.shape[-1]
+                head.blur_hint[:, k // 2, k // 2] = 1.0
         yield
     finally:
         for head, old in zip(heads, saved):
@@ -375,7 +414,9 @@ class Decoder(nn.Module):
         super().__init__()
         self.config = config
         c_out, c_skip, c_lat = config.in_channels, config.skip_channels, config.latent_channels
-        self.trans_conv_layer_2 = AdjustedConv(c_lat, c_skip, stride=2, activation="swish", config=config, transposed=True)
+        self.trans_conv_layer_2 = AdjustedConv(
+            c_lat, c_skip, stride=config.latent_stride, activation="swish", config=config, transposed=True
+        )
         self.mix_layer_2 = AdjustedConv(c_skip, c_skip, stride=1, activation="swish", config=config)
         if config.fusion_channels:
             f = config.fusion_channels
@@ -396,7 +437,11 @@ class Decoder(nn.Module):
         c = self.config
         if skip.shape[1] != c.skip_width:
             raise ValueError(f"expected a skip tensor with {c.skip_width} channels (encoder output), got {tuple(skip.shape)}")
-        features, image = skip[:, : c.skip_channels], skip[:, c.skip_channels :]  # image: [B, 12, H/2, W/2] or empty
+        features, image = skip[:, : c.skip_channels], skip[:, c.skip_channels :]  # image: [B, 12 or 24, H/2, W/2] or empty
+        view = None
+        if c.detail_deconv_encoder:
+            image, view = image.chunk(2, dim=1)  # x, then the Wiener view w the encoder read
+            view = F.pixel_shuffle(view, 2)
         x = self.trans_conv_layer_2(latent) + features  # [B, skip, H/2, W/2]
         x = self.mix_layer_2(x)
         if not c.fusion_channels:
@@ -406,5 +451,5 @@ class Decoder(nn.Module):
         if not self.fusion_active:
             return r
         if c.detail_channels:
-            return self.fusion(x, F.pixel_shuffle(image, 2), r)  # [B, 3, H, W]
+            return self.fusion(x, F.pixel_shuffle(image, 2), r, view)  # [B, 3, H, W]
         return self.fusion(u, F.pixel_shuffle(image, 2), r)  # [B, 3, H, W]

@@ -109,6 +109,18 @@ class AEConfig:
     # per-pixel gate away, g (w - x): a prior-free inverse that eleven training photos cannot teach
     # a few convs (docs/training/blind.md, round 5). 13,836 parameters at width 64.
     detail_deconv: bool = False
+    # Needs detail_deconv: the encoder reads that Wiener view instead of x (the skip still carries
+    # x for the head, and carries w beside it), so the latent holds the inverse's noise and ringing,
+    # which span the kernel's length (4-15 px, one to four latent cells): a job for the NCA's
+    # iterated neighbourhood rather than for the head (docs/training/blind.md, round 6). No
+    # parameters; a clean photo (w = x) is encoded as before.
+    detail_deconv_encoder: bool = False
+    # The stride of the latent layer (conv_layer_2 and its transposed twin): 2 = the paper's latent
+    # at 1/4 resolution; 1 = at 1/2, where the NCA can reach what blur and noise corrupt. A
+    # 4-pixel cell holds frequencies below 1/8 cycle/px: 1-14 % of the Wiener view's remaining
+    # error and 6-10 % of white noise; a 2-pixel cell 43-71 % and 25-28 % (docs/training/blind.md,
+    # round 6). Same parameters, 4x the NCA's cells.
+    latent_stride: int = 2
 
     def __post_init__(self) -> None:
         _positive(self, "in_channels", "skip_channels", "latent_channels")
@@ -121,6 +133,12 @@ class AEConfig:
                 "AEConfig: detail_median / detail_limit / detail_noise_map / detail_deconv shape the residual fusion head; "
                 "set detail_channels"
             )
+        if self.latent_stride not in (1, 2):
+            raise ValueError(f"AEConfig.latent_stride must be 1 or 2, got {self.latent_stride!r}")
+        if self.latent_stride == 1 and self.tf_padding:
+            raise ValueError("AEConfig: latent_stride=1 is not part of the TF model; use tf_padding=False with it")
+        if self.detail_deconv_encoder and not self.detail_deconv:
+            raise ValueError("AEConfig.detail_deconv_encoder encodes the deconvolving head's view; set detail_deconv")
         if not isinstance(self.detail_limit, (int, float)) or not (0.0 <= self.detail_limit < float("inf")):
             raise ValueError(f"AEConfig.detail_limit must be a finite number >= 0, got {self.detail_limit!r}")
         if self.detail_impulse and not (self.detail_median and self.detail_limit):
@@ -138,8 +156,10 @@ class AEConfig:
     @property
     def skip_width(self) -> int:
         """Channels of the skip tensor ``[B, skip_width, H/2, W/2]``: the skip features, plus the
-        input image pixel-unshuffled (4 x in_channels) when the fusion head needs it."""
-        return self.skip_channels + (4 * self.in_channels if self.fusion_channels else 0)
+        input image pixel-unshuffled (4 x in_channels) when the fusion head needs it, and the
+        deconvolved view the same way when the encoder reads it (``detail_deconv_encoder``)."""
+        images = (2 if self.detail_deconv_encoder else 1) if self.fusion_channels else 0
+        return self.skip_channels + images * 4 * self.in_channels
 
 
 class _CellState:
@@ -235,7 +255,8 @@ class LNCAConfig:
 
     @property
     def downsample(self) -> int:
-        return 4
+        """Image pixels per latent cell along each side: 4 (the paper's), 2 with ``latent_stride=1``."""
+        return 2 * self.ae.latent_stride
 
 
 @dataclass(frozen=True)

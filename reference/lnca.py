@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .autoencoder import Decoder, Encoder
+from .autoencoder import Decoder, Encoder, deconvolved
 from .checks import check_image
 from .config import LNCAConfig, PixelViTCAConfig
 from .nafca import NAFCA
@@ -43,7 +43,11 @@ class LNCA(NCAModel):
         """``x [B, 3, H, W]`` -> ``(skip [B, 8, H'/2, W'/2], latent [B, 16, H'/4, W'/4])`` where
         ``H', W'`` are H, W padded up to a multiple of 4."""
         check_image(x, like=self._param())
-        return self.encoder(pad_to_multiple(x, self.config.downsample))
+        x = pad_to_multiple(x, self.config.downsample)
+        if self.config.ae.detail_deconv_encoder:
+            # The head's kernel (whole photo, hint or identified): encoder and head read one view.
+            return self.encoder(x, deconvolved(x, self.decoder.fusion.blur_kernels(x)))
+        return self.encoder(x)
 
     def decode(self, state: torch.Tensor, skip: torch.Tensor, *, channels: str = "output", size=None) -> torch.Tensor:
         """Decode the state's ``'output'`` (or ``'input'``) channels with the skip; crop to ``size``."""

@@ -52,6 +52,12 @@ _TINY_BLIND_DENOISER_AE_IN = replace(_TINY_BLIND_DENOISER_AE_I, detail_noise_map
 # "-lw": the "-l" deblurrer with the blind Wiener view one gate away (round 5).
 _BLIND_AE_LW = replace(_BLIND_AE_L, detail_deconv=True)
 _TINY_BLIND_AE_W = replace(_TINY_BLIND_AE, detail_deconv=True)
+# "-lwe": "-lw" whose encoder reads the Wiener view, so the NCA cleans the inverse's artifacts (round 6).
+_BLIND_AE_LWE = replace(_BLIND_AE_LW, detail_deconv_encoder=True)
+_TINY_BLIND_AE_WE = replace(_TINY_BLIND_AE_W, detail_deconv_encoder=True)
+# "-lwe2": "-lwe" with its latent at half resolution (latent_stride 1), where the blur's damage is (round 6).
+_BLIND_AE_LWE2 = replace(_BLIND_AE_LWE, latent_stride=1)
+_TINY_BLIND_AE_WE2 = replace(_TINY_BLIND_AE_WE, latent_stride=1)
 _PLUS_NCA_M = dict(cell_in=24, cell_out=24, hidden=16)  # 64 channels: the paper's NCA cost per step
 _PLUS_NCA_L = dict(cell_in=32, cell_out=32, hidden=32)  # 96 channels
 
@@ -76,6 +82,10 @@ PRESETS = {
     "latent-nafca-blind-l5": LNCAConfig(core="nafca", ae=_BLIND_AE_L5, nca=NAFCAConfig(**_PLUS_NCA_M), steps=16),
     "latent-nafca-blind-lw": LNCAConfig(core="nafca", ae=_BLIND_AE_LW, nca=NAFCAConfig(**_PLUS_NCA_M), steps=16),
     "tiny-latent-nafca-blind-w": LNCAConfig(core="nafca", ae=_TINY_BLIND_AE_W, nca=_TINY_NAFCA, steps=4),
+    "latent-nafca-blind-lwe": LNCAConfig(core="nafca", ae=_BLIND_AE_LWE, nca=NAFCAConfig(**_PLUS_NCA_M), steps=16),
+    "tiny-latent-nafca-blind-we": LNCAConfig(core="nafca", ae=_TINY_BLIND_AE_WE, nca=_TINY_NAFCA, steps=4),
+    "latent-nafca-blind-lwe2": LNCAConfig(core="nafca", ae=_BLIND_AE_LWE2, nca=NAFCAConfig(**_PLUS_NCA_M), steps=16),
+    "tiny-latent-nafca-blind-we2": LNCAConfig(core="nafca", ae=_TINY_BLIND_AE_WE2, nca=_TINY_NAFCA, steps=4),
     "latent-nafca-blind-denoiser-l": LNCAConfig(core="nafca", ae=_BLIND_DENOISER_AE_L, nca=NAFCAConfig(**_PLUS_NCA_M), steps=16),
     "tiny-latent-nafca-blind-denoiser": LNCAConfig(core="nafca", ae=_TINY_BLIND_DENOISER_AE, nca=_TINY_NAFCA, steps=4),
     "latent-nafca-blind-denoiser-li": LNCAConfig(

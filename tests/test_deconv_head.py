@@ -107,3 +107,97 @@ def test_the_blind_recipe_trains_a_deconvolving_head_without_a_pool(tmp_path):
         train(get_recipe("smoke", **common), tmp_path / "pooled", progress=False)
     train(get_recipe("smoke", pool_size=0, **common), tmp_path / "run", progress=False)
     assert (tmp_path / "run" / "model.safetensors").is_file()
+
+
+def test_an_encoder_reading_the_view_leaves_sharp_photos_as_the_head_alone_does():
+    """``detail_deconv_encoder``: same parameters as ``-w``; a photo with no blur is encoded and
+    restored exactly as before, a blurred one is encoded from its Wiener view."""
+    x, kernel = _blurred()
+    plain = _trained_like(create_model("tiny-latent-nafca-blind-w")).eval()
+    reading = create_model("tiny-latent-nafca-blind-we").eval()
+    reading.load_state_dict(plain.state_dict())  # no parameters of its own
+    sharp = blur_kernels.delta()[None]
+    with torch.no_grad():
+        with blur_hint(plain, sharp), blur_hint(reading, sharp):
+            assert torch.equal(reading(x, steps=2), plain(x, steps=2))
+        with blur_hint(plain, kernel[None]), blur_hint(reading, kernel[None]):
+            skip, latent = reading.encode(x)
+            assert skip.shape[1] == reading.config.ae.skip_width == plain.config.ae.skip_width + 12
+            w = deconvolved(x, kernel[None])
+            assert torch.equal(latent, reading.encoder(x, w)[1])  # the layers read w, not x
+            assert torch.equal(skip[:, -12:], torch.nn.functional.pixel_unshuffle(w, 2))
+            assert not torch.equal(reading(x, steps=2), plain(x, steps=2))
+    with pytest.raises(ValueError, match="exactly when detail_deconv_encoder"):
+        reading.encoder(x)
+
+
+def test_training_targets_are_encoded_as_sharp_whatever_the_hint():
+    """The NCA's target latent E(clean) must not be the clean image deconvolved by the corrupted
+    batch's kernel: ``sharp_inputs`` overrides the hint for the clean images."""
+    from lnca_fast.reference.autoencoder import sharp_inputs
+
+    x, kernel = _blurred()
+    model = create_model("tiny-latent-nafca-blind-we").eval()
+    with torch.no_grad():
+        with blur_hint(model, blur_kernels.delta()[None]):
+            sharp = model.encode(x)[1]
+        with blur_hint(model, kernel[None]):
+            hinted = model.encode(x)[1]
+            with sharp_inputs(model):
+                assert torch.equal(model.encode(x)[1], sharp)
+            assert torch.equal(model.encode(x)[1], hinted)  # the hint is back on exit
+    assert not torch.equal(hinted, sharp)
+
+
+def test_tiles_of_a_reading_encoder_use_the_whole_photos_kernel():
+    x, _ = _blurred(192)
+    model = _trained_like(create_model("tiny-latent-nafca-blind-we")).eval()
+    whole_kernel = model.decoder.fusion.image_statistics(x)["blur"]
+    tile = x[..., :64, :64].contiguous()
+    with torch.no_grad():
+        with whole_image_statistics(model, x):
+            from_whole = model.encode(tile)[1]
+        with blur_hint(model, whole_kernel):
+            assert torch.equal(from_whole, model.encode(tile)[1])
+
+
+def test_the_blind_recipe_trains_a_reading_encoder(tmp_path):
+    from lnca_fast.training.recipe import get_recipe
+    from lnca_fast.training.trainer import train
+
+    recipe = get_recipe("smoke", model="tiny-latent-nafca-blind-we", task="deblur", corruption="blind", ae_epochs=1,
+                        epochs=1, train_limit=16, val_limit=8, eval_batch=8, pool_size=0, fast_model=True)
+    train(recipe, tmp_path / "run", progress=False)
+    assert (tmp_path / "run" / "model.safetensors").is_file()
+
+
+def test_a_half_resolution_latent_has_twice_the_cells_per_side_and_the_same_parameters():
+    """``latent_stride=1``: the latent (and the NCA's grid) at H/2 x W/2; images pad to a multiple
+    of 2, not 4; the fast model matches the reference there."""
+    from lnca_fast.reference.config import AEConfig
+
+    quarter, half = create_model("tiny-latent-nafca-blind-we"), create_model("tiny-latent-nafca-blind-we2")
+    assert half.config.downsample == 2 and quarter.config.downsample == 4
+    assert [p.shape for p in half.parameters()] == [p.shape for p in quarter.parameters()]
+    x, kernel = _blurred(50)  # 50 = 2 * 25: no padding at stride 2, two rows at stride 4
+    with torch.no_grad(), blur_hint(half, kernel[None]):
+        skip, latent = half.eval().encode(x)
+        assert latent.shape[-2:] == (25, 25) and skip.shape[-2:] == (25, 25)
+        out = half(x, steps=2)
+        assert out.shape == x.shape
+        fast = create_model("tiny-latent-nafca-blind-we2", fast=True).eval()
+        fast.load_state_dict(half.state_dict())
+        with blur_hint(fast, kernel[None]):
+            assert float((fast(x, steps=2) - out).abs().max()) < 1e-5
+    with pytest.raises(ValueError, match="latent_stride must be 1 or 2"):
+        AEConfig(latent_stride=4)
+
+
+def test_the_blind_recipe_trains_a_half_resolution_latent_through_both_phases(tmp_path):
+    from lnca_fast.training.recipe import get_recipe
+    from lnca_fast.training.trainer import train
+
+    recipe = get_recipe("smoke", model="tiny-latent-nafca-blind-we2", task="deblur", corruption="blind", ae_epochs=1,
+                        epochs=1, train_limit=16, val_limit=8, eval_batch=8, pool_size=0, fast_model=True)
+    train(recipe, tmp_path / "run", progress=False)
+    assert (tmp_path / "run" / "model.safetensors").is_file()

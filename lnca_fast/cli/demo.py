@@ -1,9 +1,11 @@
 """``lnca demo``: the main job, offline, in seconds on a CPU. Every shipped model of a task (the
 blind defaults, the paper's LatentNAFCA and the ``-plus`` models trained on the paper's corruption;
-``lnca_fast/shipped.py``) restores the held-out test photos' tiles (never seen in training: the
-split is by photo) under three corruptions per task (``DEMO_CORRUPTIONS``: the paper's, a common
-real one, none), next to the corrupted input and a classical restorer; SSIM and PSNR are printed
-and, with ``--out``, before/after PNGs written."""
+``lnca_fast/shipped.py``) restores the held-out test photos whole, at native size, as ``lnca restore``
+does (never seen in training: the split is by photo), under three corruptions per task
+(``DEMO_CORRUPTIONS``: the paper's, a common real one, none), next to the corrupted input and a
+classical restorer; SSIM and PSNR are printed and, with ``--out``, before/after crops written.
+Whole photos, not training tiles: the blind deblurrer names the blur from the whole photo's
+spectrum, which a 64 px tile is too small to show."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from ..shipped import DEFAULTS, TASKS, default_for, entries
 def register(sub) -> None:
     parser = sub.add_parser("demo", help="restore held-out photos with every shipped trained model")
     parser.add_argument("--task", choices=(*TASKS, "both"), default="both")
-    parser.add_argument("--images", type=int, default=0, help="restore only the first N test tiles (default: all)")
+    parser.add_argument("--images", type=int, default=0, help="restore only the first N test photos (default: all)")
     parser.add_argument("--steps", type=int, help="NCA steps (default 16, as trained: the shipped models are good for 8-24)")
     parser.add_argument("--out", type=Path, default=None, help="folder for before/after PNG grids (optional)")
     parser.set_defaults(run=_run)
@@ -34,19 +36,43 @@ def _label(entry) -> str:
 # What the demo shows per task: the paper's corruption, the most common real one, and a clean
 # photo (a blind restorer must leave it alone). Named draws of lnca_fast/data/families.py.
 DEMO_CORRUPTIONS = {"denoise": ("sparse-p0.5", "awgn25", "clean"), "deblur": ("motion7", "defocus3", "clean")}
+# The classical restorer shown beside the models: blind, with fixed settings (lnca_fast/evaluation/peers.py;
+# the tuned and non-blind peers are in lnca eval's tables).
+DEMO_PEERS = {"denoise": "median 3x3", "deblur": "Wiener (blind, spectral kernel)"}
+DEMO_SEED = 23  # the corruptions' draws: the same every run
+CROP = 160  # the PNGs show each photo's centre at native scale: detail, not a thumbnail
+
+
+def _apply(peer, image):
+    """``peer`` at its first (fixed) setting on ``image [1, 3, H, W]``."""
+    import numpy as np
+    import torch
+
+    out = peer.fn(image[0].permute(1, 2, 0).double().numpy(), peer.grid[0], None, None)
+    return torch.from_numpy(np.clip(out, 0.0, 1.0)).permute(2, 0, 1)[None].to(image.dtype)
+
+
+def _crops(images):
+    """``[N, 3, CROP, CROP]``: the centre of each ``[1, 3, H, W]`` photo (whole photos differ in size)."""
+    import torch
+
+    size = min(CROP, *(min(image.shape[-2:]) for image in images))
+    out = []
+    for image in images:
+        h, w = image.shape[-2:]
+        top, left = (h - size) // 2, (w - size) // 2
+        out.append(image[0, :, top : top + size, left : left + size])
+    return torch.stack(out)
 
 
 def _run(args) -> int:
     import json
 
     from ..checkpoint import load_model, read_weights
-    from ..data.batches import eval_set, generator
-    from ..data.families import named_corrupt
-    from ..data.load import load_splits
-    from ..evaluation.classical import RESTORERS
-    from ..evaluation.classical import restore as classical_restore
+    from ..evaluation.family_photos import corrupt_photos, load_photos
+    from ..evaluation.peers import PEERS
+    from ..evaluation.report import photo_restorer
     from ..metrics import psnr, ssim
-    from ..training.evaluate import restore
     from ..training.recipe import Recipe
     from . import CLIError
 
@@ -58,41 +84,40 @@ def _run(args) -> int:
             if not entry.path.is_file():
                 raise CLIError(f"missing shipped weights {entry.path} (reinstall the package, or train: lnca train)")
     started = time.perf_counter()
+    photos = load_photos("test")
+    photos = photos[: args.images] if args.images else photos
     for task in tasks:
         models = []
         for entry in entries(task):
             info = json.loads(read_weights(entry.path)[1].get("extra", "{}"))
-            recipe = Recipe.from_dict(info["recipe"]).replace(self_ensemble=1)
-            if args.steps is not None:
-                recipe = recipe.replace(eval_steps=args.steps)
-            models.append((entry, info, recipe, load_model(entry.path)))
-        _, info, recipe, _ = next(m for m in models if m[0].name == DEFAULTS[task])
-        # The default model's tiles (the blind models: 64 px crops of the test photos at native scale).
-        data = load_splits(recipe.data, recipe.dataset, seed=recipe.split_seed, tile=recipe.tile, size=recipe.size)
-        clean = eval_set(data, "test", task, seed=recipe.split_seed, limit=args.images or None).clean
-        print(f"\n{task}: held-out photos {', '.join(data.sources['test'])} ({len(clean)} tiles of "
-              f"{recipe.size}x{recipe.size}, never trained on); single pass, each model at its own NCA steps")
-        classical_name, param = info["classical"]
-        classical = next(r for r in RESTORERS if r.name == classical_name)
-        for index, corruption in enumerate(DEMO_CORRUPTIONS[task]):
-            corrupted, kernels = named_corrupt(clean, task, corruption, generator=generator(recipe.split_seed, 23, index))
-            rows = [("corrupted input", corrupted)]
-            if not classical.non_blind or kernels is not None:
-                rows.append((f"{classical_name} [{param}]", classical_restore(classical, corrupted, param, kernels)))
+            recipe = Recipe.from_dict(info["recipe"])
+            steps = args.steps if args.steps is not None else recipe.eval_steps
+            models.append((entry, info, photo_restorer(load_model(entry.path, fast=True), steps)))
+        sizes = ", ".join(f"{name} {clean.shape[-1]}x{clean.shape[-2]}" for name, clean in photos)
+        print(f"\n{task}: held-out photos, whole at native size ({sizes}; never trained on); "
+              "single pass, each model at its own NCA steps")
+        peer = next(p for p in PEERS if p.name == DEMO_PEERS[task])
+        for corruption in DEMO_CORRUPTIONS[task]:
+            shots = corrupt_photos(photos, task, corruption, seed=DEMO_SEED)
+            rows = [("corrupted input", [s.corrupted for s in shots])]
+            rows.append((f"{peer.name} (classical)", [_apply(peer, s.corrupted) for s in shots]))
             timings = []
-            for entry, _, model_recipe, model in models:
+            for entry, _, restore_photo in models:
                 tic = time.perf_counter()
-                rows.append((f"{_label(entry)}, single pass", restore(model, corrupted, model_recipe, batch=64)))
+                rows.append((f"{_label(entry)}, single pass", [restore_photo(s.corrupted) for s in shots]))
                 timings.append(f"{entry.name} {time.perf_counter() - tic:.2f} s")
             print(f"  {corruption}:")
             for name, images in rows:
-                print(f"    {name:<46} SSIM {ssim(images, clean).mean():.4f}   PSNR {psnr(images, clean).mean():6.2f} dB")
+                score_ssim = sum(float(ssim(out, s.clean)) for out, s in zip(images, shots)) / len(shots)
+                score_psnr = sum(float(psnr(out, s.clean)) for out, s in zip(images, shots)) / len(shots)
+                print(f"    {name:<46} SSIM {score_ssim:.4f}   PSNR {score_psnr:6.2f} dB")
             print(f"    ({'; '.join(timings)})")
             if args.out is not None:
                 from ..evaluation.plots import save_grid
 
-                columns = {"clean": clean, **{name.split(",")[0]: images for name, images in rows}}
-                save_grid(args.out / f"{task}-{corruption}.png", columns, count=min(6, len(clean)))
-                print(f"    wrote {args.out / f'{task}-{corruption}.png'}")
+                columns = {"clean": _crops([s.clean for s in shots])}
+                columns.update({name.removesuffix(", single pass"): _crops(images) for name, images in rows})
+                save_grid(args.out / f"{task}-{corruption}.png", columns, count=len(shots))
+                print(f"    wrote {args.out / f'{task}-{corruption}.png'} (centre {CROP} px crops, native scale)")
     print(f"\ndone in {time.perf_counter() - started:.1f} s")
     return 0

@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..reference.autoencoder import sharp_inputs
 from . import losses
 from .recipe import Recipe
 
@@ -38,15 +39,18 @@ class AEObjective(nn.Module):
         mask = (corrupted != anchor).to(anchor.dtype)  # m = 1[P - A != 0] per element
         if kind == "main":
             # Each of A, P, N in its own forward pass: BatchNorm statistics per sub-batch (official §4).
-            image_a, latent_a = self._autoencode(anchor)
+            with sharp_inputs(self.model):  # the blur hint is the corrupted batch's
+                image_a, latent_a = self._autoencode(anchor)
             image_p, latent_p = self._autoencode(corrupted)
-            image_n, latent_n = self._autoencode(negative)
+            with sharp_inputs(self.model):
+                image_n, latent_n = self._autoencode(negative)
             rec = (losses.mse(image_a, anchor) + losses.mse(image_p, corrupted) + losses.mse(image_n, negative)) / 3
             triplet = losses.triplet_distance(latent_a.flatten(1), latent_p.flatten(1), latent_n.flatten(1), r.ae_margin)
             task = losses.masked_mse(image_p, corrupted, mask)
             parts = {"rec": r.ae_rec_weight * rec, "triplet": r.ae_triplet_weight * triplet, "task": r.ae_task_weight * task}
         elif kind == "equiv":
-            skip_a, latent_a = self.model.encode(anchor)
+            with sharp_inputs(self.model):
+                skip_a, latent_a = self.model.encode(anchor)
             skip_p, latent_p = self.model.encode(corrupted)
             swap_p = self._decode(latent_p, skip_a)  # corrupted latent, clean skip -> should give P
             swap_a = self._decode(latent_a + eps, skip_p)  # perturbed clean latent, corrupted skip -> A
@@ -67,7 +71,7 @@ class NCAObjective(nn.Module):
         out = self.model.rollout(corrupted, steps, state=state, update_rate=self.update_rate, generator=generator)
         s_out, s_hid = out.state[..., layout.output], out.state[..., layout.hidden_slice]
         if r.latent:
-            with torch.no_grad():  # the target latent: the frozen encoder's view of the clean image
+            with torch.no_grad(), sharp_inputs(self.model):  # the target latent: the frozen encoder's view of the clean image
                 target = self.model.encode(clean)[1].permute(0, 2, 3, 1)  # [B, h, w, cell_in]
             image_loss = losses.log_mse if r.nca_image_loss == "log_mse" else losses.mse
             parts = {

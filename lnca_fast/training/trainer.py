@@ -218,7 +218,7 @@ class Trainer:
                     x = corrupt(clean, task, level, generator=corr_gen, border=r.blur_border)
                 with blur_hint(self.model, hints) if hints is not None else nullcontext():
                     if phase == "ae":
-                        h, w = (-(-s // 4) for s in clean.shape[-2:])
+                        h, w = (-(-s // self.model.config.downsample) for s in clean.shape[-2:])
                         stats = stepper.ae(clean, x, misc_gen, (clean.shape[0], self.model.config.ae.latent_channels, h, w))
                     elif phase == "nca":
                         stats = stepper.nca(clean, x, self.pool, counts, pool_gen, mask_gen, pool_first=not r.latent)
