@@ -442,7 +442,9 @@ class Decoder(nn.Module):
         if c.detail_deconv_encoder:
             image, view = image.chunk(2, dim=1)  # x, then the Wiener view w the encoder read
             view = F.pixel_shuffle(view, 2)
-        x = self.trans_conv_layer_2(latent) + features  # [B, skip, H/2, W/2]
+        x = self.trans_conv_layer_2(latent)  # [B, skip, H/2, W/2]
+        if c.skip_features:
+            x = x + features
         x = self.mix_layer_2(x)
         if not c.fusion_channels:
             return self.trans_conv_layer_1(x)  # [B, 3, H, W] in (0, 1)

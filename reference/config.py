@@ -121,6 +121,12 @@ class AEConfig:
     # error and 6-10 % of white noise; a 2-pixel cell 43-71 % and 25-28 % (docs/training/blind.md,
     # round 6). Same parameters, 4x the NCA's cells.
     latent_stride: int = 2
+    # False: the decoder's latent path reads the (NCA's) latent alone, not the encoder's skip
+    # features beside it, so what the latent path restores must pass through the NCA; the skip
+    # still carries the input image (and the Wiener view) to the fusion head. With the skip
+    # features the NCA's steps changed the output by 0.01 dB: the corrupted detail reached the
+    # decoder around it (docs/training/blind.md, round 6). Needs the residual fusion head.
+    skip_features: bool = True
 
     def __post_init__(self) -> None:
         _positive(self, "in_channels", "skip_channels", "latent_channels")
@@ -137,6 +143,8 @@ class AEConfig:
             raise ValueError(f"AEConfig.latent_stride must be 1 or 2, got {self.latent_stride!r}")
         if self.latent_stride == 1 and self.tf_padding:
             raise ValueError("AEConfig: latent_stride=1 is not part of the TF model; use tf_padding=False with it")
+        if not self.skip_features and not self.detail_channels:
+            raise ValueError("AEConfig: skip_features=False leaves the input to the residual fusion head; set detail_channels")
         if self.detail_deconv_encoder and not self.detail_deconv:
             raise ValueError("AEConfig.detail_deconv_encoder encodes the deconvolving head's view; set detail_deconv")
         if not isinstance(self.detail_limit, (int, float)) or not (0.0 <= self.detail_limit < float("inf")):

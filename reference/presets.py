@@ -58,6 +58,9 @@ _TINY_BLIND_AE_WE = replace(_TINY_BLIND_AE_W, detail_deconv_encoder=True)
 # "-lwe2": "-lwe" with its latent at half resolution (latent_stride 1), where the blur's damage is (round 6).
 _BLIND_AE_LWE2 = replace(_BLIND_AE_LWE, latent_stride=1)
 _TINY_BLIND_AE_WE2 = replace(_TINY_BLIND_AE_WE, latent_stride=1)
+# "-lwe2s": "-lwe2" whose latent path reads the NCA's latent alone (no skip features around it).
+_BLIND_AE_LWE2S = replace(_BLIND_AE_LWE2, skip_features=False)
+_TINY_BLIND_AE_WE2S = replace(_TINY_BLIND_AE_WE2, skip_features=False)
 _PLUS_NCA_M = dict(cell_in=24, cell_out=24, hidden=16)  # 64 channels: the paper's NCA cost per step
 _PLUS_NCA_L = dict(cell_in=32, cell_out=32, hidden=32)  # 96 channels
 
@@ -86,6 +89,8 @@ PRESETS = {
     "tiny-latent-nafca-blind-we": LNCAConfig(core="nafca", ae=_TINY_BLIND_AE_WE, nca=_TINY_NAFCA, steps=4),
     "latent-nafca-blind-lwe2": LNCAConfig(core="nafca", ae=_BLIND_AE_LWE2, nca=NAFCAConfig(**_PLUS_NCA_M), steps=16),
     "tiny-latent-nafca-blind-we2": LNCAConfig(core="nafca", ae=_TINY_BLIND_AE_WE2, nca=_TINY_NAFCA, steps=4),
+    "latent-nafca-blind-lwe2s": LNCAConfig(core="nafca", ae=_BLIND_AE_LWE2S, nca=NAFCAConfig(**_PLUS_NCA_M), steps=16),
+    "tiny-latent-nafca-blind-we2s": LNCAConfig(core="nafca", ae=_TINY_BLIND_AE_WE2S, nca=_TINY_NAFCA, steps=4),
     "latent-nafca-blind-denoiser-l": LNCAConfig(core="nafca", ae=_BLIND_DENOISER_AE_L, nca=NAFCAConfig(**_PLUS_NCA_M), steps=16),
     "tiny-latent-nafca-blind-denoiser": LNCAConfig(core="nafca", ae=_TINY_BLIND_DENOISER_AE, nca=_TINY_NAFCA, steps=4),
     "latent-nafca-blind-denoiser-li": LNCAConfig(

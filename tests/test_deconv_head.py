@@ -201,3 +201,54 @@ def test_the_blind_recipe_trains_a_half_resolution_latent_through_both_phases(tm
                         epochs=1, train_limit=16, val_limit=8, eval_batch=8, pool_size=0, fast_model=True)
     train(recipe, tmp_path / "run", progress=False)
     assert (tmp_path / "run" / "model.safetensors").is_file()
+
+
+def test_without_skip_features_the_latent_path_reads_the_latent_alone():
+    """``skip_features=False``: the decoder's latent path ignores the encoder's skip features (the
+    skip still carries the image to the head), so its estimate changes only through the latent."""
+    from lnca_fast.reference.autoencoder import Decoder
+
+    model = create_model("tiny-latent-nafca-blind-we2s").eval()
+    decoder: Decoder = model.decoder
+    x, kernel = _blurred(48)
+    with torch.no_grad(), blur_hint(model, kernel[None]):
+        skip, latent = model.encode(x)
+        decoder.fusion_active = False
+        try:
+            r = decoder(latent, skip)
+            other = skip.clone()
+            other[:, : model.config.ae.skip_channels] = torch.randn_like(other[:, : model.config.ae.skip_channels])
+            assert torch.equal(decoder(latent, other), r)
+            assert not torch.equal(decoder(latent + 0.5, skip), r)
+        finally:
+            decoder.fusion_active = True
+    with_features = create_model("tiny-latent-nafca-blind-we2").eval()
+    with_features.load_state_dict(model.state_dict())
+    with torch.no_grad(), blur_hint(with_features, kernel[None]):
+        skip, latent = with_features.encode(x)
+        with_features.decoder.fusion_active = False
+        other = skip.clone()
+        other[:, :4] += 0.5
+        assert not torch.equal(with_features.decoder(latent, other), with_features.decoder(latent, skip))
+        with_features.decoder.fusion_active = True
+
+
+@pytest.mark.parametrize("train_encoder", [False, True])
+def test_nca_train_encoder_moves_the_encoder_only_when_asked(tmp_path, train_encoder):
+    from lnca_fast.checkpoint import load_model
+    from lnca_fast.training.recipe import get_recipe
+    from lnca_fast.training.trainer import train
+
+    torch.manual_seed(0)
+    start = create_model("tiny-latent-nafca-blind-we2s")
+    from lnca_fast.checkpoint import save_weights
+
+    save_weights(start, tmp_path / "start.safetensors", preset="tiny-latent-nafca-blind-we2s")
+    recipe = get_recipe("smoke", model="tiny-latent-nafca-blind-we2s", task="deblur", corruption="blind", ae_epochs=0,
+                        epochs=1, train_limit=16, val_limit=8, eval_batch=8, pool_size=0, fast_model=True,
+                        init_weights=str(tmp_path / "start.safetensors"), nca_train_decoder=True,
+                        nca_train_encoder=train_encoder, nca_latent_weight=0.0, nca_estimate_weight=1.0)
+    train(recipe, tmp_path / "run", progress=False)
+    trained = load_model(tmp_path / "run" / "model.safetensors")
+    moved = any(not torch.equal(a, b) for a, b in zip(trained.encoder.parameters(), start.encoder.parameters()))
+    assert moved == train_encoder

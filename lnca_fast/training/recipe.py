@@ -128,6 +128,11 @@ class Recipe:
     nca_estimate_weight: float = 0.0
     nca_train_decoder: bool = False  # lever: the NCA phase also trains the decoder (BatchNorm statistics stay frozen)
     nca_decoder_lr_scale: float = 1.0  # with nca_train_decoder: the decoder learns at this x the NCA's rate
+    # lever: the NCA phase also trains the encoder, at nca_decoder_lr_scale x the NCA's rate
+    # (BatchNorm statistics stay frozen). The latent target E(clean) is then the moving encoder's;
+    # for a latent path without skip features (AEConfig.skip_features), whose encoder must keep
+    # the detail the NCA restores (docs/training/blind.md, round 6).
+    nca_train_encoder: bool = False
     vitca_l1_weight: float = 100.0
     vitca_overflow_weight: float = 100.0
     # -- faithful switches: True reproduces an official bug (official §8) --------------------------

@@ -126,6 +126,8 @@ class Trainer:
             chosen = list(m.nca.parameters())
             if self.recipe.nca_train_decoder and self.recipe.latent:
                 chosen += list(m.decoder.parameters())
+            if self.recipe.nca_train_encoder and self.recipe.latent:
+                chosen += list(m.encoder.parameters())
         else:
             chosen = list(m.parameters())
         freeze(m, keep=chosen)
@@ -162,9 +164,11 @@ class Trainer:
     def _run_phase(self, index: int, phase: str, epochs: int, start_epoch: int, best) -> None:
         r, d = self.recipe, self.dist
         params = self._params(phase)
-        decoder = slowed_decoder_params(self.model, r) if phase == "nca" and r.latent and r.nca_train_decoder else []
+        slowed = slowed_decoder_params(self.model, r) if phase == "nca" and r.latent and r.nca_train_decoder else []
+        if phase == "nca" and r.latent and r.nca_train_encoder:
+            slowed = slowed + list(self.model.encoder.parameters())
         lr = r.autoencoder_lr if phase == "ae" else r.nca_lr
-        optimizer = make_adam(params, lr, scaled=decoder, scale=r.nca_decoder_lr_scale)
+        optimizer = make_adam(params, lr, scaled=slowed, scale=r.nca_decoder_lr_scale)
         per_batch = 1 if phase == "supervised" or (phase == "nca" and self.pool is None) else 2
         cap = r.epoch_batches
         n_batches = batches_per_epoch(self.data.clean["train"].shape[0], r.batch_size, d.world, cap)
