@@ -49,6 +49,8 @@ _TINY_BLIND_DENOISER_AE_I = replace(_TINY_BLIND_DENOISER_AE, detail_impulse=True
 # "-lin": "-li" with the measured noise level and chroma share as input maps (round 4: grey noise).
 _BLIND_DENOISER_AE_LIN = replace(_BLIND_DENOISER_AE_LI, detail_noise_map=True)
 _TINY_BLIND_DENOISER_AE_IN = replace(_TINY_BLIND_DENOISER_AE_I, detail_noise_map=True)
+# "-lin2s": "-lin" with its latent at half resolution and no skip features around the NCA (round 6).
+_BLIND_DENOISER_AE_LIN2S = replace(_BLIND_DENOISER_AE_LIN, latent_stride=1, skip_features=False)
 # "-lw": the "-l" deblurrer with the blind Wiener view one gate away (round 5).
 _BLIND_AE_LW = replace(_BLIND_AE_L, detail_deconv=True)
 _TINY_BLIND_AE_W = replace(_TINY_BLIND_AE, detail_deconv=True)
@@ -99,6 +101,9 @@ PRESETS = {
     "tiny-latent-nafca-blind-denoiser-i": LNCAConfig(core="nafca", ae=_TINY_BLIND_DENOISER_AE_I, nca=_TINY_NAFCA, steps=4),
     "latent-nafca-blind-denoiser-lin": LNCAConfig(
         core="nafca", ae=_BLIND_DENOISER_AE_LIN, nca=NAFCAConfig(**_PLUS_NCA_M), steps=16
+    ),
+    "latent-nafca-blind-denoiser-lin2s": LNCAConfig(
+        core="nafca", ae=_BLIND_DENOISER_AE_LIN2S, nca=NAFCAConfig(**_PLUS_NCA_M), steps=16
     ),
     "tiny-latent-nafca-blind-denoiser-in": LNCAConfig(core="nafca", ae=_TINY_BLIND_DENOISER_AE_IN, nca=_TINY_NAFCA, steps=4),
     "tiny-latent-nafca-plus": LNCAConfig(core="nafca", ae=_TINY_PLUS_AE, nca=_TINY_NAFCA, steps=4),

@@ -32,7 +32,10 @@ from lnca_fast import create_model
 BLIND_PARAMS = {"latent-nafca-blind": 153_721, "latent-nafca-blind-denoiser": 158_905,
                 "latent-nafca-blind-denoiser-l": 218_313, "latent-nafca-blind-l": 211_401,
                 "latent-nafca-blind-denoiser-li": 225_242, "latent-nafca-blind-denoiser-lin": 226_394,
-                "latent-nafca-blind-l5": 248_329, "latent-nafca-blind-lw": 225_237}
+                "latent-nafca-blind-l5": 248_329, "latent-nafca-blind-lw": 225_237,
+                # Round 6: the same parameters, rearranged (the encoder's input, the latent's stride, the skip).
+                "latent-nafca-blind-lwe": 225_237, "latent-nafca-blind-lwe2": 225_237, "latent-nafca-blind-lwe2s": 225_237,
+                "latent-nafca-blind-denoiser-lin2s": 226_394}
 
 
 def test_parameter_count_is_pinned_and_within_the_cap():
@@ -44,7 +47,8 @@ def test_parameter_count_is_pinned_and_within_the_cap():
 @pytest.mark.parametrize(
     "name",
     ["tiny-latent-nafca-blind", "tiny-latent-nafca-blind-denoiser", "tiny-latent-nafca-blind-denoiser-i",
-     "tiny-latent-nafca-blind-denoiser-in", "tiny-latent-nafca-blind-w"],
+     "tiny-latent-nafca-blind-denoiser-in", "tiny-latent-nafca-blind-w", "tiny-latent-nafca-blind-we",
+     "tiny-latent-nafca-blind-we2", "tiny-latent-nafca-blind-we2s"],
 )
 @pytest.mark.parametrize("size", [(1, 1), (5, 7), (32, 32), (37, 50)])
 def test_untrained_model_is_exactly_the_identity(size, name):
