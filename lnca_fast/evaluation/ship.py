@@ -1,5 +1,6 @@
 """Packaging a trained run as shipped weights (``lnca_fast/weights/``) for ``lnca demo``: the final
-weights with the recipe, the test result and the classical baseline the demo shows beside them."""
+weights with the recipe, the test result and the classical baseline of the run's report (recorded in the
+file; the demo shows the fixed blind peers of ``lnca_fast/cli/demo.py``)."""
 
 from __future__ import annotations
 
