@@ -161,11 +161,14 @@ def test_tiles_of_a_reading_encoder_use_the_whole_photos_kernel():
             assert torch.equal(from_whole, model.encode(tile)[1])
 
 
-def test_the_blind_recipe_trains_a_reading_encoder(tmp_path):
+@pytest.mark.parametrize("name", ["tiny-latent-nafca-blind-we", "tiny-latent-nafca-blind-we2"])
+def test_the_blind_recipe_trains_round_6s_autoencoders_through_both_phases(tmp_path, name):
+    """The encoder reading the view (clean anchors encoded sharp), at quarter and half resolution
+    (the autoencoder phase sizes its latent by the model's stride)."""
     from lnca_fast.training.recipe import get_recipe
     from lnca_fast.training.trainer import train
 
-    recipe = get_recipe("smoke", model="tiny-latent-nafca-blind-we", task="deblur", corruption="blind", ae_epochs=1,
+    recipe = get_recipe("smoke", model=name, task="deblur", corruption="blind", ae_epochs=1,
                         epochs=1, train_limit=16, val_limit=8, eval_batch=8, pool_size=0, fast_model=True)
     train(recipe, tmp_path / "run", progress=False)
     assert (tmp_path / "run" / "model.safetensors").is_file()
@@ -191,16 +194,6 @@ def test_a_half_resolution_latent_has_twice_the_cells_per_side_and_the_same_para
             assert float((fast(x, steps=2) - out).abs().max()) < 1e-5
     with pytest.raises(ValueError, match="latent_stride must be 1 or 2"):
         AEConfig(latent_stride=4)
-
-
-def test_the_blind_recipe_trains_a_half_resolution_latent_through_both_phases(tmp_path):
-    from lnca_fast.training.recipe import get_recipe
-    from lnca_fast.training.trainer import train
-
-    recipe = get_recipe("smoke", model="tiny-latent-nafca-blind-we2", task="deblur", corruption="blind", ae_epochs=1,
-                        epochs=1, train_limit=16, val_limit=8, eval_batch=8, pool_size=0, fast_model=True)
-    train(recipe, tmp_path / "run", progress=False)
-    assert (tmp_path / "run" / "model.safetensors").is_file()
 
 
 def test_without_skip_features_the_latent_path_reads_the_latent_alone():
