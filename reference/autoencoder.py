@@ -214,7 +214,7 @@ class ResidualFusion(nn.Module):
         if self.noise_map:
             stats["noise_map"] = noise_map_statistics(x, stats["sigma"])
         if self.deconv and blur:
-            stats["blur"] = self.blur_kernels(x)
+            stats["blur"] = self._measured_blur(x)
         return stats
 
     def blur_kernels(self, x: torch.Tensor) -> torch.Tensor:
@@ -223,6 +223,10 @@ class ResidualFusion(nn.Module):
         hint while ``blur_hint`` does, else identified from ``x``'s spectrum."""
         if self.fixed_statistics is not None:
             return self.fixed_statistics["blur"]
+        return self._measured_blur(x)
+
+    def _measured_blur(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``'s own blur: the hint while ``blur_hint`` holds, else identified from its spectrum."""
         if self.blur_hint is not None:
             if self.blur_hint.shape[0] != x.shape[0]:
                 raise ValueError(f"blur_hint holds {self.blur_hint.shape[0]} kernels for a batch of {x.shape[0]} images")
