@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import deconvolution
+from . import blur_kernels, deconvolution
 from .config import AEConfig
 
 
@@ -292,38 +292,39 @@ def whole_image_statistics(model: nn.Module, image: torch.Tensor) -> Iterator[No
 
 
 @contextmanager
-def blur_hint(model: nn.Module, kernels: torch.Tensor) -> Iterator[None]:
+def _blur_hints(model: nn.Module, hint) -> Iterator[None]:
+    """Within the block, every deconvolving head's ``blur_hint`` is ``hint(head's current one)``;
+    restored on exit, exceptions included."""
+    heads = [m for m in model.modules() if isinstance(m, ResidualFusion) and m.deconv]
+    saved = [head.blur_hint for head in heads]
+    try:
+        for head in heads:
+            head.blur_hint = hint(head)
+        yield
+    finally:
+        for head, old in zip(heads, saved):
+            head.blur_hint = old
+
+
+def blur_hint(model: nn.Module, kernels: torch.Tensor):
     """Within the block, every deconvolving head of ``model`` takes ``kernels [B, k, k]`` as the
     blur of the batch it is given (training: the corruption's true kernels) instead of identifying
     it. Restored on exit, exceptions included."""
-    heads = [m for m in model.modules() if isinstance(m, ResidualFusion) and m.deconv]
-    saved = [head.blur_hint for head in heads]
-    try:
-        for head in heads:
-            head.blur_hint = kernels.to(head.strength.weight.device)
-        yield
-    finally:
-        for head, old in zip(heads, saved):
-            head.blur_hint = old
+    return _blur_hints(model, lambda head: kernels.to(head.strength.weight.device))
 
 
-@contextmanager
-def sharp_inputs(model: nn.Module) -> Iterator[None]:
+def sharp_inputs(model: nn.Module):
     """Within the block, the images ``model`` is given are known to be sharp: a deconvolving head
     (and an encoder reading its view) takes no blur whatever ``blur_hint`` says. Training's targets
-    and anchors (the clean images) are encoded so; the hint is the corrupted batch's."""
-    heads = [m for m in model.modules() if isinstance(m, ResidualFusion) and m.deconv]
-    saved = [head.blur_hint for head in heads]
-    try:
-        for head in heads:
-            head.blur_hint = None if head.blur_hint is None else torch.zeros_like(head.blur_hint)
-            if head.blur_hint is not None:
-                k = head.blur_hint.shape[-1]
-                head.blur_hint[:, k // 2, k // 2] = 1.0
-        yield
-    finally:
-        for head, old in zip(heads, saved):
-            head.blur_hint = old
+    and anchors (the clean images) are encoded so; the hint is the corrupted batch's. Without a
+    hint the images' own spectra decide, as always."""
+
+    def no_blur(head):
+        if head.blur_hint is None:
+            return None
+        return blur_kernels.delta(head.blur_hint.shape[-1]).to(head.blur_hint).expand_as(head.blur_hint)
+
+    return _blur_hints(model, no_blur)
 
 
 def deconvolved(x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:

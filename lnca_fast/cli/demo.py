@@ -43,15 +43,6 @@ DEMO_SEED = 23  # the corruptions' draws: the same every run
 CROP = 160  # the PNGs show each photo's centre at native scale: detail, not a thumbnail
 
 
-def _apply(peer, image):
-    """``peer`` at its first (fixed) setting on ``image [1, 3, H, W]``."""
-    import numpy as np
-    import torch
-
-    out = peer.fn(image[0].permute(1, 2, 0).double().numpy(), peer.grid[0], None, None)
-    return torch.from_numpy(np.clip(out, 0.0, 1.0)).permute(2, 0, 1)[None].to(image.dtype)
-
-
 def _crops(images):
     """``[N, 3, CROP, CROP]``: the centre of each ``[1, 3, H, W]`` photo (whole photos differ in size)."""
     import torch
@@ -69,7 +60,7 @@ def _run(args) -> int:
     import json
 
     from ..checkpoint import load_model, read_weights
-    from ..evaluation.family_photos import corrupt_photos, load_photos
+    from ..evaluation.family_photos import apply_peer, corrupt_photos, load_photos
     from ..evaluation.peers import PEERS
     from ..evaluation.report import photo_restorer
     from ..metrics import psnr, ssim
@@ -100,7 +91,7 @@ def _run(args) -> int:
         for corruption in DEMO_CORRUPTIONS[task]:
             shots = corrupt_photos(photos, task, corruption, seed=DEMO_SEED)
             rows = [("corrupted input", [s.corrupted for s in shots])]
-            rows.append((f"{peer.name} (classical)", [_apply(peer, s.corrupted) for s in shots]))
+            rows.append((f"{peer.name} (classical)", [apply_peer(peer, s, peer.grid[0], corruption) for s in shots]))
             timings = []
             for entry, _, restore_photo in models:
                 tic = time.perf_counter()

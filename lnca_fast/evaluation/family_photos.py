@@ -68,7 +68,9 @@ def corrupt_photos(photos, task: str, name: str, *, seed: int) -> list[Shot]:
     return shots
 
 
-def _apply_peer(peer: Peer, shot: Shot, param, corruption: str) -> torch.Tensor:
+def apply_peer(peer: Peer, shot: Shot, param, corruption: str) -> torch.Tensor:
+    """``peer`` at ``param`` on ``shot``'s corrupted photo, given its true kernel and the
+    corruption's true sigma where it has them (blind peers ignore both)."""
     img = shot.corrupted[0].permute(1, 2, 0).double().numpy()
     kernel = shot.kernel.double().numpy() if shot.kernel is not None else None
     out = np.clip(peer.fn(img, param, kernel, SIGMA.get(corruption)), 0.0, 1.0)
@@ -78,7 +80,7 @@ def _apply_peer(peer: Peer, shot: Shot, param, corruption: str) -> torch.Tensor:
 def _tune(peer: Peer, shots: list[Shot], corruption: str):
     if len(peer.grid) == 1:
         return peer.grid[0]
-    scores = {p: float(np.mean([float(psnr(_apply_peer(peer, s, p, corruption), s.clean)) for s in shots])) for p in peer.grid}
+    scores = {p: float(np.mean([float(psnr(apply_peer(peer, s, p, corruption), s.clean)) for s in shots])) for p in peer.grid}
     return max(scores, key=scores.get)
 
 
@@ -142,7 +144,7 @@ def evaluate_families(
             if key not in store:
                 param = _tune(peer, tune_shots, corruption)
                 started = time.process_time()
-                outs = [_apply_peer(peer, s, param, corruption) for s in shots]
+                outs = [apply_peer(peer, s, param, corruption) for s in shots]
                 cpu = time.process_time() - started
                 kind = "non-blind" if peer.non_blind else "classical"
                 store[key] = _row(corruption, peer.name, kind, outs, shots, base, cpu, params=str(param))
