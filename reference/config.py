@@ -91,7 +91,7 @@ class AEConfig:
     # share of the first conv.
     detail_median: bool = False
     # Denoisers only: the head's correction is soft-limited per image to detail_limit times the
-    # estimated noise sigma (reference/autoencoder.py noise_level), L * tanh(d / L). A photo with no
+    # estimated noise sigma (reference/residual_fusion.py noise_level), L * tanh(d / L). A photo with no
     # measurable noise can then hardly be changed, whatever texture it has; 0 = no limit.
     detail_limit: float = 0.0
     # Needs detail_median and detail_limit: the median one per-pixel gate away from the correction,
@@ -99,7 +99,7 @@ class AEConfig:
     # parameters; the paper's sparse noise lost 1-4 dB to the sigma limit alone.
     detail_impulse: bool = False
     # The head also reads two per-image values as constant input maps (FFDNet's noise map, measured
-    # rather than told; reference/autoencoder.py noise_map_statistics): the noise sigma_hat and the
+    # rather than told; reference/residual_fusion.py noise_map_statistics): the noise sigma_hat and the
     # chroma's (x minus its channel mean) share of it. Colour noise leaves 0.82 of it in the chroma,
     # grey channel-coherent noise none, so the head can tell the two apart and apply a different
     # filter. 18 parameters per head channel (1,152 at width 64).

@@ -5,11 +5,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .autoencoder import Decoder, Encoder, deconvolved
+from .autoencoder import Decoder, Encoder
 from .checks import check_image
 from .config import LNCAConfig, PixelViTCAConfig
 from .nafca import NAFCA
 from .nca_model import NCAModel
+from .residual_fusion import deconvolved
 from .state import read_channels
 from .vitca import ViTCA
 

@@ -28,7 +28,7 @@ _PLUS_AE_S = AEConfig(stem_channels=16, fusion_channels=16)  # paper widths (ski
 _PLUS_AE_M = AEConfig(skip_channels=16, latent_channels=24, stem_channels=16, fusion_channels=16)
 _PLUS_AE_L = AEConfig(skip_channels=16, latent_channels=32, stem_channels=16, fusion_channels=16)
 # Blind restoration (docs/training/blind.md): the -plus-m latent path with the residual half-resolution
-# fusion head (reference/autoencoder.py ResidualFusion), trained on corruption families.
+# fusion head (reference/residual_fusion.py ResidualFusion), trained on corruption families.
 _BLIND_AE = AEConfig(
     skip_channels=16, latent_channels=24, stem_channels=16, fusion_channels=16, detail_channels=48
 )

@@ -1,4 +1,4 @@
-"""The deblurring head's deconvolved view (AEConfig.detail_deconv, reference/autoencoder.py
+"""The deblurring head's deconvolved view (AEConfig.detail_deconv, reference/residual_fusion.py
 ``ResidualFusion(deconv=True)``): it starts as the file it is widened from, reads the photo's
 identified kernel (or training's hint), and trains through the blind recipe with hints."""
 
@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 from lnca_fast.reference import blur_kernels
-from lnca_fast.reference.autoencoder import blur_hint, deconvolved, whole_image_statistics
 from lnca_fast.reference.deconvolution import blur_bank
+from lnca_fast.reference.residual_fusion import blur_hint, deconvolved, whole_image_statistics
 
 from lnca_fast import create_model
 from lnca_fast.data.corruptions import blur_with_kernels
@@ -134,7 +134,7 @@ def test_an_encoder_reading_the_view_leaves_sharp_photos_as_the_head_alone_does(
 def test_training_targets_are_encoded_as_sharp_whatever_the_hint():
     """The NCA's target latent E(clean) must not be the clean image deconvolved by the corrupted
     batch's kernel: ``sharp_inputs`` overrides the hint for the clean images."""
-    from lnca_fast.reference.autoencoder import sharp_inputs
+    from lnca_fast.reference.residual_fusion import sharp_inputs
 
     x, kernel = _blurred()
     model = create_model("tiny-latent-nafca-blind-we").eval()

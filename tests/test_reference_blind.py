@@ -1,4 +1,4 @@
-"""The blind presets' residual fusion head (reference/autoencoder.py ``ResidualFusion``): an
+"""The blind presets' residual fusion head (reference/residual_fusion.py ``ResidualFusion``): an
 untrained model is exactly the identity, the head sees the NCA's result, the AE-phase switch still
 returns the latent path alone, and the fast model is a drop-in for it."""
 
@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from lnca_fast.reference.autoencoder import (
+from lnca_fast.reference.config import AEConfig
+from lnca_fast.reference.residual_fusion import (
     IMPULSE_FEATURES,
     LIMIT_FLOOR,
     NOISE_MAP_FEATURES,
@@ -17,7 +18,6 @@ from lnca_fast.reference.autoencoder import (
     noise_map_statistics,
     whole_image_statistics,
 )
-from lnca_fast.reference.config import AEConfig
 from tolerances import (
     BLIND_FAST_ATOL,
     BLIND_ZERO_ABS,

@@ -134,7 +134,7 @@ def blind_corrupt(
     return (out, kernels) if with_kernels else out
 
 
-# A deconvolving head's training hint (reference/autoencoder.py blur_hint) is the kernel that
+# A deconvolving head's training hint (reference/residual_fusion.py blur_hint) is the kernel that
 # identifying it on the whole photo would give, errors included, so the head learns when to
 # distrust the deconvolved view: a sharp photo's texture passes the margin as a small blur, a blur
 # is missed, or another kernel fits better (docs/training/blind.md, round 5). Misses and wrong

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..cpu_precision import check_precision, cpu_precision
-from ..reference.autoencoder import whole_image_statistics
+from ..reference.residual_fusion import whole_image_statistics
 from .tiling import TILE_PIXELS_PER_CALL, TilePlan, restore_tiled
 
 # Sides below this are padded up to it (and cropped back): the shipped models were trained on

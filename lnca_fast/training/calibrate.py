@@ -4,7 +4,7 @@ restoration.
 
 A blind deblurrer cannot always tell a sharp photo from a slightly blurred one; training balances
 the two by the training mix, not by the bar. The residual head's output is ``x + s d`` with one
-strength ``s = sigmoid(logit)`` per image (reference/autoencoder.py ``ResidualFusion``): shifting
+strength ``s = sigmoid(logit)`` per image (reference/residual_fusion.py ``ResidualFusion``): shifting
 the strength's bias moves every image's correction by the same factor, and clean-photo fidelity
 falls as the correction grows. So the largest shift for which every clean validation photo still
 meets the bar is found by bisection and written into a copy of the weights, with what was measured
@@ -42,7 +42,7 @@ IMPULSE_STEP_SLOPE = 20.0
 def set_impulse_step(head, sigma255: float) -> None:
     """Make ``head``'s impulse opening a soft step at noise sigma ``sigma255`` / 255: its linear
     layer reads only the first statistic, log(sigma_hat + IMPULSE_LOG_FLOOR) (``impulse_statistics``)."""
-    from ..reference.autoencoder import IMPULSE_LOG_FLOOR
+    from ..reference.residual_fusion import IMPULSE_LOG_FLOOR
 
     if not getattr(head, "impulse", False):
         raise ValueError("--impulse-sigma needs a head with the impulse allowance (AEConfig.detail_impulse)")
@@ -55,7 +55,7 @@ def set_impulse_step(head, sigma255: float) -> None:
 
 
 def _fusion(model):
-    from ..reference.autoencoder import ResidualFusion
+    from ..reference.residual_fusion import ResidualFusion
 
     heads = [m for m in model.modules() if isinstance(m, ResidualFusion)]
     if len(heads) != 1:

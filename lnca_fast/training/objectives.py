@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..reference.autoencoder import sharp_inputs
+from ..reference.residual_fusion import sharp_inputs
 from . import losses
 from .recipe import Recipe
 

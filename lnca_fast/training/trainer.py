@@ -24,7 +24,7 @@ from ..data.corruptions import corrupt, corrupt_each, varied_levels
 from ..data.curriculum import Curriculum
 from ..data.families import blind_corrupt, blur_hints
 from ..data.load import load_splits
-from ..reference.autoencoder import ResidualFusion, blur_hint
+from ..reference.residual_fusion import ResidualFusion, blur_hint
 from . import checkpoints as ckpt
 from .distributed import Dist, all_mean, barrier, broadcast_module, init_distributed, wrap
 from .epoch_log import EpochLog, progress_bar
