@@ -104,6 +104,15 @@ class AEConfig:
     # grey channel-coherent noise none, so the head can tell the two apart and apply a different
     # filter. 18 parameters per head channel (1,152 at width 64).
     detail_noise_map: bool = False
+    # Needs detail_noise_map and RGB: the head's correction keeps its channel mean and scales its
+    # chroma (the correction minus that mean) by one factor per image, c = clamp(a . noise_map + b,
+    # 0, 1), and keeps it whole at pixels where a channel of x is saturated (0 or 255: there grey
+    # noise clips the channels unequally). Grey (channel-coherent) noise, the paper's sparse noise
+    # among it, leaves the chroma clean elsewhere, yet the trained heads changed it: on the training
+    # photos the input's chroma was worth +0.35 to +1.2 dB over the head's for grey and sparse noise
+    # (docs/training/blind.md, round 7). A linear layer starting at a = 0, b = 1 (the identity); the
+    # calibration fits a and b on the training photos (lnca_fast/training/chroma_fit.py). 3 parameters.
+    detail_chroma_gate: bool = False
     # Deblurrers: the head also sees the Wiener deconvolution of x by the kernel the photo's power
     # spectrum points to (reference/deconvolution.py; no blur found: x itself), and adds it one
     # per-pixel gate away, g (w - x): a prior-free inverse that eleven training photos cannot teach
@@ -149,6 +158,10 @@ class AEConfig:
             raise ValueError("AEConfig.detail_deconv_encoder encodes the deconvolving head's view; set detail_deconv")
         if not isinstance(self.detail_limit, (int, float)) or not (0.0 <= self.detail_limit < float("inf")):
             raise ValueError(f"AEConfig.detail_limit must be a finite number >= 0, got {self.detail_limit!r}")
+        if self.detail_chroma_gate and not (self.detail_noise_map and self.in_channels == 3):
+            raise ValueError(
+                "AEConfig.detail_chroma_gate reads the chroma share of an RGB image's noise map; set detail_noise_map"
+            )
         if self.detail_impulse and not (self.detail_median and self.detail_limit):
             raise ValueError("AEConfig.detail_impulse gates the median and widens the limit; set detail_median and detail_limit")
         for name in ("stem_channels", "fusion_channels", "detail_channels"):
@@ -260,7 +273,6 @@ class LNCAConfig:
         if self.steps < 0:
             raise ValueError(f"LNCAConfig.steps must be >= 0, got {self.steps}")
 
-
     @property
     def downsample(self) -> int:
         """Image pixels per latent cell along each side: 4 (the paper's), 2 with ``latent_stride=1``."""
@@ -329,9 +341,7 @@ def replace(config, **overrides):
     changes = {}
     for key, value in overrides.items():
         if key not in names:
-            raise ValueError(
-                f"{type(config).__name__} has no field {key!r}; valid fields: {', '.join(sorted(names))}"
-            )
+            raise ValueError(f"{type(config).__name__} has no field {key!r}; valid fields: {', '.join(sorted(names))}")
         current = getattr(config, key)
         if isinstance(value, dict) and dataclasses.is_dataclass(current):
             value = replace(current, **value)
@@ -352,8 +362,7 @@ def _check_rate(rate: float) -> None:
 
 
 _CONFIG_TYPES = {
-    cls.__name__: cls
-    for cls in (LNCAConfig, PixelViTCAConfig, NAFNetConfig, RestormerConfig, AEConfig, NAFCAConfig, ViTCAConfig)
+    cls.__name__: cls for cls in (LNCAConfig, PixelViTCAConfig, NAFNetConfig, RestormerConfig, AEConfig, NAFCAConfig, ViTCAConfig)
 }
 
 

@@ -45,18 +45,23 @@ class ResidualFusion(nn.Module):
     image's spectrum points to (``reference/deconvolution.py``; ``x`` itself where none is found),
     as a view and as ``g_w (w - x)`` added after the strength, with a per-pixel gate (zero at
     init; round 5). The kernel is a per-image statistic: tiles read the photo's, and training may
-    hand the true one in (``blur_hint``)."""
+    hand the true one in (``blur_hint``). ``chroma_gate`` (needs ``noise_map``, RGB) keeps the final
+    correction's channel mean and scales the rest, its chroma, by ``c = clamp(a . noise_map + b, 0,
+    1)`` per image, except at pixels where a channel of ``x`` is saturated (``chroma_projection``):
+    grey noise leaves the chroma clean where it did not clip (round 7)."""
 
     def __init__(
         self, features: int, image_channels: int, width: int, depth: int, *,
         median: bool = False, limit: float = 0.0, impulse: bool = False, noise_map: bool = False,
-        deconv: bool = False,
+        deconv: bool = False, chroma_gate: bool = False,
     ):
         super().__init__()
         if impulse and not (median and limit):
             raise ValueError("ResidualFusion: impulse gates the median and widens the limit; it needs both")
         self.image_channels, self.median, self.limit, self.impulse = image_channels, median, float(limit), impulse
         self.noise_map, self.deconv = noise_map, deconv
+        if chroma_gate and not (noise_map and image_channels == 3):
+            raise ValueError("ResidualFusion: chroma_gate reads the noise map's chroma share of an RGB image; it needs noise_map")
         # The maps, then the deconvolved view, come last: a head widened from a file without them
         # gets zero columns there and starts as the file's function.
         cin = features + (4 if median else 3) * 4 * image_channels + (NOISE_MAP_FEATURES if noise_map else 0)
@@ -79,6 +84,13 @@ class ResidualFusion(nn.Module):
         for layer in (self.out, self.strength, self.noise_gain, *gated):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
+        self.chroma_gate = chroma_gate
+        if chroma_gate:
+            # c = clamp(a . noise_map + b, 0, 1), starting at a = 0, b = 1: exactly the identity, so a
+            # head widened from a file starts as the file's function.
+            self.chroma_gain = nn.Linear(NOISE_MAP_FEATURES, 1)
+            nn.init.zeros_(self.chroma_gain.weight)
+            nn.init.ones_(self.chroma_gain.bias)
         if impulse:
             # iota starts nearly closed (0.018): a head widened from a file keeps the file's bound.
             nn.init.constant_(self.impulse_gain.bias, -4.0)
@@ -155,7 +167,21 @@ class ResidualFusion(nn.Module):
                 iota = torch.sigmoid(self.impulse_gain(stats["impulse"]))  # [B, 1]
                 bound = bound + 2.0 * iota[:, :, None, None] * (m - x).abs()  # [B, 3, H, W]
             delta = bound * torch.tanh(delta / bound)
+        if self.chroma_gate:
+            delta = self.chroma_projection(delta, stats["noise_map"].to(delta.dtype), x)
         return (x + delta).clamp(0.0, 1.0)
+
+    def chroma_factor(self, noise_map: torch.Tensor) -> torch.Tensor:
+        """``c [B, 1]`` (or ``[1, 1]``) in [0, 1] from the per-image ``noise_map`` values."""
+        return self.chroma_gain(noise_map).clamp(0.0, 1.0)
+
+    def chroma_projection(self, delta: torch.Tensor, noise_map: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``delta [B, 3, H, W]`` with its channel mean kept and the rest scaled by ``chroma_factor``,
+        except where ``x`` is saturated: noise shared by the channels clips them unequally there
+        (a dark red's green and blue at 0), so its chroma is corrupted after all."""
+        mean = delta.mean(dim=1, keepdim=True)
+        c = torch.maximum(self.chroma_factor(noise_map)[:, :, None, None], saturated(x))
+        return torch.addcmul(mean, c, delta - mean)
 
 
 @contextmanager
@@ -266,6 +292,15 @@ def noise_map_statistics(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     (grey noise) leaves none, and neither does a grey photo."""
     chroma = noise_level(x - x.mean(dim=1, keepdim=True))  # [B, 1]
     return torch.cat([NOISE_MAP_SCALE * sigma, chroma / (sigma + LIMIT_FLOOR)], dim=1)
+
+
+SATURATION_MARGIN = 0.5 / 255  # half an 8-bit level: a PNG's 0 and 255, and exact 0.0 / 1.0
+
+
+def saturated(x: torch.Tensor) -> torch.Tensor:
+    """``[B, 1, H, W]``: 1.0 where some channel of ``x [B, C, H, W]`` is at 0 or 1 (within
+    ``SATURATION_MARGIN``), else 0.0."""
+    return ((x <= SATURATION_MARGIN) | (x >= 1.0 - SATURATION_MARGIN)).any(dim=1, keepdim=True).to(x.dtype)
 
 
 def median3x3(x: torch.Tensor) -> torch.Tensor:

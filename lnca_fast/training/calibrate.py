@@ -16,8 +16,12 @@ small to object; docs/training/blind.md, round 3). ``--impulse-sigma S`` first r
 opening by a soft step at an estimated noise sigma of S/255 (``set_impulse_step``): shut on clean
 and lightly noisy photos, open where the noise is heavy; S is chosen on the validation photos.
 
+``--chroma-gate`` (denoisers with the noise map) adds the chroma gate (``AEConfig.detail_chroma_gate``)
+to a model without one and fits its two numbers on the training photos (``chroma_fit.py``), before
+the strength is calibrated.
+
     python -m lnca_fast.training.calibrate WEIGHTS --out FILE [--min-psnr 38] [--min-ssim 0.98]
-        [--impulse-sigma S]
+        [--impulse-sigma S] [--chroma-gate]
 """
 
 from __future__ import annotations
@@ -61,6 +65,24 @@ def _fusion(model):
     if len(heads) != 1:
         raise ValueError("calibration needs a model with one residual fusion head (the -blind presets)")
     return heads[0]
+
+
+def with_chroma_gate(model, path):
+    """``model`` rebuilt with the chroma gate (``AEConfig.detail_chroma_gate``) and its weights
+    from ``path``; the gate starts open (the identity). A model that has one is returned as is."""
+    from dataclasses import replace
+
+    from ..factory import build_model
+    from .models import load_all
+
+    ae = model.config.ae
+    if ae.detail_chroma_gate:
+        return model
+    if not ae.detail_noise_map:
+        raise ValueError("--chroma-gate needs a head with the noise map (AEConfig.detail_noise_map)")
+    gated = build_model(replace(model.config, ae=replace(ae, detail_chroma_gate=True)))
+    load_all(gated, str(path))
+    return gated.eval()
 
 
 def clean_scores(model, steps: int, photos) -> list[tuple[str, float, float]]:
@@ -130,10 +152,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-ssim", type=float, default=0.98)
     parser.add_argument("--impulse-sigma", type=float, default=None,
                         help="impulse heads: open the allowance above this noise sigma (8-bit levels)")
+    parser.add_argument("--chroma-gate", action="store_true",
+                        help="denoisers with the noise map: add the chroma gate and fit it on the training photos")
     args = parser.parse_args(argv)
     try:
         _, metadata = read_weights(args.weights)
         model = load_model(args.weights).eval()
+        if args.chroma_gate:
+            model = with_chroma_gate(model, args.weights)
         head = _fusion(model)
         if args.impulse_sigma is not None:
             set_impulse_step(head, args.impulse_sigma)
@@ -142,9 +168,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     extra = json.loads(metadata.get("extra") or "{}")
     steps = extra.get("recipe", {}).get("eval_steps", model.config.steps)
+    chroma = None
+    if args.chroma_gate:
+        from .chroma_fit import fit_chroma_gate
+
+        chroma = fit_chroma_gate(model, head, steps, load_photos("train"))
     result = calibrate_strength(model, steps, load_photos("val"), min_psnr=args.min_psnr, min_ssim=args.min_ssim)
     if args.impulse_sigma is not None:
         result["impulse_sigma"] = args.impulse_sigma
+    if chroma is not None:
+        result["chroma_gate"] = chroma
     save_weights(model, args.out, preset=metadata.get("preset"), extra={**extra, "calibration": result})
     print(json.dumps(result))
     return 0
