@@ -75,3 +75,27 @@ def test_rows_cache_and_bars(tmp_path, monkeypatch):
 def test_shot_megapixels():
     shot = Shot("p", torch.zeros(1, 3, 1000, 2000), torch.zeros(1, 3, 1000, 2000), None)
     assert shot.megapixels == pytest.approx(2.0)
+
+
+def test_shipped_rows_run_at_the_steps_lnca_restore_uses(tmp_path, monkeypatch):
+    """The eval's shipped-model rows run the NCA steps recorded with the weights, not the preset's
+    default (tiny preset: 4; recorded: 3)."""
+    from types import SimpleNamespace
+
+    import lnca_fast.evaluation.report as report
+    import lnca_fast.shipped as registry
+    from lnca_fast import create_model
+    from lnca_fast.checkpoint import save_weights
+    from lnca_fast.training.recipe import get_recipe
+
+    path = tmp_path / "w.safetensors"
+    save_weights(create_model("tiny-latent-nafca-blind-denoiser"), path, extra={"recipe": {"eval_steps": 3, "task": "denoise"}})
+    monkeypatch.setattr(registry, "lookup", lambda task, name: SimpleNamespace(path=path))
+    monkeypatch.setattr(registry, "weights_path", lambda entry: entry.path)
+    used = []
+    monkeypatch.setattr(report, "photo_restorer", lambda model, steps: used.append(steps))
+    monkeypatch.setattr(family_photos, "evaluate_families", lambda *a, **k: [])
+    monkeypatch.setattr(family_photos, "families_markdown", lambda rows, task: "")
+    recipe = get_recipe("smoke", model="tiny-latent-nafca-blind-denoiser", corruption="blind")
+    report._families([], recipe, tmp_path / "out", lambda *_: None, shipped=("latent-nafca-blind",))
+    assert used == [3]

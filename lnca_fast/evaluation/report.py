@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from ..atomic import atomic_path, write_text_atomic
-from ..checkpoint import load_model, read_weights
+from ..checkpoint import load_model
 from ..data.batches import eval_set
 from ..data.load import load_splits
 from ..metrics import psnr, relative_gain, ssim
@@ -185,6 +185,7 @@ def _families(runs, first: Recipe, out: Path, echo, *, shipped: tuple[str, ...] 
     """Blind runs: ``families.csv`` / ``families.md`` (every named corruption of the task on the
     whole test photos), with each run also at 0 NCA steps (what the NCA contributes)."""
     from .. import shipped as registry
+    from ..restoration.loading import read_recipe, steps_for
     from .family_photos import bars_markdown, evaluate_families, families_markdown
 
     learned = []
@@ -193,8 +194,9 @@ def _families(runs, first: Recipe, out: Path, echo, *, shipped: tuple[str, ...] 
         learned.append((f"{recipe.model} ({folder.name}), NCA off: 0 steps", photo_restorer(model, 0)))
     for name in shipped:
         entry = registry.lookup(first.task, name)
-        model = load_model(registry.weights_path(entry), fast=True)
-        steps = json.loads(read_weights(entry.path)[1].get("recipe", "{}")).get("eval_steps", model.config.steps)
+        path = registry.weights_path(entry)
+        model = load_model(path, fast=True)
+        steps, _ = steps_for(model, read_recipe(path), path, None, option="steps")  # as lnca restore picks them
         learned.append((f"shipped {name}", photo_restorer(model, int(steps))))
     out.mkdir(parents=True, exist_ok=True)
     cache = out / "peers-cache.json"  # peer rows (BM3D: minutes per corruption) reused for identical inputs
