@@ -100,6 +100,17 @@ def test_shipping_a_calibrated_file_keeps_its_strength_and_measurements(tmp_path
     extra = json.loads(read_weights(tmp_path / "shipped.safetensors")[1]["extra"])
     assert extra["calibration"] == {"bias_shift": -0.5} and extra["classical"] == ["median", 3] and extra["run"] == "run"
     assert extra["recipe"]["model"] == "tiny-latent-nafca-blind"
+    # Steps chosen on validation replace the run's eval_steps, which stay recorded.
+    from lnca_fast.restoration.loading import read_recipe, steps_for
+
+    ship_run(tmp_path / "run", tmp_path / "s3.safetensors", classical="median", param=3, weights=calibrated, steps=3)
+    extra3 = json.loads(read_weights(tmp_path / "s3.safetensors")[1]["extra"])
+    assert extra3["recipe"]["eval_steps"] == 3 and extra3["trained_eval_steps"] == recipe.eval_steps != 3
+    s3 = load_model(tmp_path / "s3.safetensors")
+    assert steps_for(s3, read_recipe(tmp_path / "s3.safetensors"), tmp_path / "s3.safetensors", None, option="--steps")[0] == 3
+    with pytest.raises(ValueError, match="positive int"):
+        ship_run(tmp_path / "run", tmp_path / "s0.safetensors", classical="median", param=3, steps=0)
+    assert not (tmp_path / "s0.safetensors").exists()
 
 
 def test_impulse_step_opens_only_above_the_chosen_sigma():
