@@ -153,3 +153,18 @@ def test_cli_records_the_impulse_step(tmp_path, monkeypatch, capsys):
     assert extra["calibration"]["impulse_sigma"] == 20.0
     layer = load_model(tmp_path / "out.safetensors").decoder.fusion.impulse_gain
     assert float(layer.weight[0, 0]) == calibrate.IMPULSE_STEP_SLOPE and float(layer.weight[0, 1:].abs().sum()) == 0.0
+
+
+def test_cli_calibrates_at_the_steps_asked(tmp_path, monkeypatch, capsys):
+    import lnca_fast.evaluation.family_photos as family_photos
+
+    monkeypatch.setattr(family_photos, "load_photos", lambda split: _photos())
+    extra = {"recipe": {"eval_steps": 2}}
+    save_weights(_harmful_model(), tmp_path / "in.safetensors", preset="tiny-latent-nafca-blind", extra=extra)
+    out = tmp_path / "out.safetensors"
+    assert calibrate.main([str(tmp_path / "in.safetensors"), "--out", str(out), "--steps", "1", "--min-psnr", "0"]) == 0
+    assert json.loads(read_weights(out)[1]["extra"])["calibration"]["steps"] == 1
+    capsys.readouterr()
+    assert calibrate.main([str(tmp_path / "in.safetensors"), "--out", str(tmp_path / "bad.safetensors"), "--steps", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--steps" in err and "\n" not in err and not (tmp_path / "bad.safetensors").exists()

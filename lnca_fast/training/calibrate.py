@@ -21,7 +21,7 @@ to a model without one and fits its two numbers on the training photos (``chroma
 the strength is calibrated.
 
     python -m lnca_fast.training.calibrate WEIGHTS --out FILE [--min-psnr 38] [--min-ssim 0.98]
-        [--impulse-sigma S] [--chroma-gate]
+        [--impulse-sigma S] [--chroma-gate] [--steps N]
 """
 
 from __future__ import annotations
@@ -152,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-ssim", type=float, default=0.98)
     parser.add_argument("--impulse-sigma", type=float, default=None,
                         help="impulse heads: open the allowance above this noise sigma (8-bit levels)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="NCA steps to calibrate at (default: the eval_steps recorded with the weights)")
     parser.add_argument("--chroma-gate", action="store_true",
                         help="denoisers with the noise map: add the chroma gate and fit it on the training photos")
     args = parser.parse_args(argv)
@@ -167,7 +169,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     extra = json.loads(metadata.get("extra") or "{}")
-    steps = extra.get("recipe", {}).get("eval_steps", model.config.steps)
+    steps = args.steps if args.steps is not None else extra.get("recipe", {}).get("eval_steps", model.config.steps)
+    if not steps > 0:
+        print(f"error: --steps must be > 0, got {steps}", file=sys.stderr)
+        return 2
     chroma = None
     if args.chroma_gate:
         from .chroma_fit import fit_chroma_gate
@@ -178,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         result["impulse_sigma"] = args.impulse_sigma
     if chroma is not None:
         result["chroma_gate"] = chroma
+    result["steps"] = steps
     save_weights(model, args.out, preset=metadata.get("preset"), extra={**extra, "calibration": result})
     print(json.dumps(result))
     return 0
