@@ -377,12 +377,12 @@ CALIBRATED_PSNR_ABS = 1e-3
 # 1/4.7 of its measurement and 1700x fp32's.
 FP32_MATMUL_REL_MAX = 1e-5
 BF16_MATMUL_REL_MIN = 5e-4
-# restore(precision="bf16") vs "fp32", shipped default denoiser (latent-nafca-blind, 16 steps), float
-# outputs in [0, 1]: the test's 64x96 crop of the noisy sample photo measured 3.22e-3 (0.82 of an
-# 8-bit level); python -m bench.bf16_quality over 5 whole photos x 12 named corruptions (both
-# tasks' defaults) measured at worst 5.2e-3 (1.33 levels: gray25, immunohistochemistry), PSNR of
-# noisy photos within 0.0014 dB, SSIM within 1.5e-4 (round-4 denoiser, 2026-12-07; round 3's:
-# 3.9e-3). 1.9x the worst photo, 3.1x the crop.
+# restore(precision="bf16") vs "fp32", shipped default denoiser (latent-nafca-blind, 8 steps at
+# half resolution), float outputs in [0, 1]: the test's 64x96 crop of the noisy sample photo
+# measured 2.75e-3 (0.70 of an 8-bit level); python -m bench.bf16_quality over 5 whole photos x 12
+# named corruptions (both tasks' defaults) measured at worst 3.6e-3 (0.92 levels: awgn50,
+# motorcycle_left), PSNR of noisy photos within 0.0081 dB, SSIM within 5.7e-4 (round-7 denoiser,
+# 2026-12-07; round 4's: 5.2e-3, 1.33 levels). 2.7x the worst photo, 3.6x the crop.
 BF16_RESTORE_ATOL = 1e-2
 
 # -- Chroma gate (tests/test_chroma_gate.py) -----------------------------------------------------
