@@ -110,7 +110,7 @@ class AEConfig:
     # noise clips the channels unequally). Grey (channel-coherent) noise, the paper's sparse noise
     # among it, leaves the chroma clean elsewhere, yet the trained heads changed it: on the training
     # photos the input's chroma was worth +0.35 to +1.2 dB over the head's for grey and sparse noise
-    # (docs/training/blind.md, round 7). A linear layer starting at a = 0, b = 1 (the identity); the
+    # (docs/design/chroma-gate.md). A linear layer starting at a = 0, b = 1 (the identity); the
     # calibration fits a and b on the training photos (lnca_fast/training/chroma_fit.py). 3 parameters.
     detail_chroma_gate: bool = False
     # Deblurrers: the head also sees the Wiener deconvolution of x by the kernel the photo's power

@@ -8,7 +8,8 @@ computes, so one restoration per corrupted photo with the gate open gives its co
 candidate is then scored without running the model again, as
 ``clamp(x + mean_c(d) + c (d - mean_c(d)), 0, 1)`` (``d`` taken after the open head's clamp: exact
 except where the output saturates). The grid's best mean PSNR over every family's draw of every
-training photo wins; validation and test photos are not looked at. Round 7 of docs/training/blind.md has why and what it measured.
+training photo wins; validation and test photos are not looked at. Why: docs/design/chroma-gate.md;
+the runs: docs/training/blind.md, round 7.
 """
 
 from __future__ import annotations
