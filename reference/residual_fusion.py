@@ -179,9 +179,7 @@ class ResidualFusion(nn.Module):
         """``delta [B, 3, H, W]`` with its channel mean kept and the rest scaled by ``chroma_factor``,
         except where ``x`` is saturated: noise shared by the channels clips them unequally there
         (a dark red's green and blue at 0), so its chroma is corrupted after all."""
-        mean = delta.mean(dim=1, keepdim=True)
-        c = torch.maximum(self.chroma_factor(noise_map)[:, :, None, None], saturated(x))
-        return torch.addcmul(mean, c, delta - mean)
+        return chroma_scaled(delta, self.chroma_factor(noise_map)[:, :, None, None], x)
 
 
 @contextmanager
@@ -301,6 +299,13 @@ def saturated(x: torch.Tensor) -> torch.Tensor:
     """``[B, 1, H, W]``: 1.0 where some channel of ``x [B, C, H, W]`` is at 0 or 1 (within
     ``SATURATION_MARGIN``), else 0.0."""
     return ((x <= SATURATION_MARGIN) | (x >= 1.0 - SATURATION_MARGIN)).any(dim=1, keepdim=True).to(x.dtype)
+
+
+def chroma_scaled(delta: torch.Tensor, c: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
+    """``delta [B, 3, H, W]`` with its channel mean kept and its chroma (the rest) scaled by ``c``
+    (``[B, 1, 1, 1]`` or a number), except where a channel of ``x`` is ``saturated``."""
+    mean = delta.mean(dim=1, keepdim=True)
+    return torch.addcmul(mean, torch.maximum(torch.as_tensor(c, dtype=delta.dtype), saturated(x)), delta - mean)
 
 
 def median3x3(x: torch.Tensor) -> torch.Tensor:

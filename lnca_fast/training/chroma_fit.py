@@ -18,7 +18,7 @@ import torch
 
 from ..evaluation.family_photos import corrupt_photos
 from ..metrics import psnr
-from ..reference.residual_fusion import saturated
+from ..reference.residual_fusion import chroma_scaled, noise_level, noise_map_statistics
 
 FAMILIES = ("clean", "awgn15", "awgn25", "awgn50", "gray25", "sparse-p0.5", "poisson-gaussian")
 LOWS = tuple(0.05 * i for i in range(15))  # rho where the ramp leaves 0: 0 .. 0.7
@@ -29,12 +29,10 @@ FIT_SEED = 29  # the draws' seed (evaluation draws use their own)
 def open_corrections(model, head, steps: int, photos) -> list[dict]:
     """Per family and photo: the input, the clean photo, the open gate's correction and ``rho``."""
     from ..evaluation.report import photo_restorer
-    from ..reference.residual_fusion import noise_level, noise_map_statistics
 
     with torch.no_grad():
         saved = head.chroma_gain.weight.clone(), head.chroma_gain.bias.clone()
-        head.chroma_gain.weight.zero_()
-        head.chroma_gain.bias.fill_(1.0)
+    set_ramp(head, 0.0, 1.0)  # open
     try:
         restore = photo_restorer(model, steps)
         samples = []
@@ -52,11 +50,17 @@ def open_corrections(model, head, steps: int, photos) -> list[dict]:
     return samples
 
 
+def set_ramp(head, a: float, b: float) -> None:
+    """``head``'s gate as ``c = clamp(a rho + b, 0, 1)``, nothing on the noise level."""
+    with torch.no_grad():
+        head.chroma_gain.weight.zero_()
+        head.chroma_gain.weight[0, 1] = a
+        head.chroma_gain.bias.fill_(b)
+
+
 def gated_psnr(sample: dict, c: float) -> float:
-    x, d = sample["x"], sample["d"]
-    mean = d.mean(dim=1, keepdim=True)
-    factor = saturated(x).clamp_min(c)
-    return float(psnr((x + mean + factor * (d - mean)).clamp(0.0, 1.0), sample["clean"]))
+    x = sample["x"]
+    return float(psnr((x + chroma_scaled(sample["d"], c, x)).clamp(0.0, 1.0), sample["clean"]))
 
 
 def best_gate(samples: list[dict]) -> tuple[tuple[float, float], list[float], list[float]]:
@@ -84,10 +88,7 @@ def fit_chroma_gate(model, head, steps: int, photos) -> dict:
     noise level) and return what was measured: per sample, rho, the open and fitted PSNR."""
     samples = open_corrections(model, head, steps, photos)
     (a, b), open_scores, fitted = best_gate(samples)
-    with torch.no_grad():
-        head.chroma_gain.weight.zero_()
-        head.chroma_gain.weight[0, 1] = a
-        head.chroma_gain.bias.fill_(b)
+    set_ramp(head, a, b)
     return {
         "a": a,
         "b": b,
