@@ -152,7 +152,7 @@ class Decoder(nn.Module):
                     c_skip, c_out, config.detail_channels, config.detail_depth,
                     median=config.detail_median, limit=config.detail_limit, impulse=config.detail_impulse,
                     noise_map=config.detail_noise_map, deconv=config.detail_deconv,
-                    chroma_gate=config.detail_chroma_gate,
+                    chroma_gate=config.detail_chroma_gate, local_bound=config.detail_local_bound,
                 )
             else:
                 self.fusion = FusionHead(f, c_out)

@@ -113,6 +113,12 @@ class AEConfig:
     # (docs/design/chroma-gate.md). A linear layer starting at a = 0, b = 1 (the identity); the
     # calibration fits a and b on the training photos (lnca_fast/training/chroma_fit.py). 3 parameters.
     detail_chroma_gate: bool = False
+    # Needs detail_limit: the limit's sigma is per pixel, sqrt(a mu + b) at the local brightness mu,
+    # with (a, b) fitted to the whole image's noise binned by brightness (reference/noise_fit.py).
+    # Camera-like noise grows with brightness; one sigma per image held the correction at brightness
+    # 0.9 to 1.7-1.9 of its local sigmas (docs/design/local-noise-bound.md). No parameters: a file
+    # trained without it can switch it on (python -m lnca_fast.training.calibrate --local-bound).
+    detail_local_bound: bool = False
     # Deblurrers: the head also sees the Wiener deconvolution of x by the kernel the photo's power
     # spectrum points to (reference/deconvolution.py; no blur found: x itself), and adds it one
     # per-pixel gate away, g (w - x): a prior-free inverse that eleven training photos cannot teach
@@ -162,6 +168,8 @@ class AEConfig:
             raise ValueError(
                 "AEConfig.detail_chroma_gate reads the chroma share of an RGB image's noise map; set detail_noise_map"
             )
+        if self.detail_local_bound and not self.detail_limit:
+            raise ValueError("AEConfig.detail_local_bound makes detail_limit's sigma per pixel; set detail_limit > 0")
         if self.detail_impulse and not (self.detail_median and self.detail_limit):
             raise ValueError("AEConfig.detail_impulse gates the median and widens the limit; set detail_median and detail_limit")
         for name in ("stem_channels", "fusion_channels", "detail_channels"):

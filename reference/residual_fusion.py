@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import blur_kernels, deconvolution
+from .noise_fit import local_sigma, noise_variance_fit
 
 
 class ResidualFusion(nn.Module):
@@ -48,18 +49,24 @@ class ResidualFusion(nn.Module):
     hand the true one in (``blur_hint``). ``chroma_gate`` (needs ``noise_map``, RGB) keeps the final
     correction's channel mean and scales the rest, its chroma, by ``c = clamp(a . noise_map + b, 0,
     1)`` per image, except at pixels where a channel of ``x`` is saturated (``chroma_projection``):
-    grey noise leaves the chroma clean where it did not clip (round 7)."""
+    grey noise leaves the chroma clean where it did not clip (round 7). ``local_bound`` (needs
+    ``limit``) makes the bound's sigma per pixel, ``sqrt(a mu + b)`` at the local brightness ``mu``
+    with ``(a, b)`` fitted to the whole image (``noise_fit.noise_variance_fit``): a camera's noise
+    grows with brightness, and one sigma per image cut the correction in bright regions (round 8)."""
 
     def __init__(
         self, features: int, image_channels: int, width: int, depth: int, *,
         median: bool = False, limit: float = 0.0, impulse: bool = False, noise_map: bool = False,
-        deconv: bool = False, chroma_gate: bool = False,
+        deconv: bool = False, chroma_gate: bool = False, local_bound: bool = False,
     ):
         super().__init__()
         if impulse and not (median and limit):
             raise ValueError("ResidualFusion: impulse gates the median and widens the limit; it needs both")
         self.image_channels, self.median, self.limit, self.impulse = image_channels, median, float(limit), impulse
         self.noise_map, self.deconv = noise_map, deconv
+        if local_bound and not limit:
+            raise ValueError("ResidualFusion: local_bound makes the limit's sigma per pixel; it needs limit > 0")
+        self.local_bound = local_bound
         if chroma_gate and not (noise_map and image_channels == 3):
             raise ValueError("ResidualFusion: chroma_gate reads the noise map's chroma share of an RGB image; it needs noise_map")
         # The maps, then the deconvolved view, come last: a head widened from a file without them
@@ -106,8 +113,10 @@ class ResidualFusion(nn.Module):
         for impulse heads the ``impulse`` statistics ``[B, IMPULSE_FEATURES]``, for noise-map heads
         the ``noise_map`` values ``[B, NOISE_MAP_FEATURES]``, for deconvolving heads (unless
         ``blur=False``: the view came with the input) the ``blur`` kernels ``[B, k, k]`` (no blur:
-        the centred delta)."""
+        the centred delta), for local bounds the ``noise_fit`` ``(a, b)`` ``[B, 2]``."""
         stats = {"sigma": noise_level(x)}
+        if self.local_bound:
+            stats["noise_fit"] = noise_variance_fit(x, stats["sigma"])
         if self.impulse:
             stats["impulse"] = impulse_statistics(x, median3x3(x) if m is None else m, stats["sigma"])
         if self.noise_map:
@@ -162,7 +171,10 @@ class ResidualFusion(nn.Module):
             # a strength near 0.4 (the local correction's) would cap the inverse at 40 % (round 5).
             delta = delta + F.pixel_shuffle(self.deconv_gate(z), 2) * (w - x)
         if self.limit:
-            bound = (self.limit * sigma + LIMIT_FLOOR)[:, :, None, None]  # [B, 1, 1, 1]
+            if self.local_bound:
+                bound = self.limit * local_sigma(x, stats["noise_fit"]) + LIMIT_FLOOR  # [B, 1, H, W]
+            else:
+                bound = (self.limit * sigma + LIMIT_FLOOR)[:, :, None, None]  # [B, 1, 1, 1]
             if self.impulse:
                 iota = torch.sigmoid(self.impulse_gain(stats["impulse"]))  # [B, 1]
                 bound = bound + 2.0 * iota[:, :, None, None] * (m - x).abs()  # [B, 3, H, W]

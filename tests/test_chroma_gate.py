@@ -55,7 +55,7 @@ def test_untrained_gated_model_is_exactly_the_identity():
 def test_open_gate_is_the_file_and_a_shut_one_keeps_the_input_chroma(tmp_path):
     source = _trained_like(create_model(PRESET))
     save_weights(source, tmp_path / "in.safetensors", preset=PRESET)
-    gated = calibrate.with_chroma_gate(load_model(tmp_path / "in.safetensors"), tmp_path / "in.safetensors")
+    gated = calibrate.with_head_options(load_model(tmp_path / "in.safetensors"), tmp_path / "in.safetensors", chroma_gate=True)
     assert gated.config.ae.detail_chroma_gate and gated.decoder.fusion.chroma_gate
     x = _photo(4, True)
     with torch.no_grad():

@@ -20,8 +20,12 @@ and lightly noisy photos, open where the noise is heavy; S is chosen on the vali
 to a model without one and fits its two numbers on the training photos (``chroma_fit.py``), before
 the strength is calibrated.
 
+``--local-bound`` (denoisers with the limit) switches on the per-pixel sigma of the limit
+(``AEConfig.detail_local_bound``): it has no parameters, so a file trained without it takes it as
+is. The calibrations already in the file's metadata are kept beside the new one.
+
     python -m lnca_fast.training.calibrate WEIGHTS --out FILE [--min-psnr 38] [--min-ssim 0.98]
-        [--impulse-sigma S] [--chroma-gate] [--steps N]
+        [--impulse-sigma S] [--chroma-gate] [--local-bound] [--steps N]
 """
 
 from __future__ import annotations
@@ -67,22 +71,27 @@ def _fusion(model):
     return heads[0]
 
 
-def with_chroma_gate(model, path):
-    """``model`` rebuilt with the chroma gate (``AEConfig.detail_chroma_gate``) and its weights
-    from ``path``; the gate starts open (the identity). A model that has one is returned as is."""
+def with_head_options(model, path, *, chroma_gate: bool = False, local_bound: bool = False):
+    """``model`` rebuilt with the head options asked for (``AEConfig.detail_chroma_gate``,
+    ``detail_local_bound``) and its weights from ``path``; a new chroma gate starts open (the
+    identity). A model that has them all is returned as is."""
     from dataclasses import replace
 
     from ..factory import build_model
     from .models import load_all
 
     ae = model.config.ae
-    if ae.detail_chroma_gate:
+    wanted = {"detail_chroma_gate": chroma_gate, "detail_local_bound": local_bound}
+    changes = {name: True for name, on in wanted.items() if on and not getattr(ae, name)}
+    if not changes:
         return model
-    if not ae.detail_noise_map:
+    if changes.get("detail_chroma_gate") and not ae.detail_noise_map:
         raise ValueError("--chroma-gate needs a head with the noise map (AEConfig.detail_noise_map)")
-    gated = build_model(replace(model.config, ae=replace(ae, detail_chroma_gate=True)))
-    load_all(gated, str(path))
-    return gated.eval()
+    if changes.get("detail_local_bound") and not ae.detail_limit:
+        raise ValueError("--local-bound needs a head with the limit (AEConfig.detail_limit)")
+    rebuilt = build_model(replace(model.config, ae=replace(ae, **changes)))
+    load_all(rebuilt, str(path))
+    return rebuilt.eval()
 
 
 def clean_scores(model, steps: int, photos) -> list[tuple[str, float, float]]:
@@ -156,12 +165,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="NCA steps to calibrate at (default: the eval_steps recorded with the weights)")
     parser.add_argument("--chroma-gate", action="store_true",
                         help="denoisers with the noise map: add the chroma gate and fit it on the training photos")
+    parser.add_argument("--local-bound", action="store_true",
+                        help="denoisers with the limit: make the limit's sigma per pixel (signal-dependent noise)")
     args = parser.parse_args(argv)
     try:
         _, metadata = read_weights(args.weights)
         model = load_model(args.weights).eval()
-        if args.chroma_gate:
-            model = with_chroma_gate(model, args.weights)
+        model = with_head_options(model, args.weights, chroma_gate=args.chroma_gate, local_bound=args.local_bound)
         head = _fusion(model)
         if args.impulse_sigma is not None:
             set_impulse_step(head, args.impulse_sigma)
@@ -184,7 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     if chroma is not None:
         result["chroma_gate"] = chroma
     result["steps"] = steps
-    save_weights(model, args.out, preset=metadata.get("preset"), extra={**extra, "calibration": result})
+    if args.local_bound:
+        result["local_bound"] = True
+    earlier = extra.get("calibration", {})
+    save_weights(model, args.out, preset=metadata.get("preset"), extra={**extra, "calibration": {**earlier, **result}})
     print(json.dumps(result))
     return 0
 
