@@ -1,8 +1,11 @@
-"""Signal-dependent noise, measured: the variance ``a mu + b`` a camera's noise has at brightness
-``mu`` (Poisson shot noise plus Gaussian read noise, Foi et al. 2008), fitted per image, and the
-per-pixel sigma it implies. The denoising head's bound reads it (``AEConfig.detail_local_bound``):
-a bound of ``k`` times one sigma per image cuts the correction of a camera photo's bright regions,
-whose noise is up to 2.5x the image's median level (docs/design/local-noise-bound.md).
+"""Noise, measured from the image itself: its robust level (``noise_level``, one sigma per image)
+and, for signal-dependent noise, the variance ``a mu + b`` a camera's noise has at brightness ``mu``
+(Poisson shot noise plus Gaussian read noise, Foi et al. 2008), fitted per image, with the per-pixel
+sigma it implies. Both read the same Immerkaer responses (``immerkaer_response``), so a caller that
+needs both computes them once. The denoising head's bound reads the fit
+(``AEConfig.detail_local_bound``): a bound of ``k`` times one sigma per image cuts the correction of
+a camera photo's bright regions, whose noise is up to 2.5x the image's median level
+(docs/design/local-noise-bound.md).
 """
 
 from __future__ import annotations
@@ -19,9 +22,30 @@ NOISE_FIT_MIN_SHARE = 0.01
 # The local brightness is a BRIGHTNESS_BOX x BRIGHTNESS_BOX mean: at sigma 50/255 its own noise is
 # under 0.04 of a bin (1/16), while it still follows the photo's shading.
 BRIGHTNESS_BOX = 5
-# Immerkaer's mask [[1, -2, 1], [-2, 4, -2], [1, -2, 1]] cancels locally linear content; 1.4826 takes
-# a median absolute value to a Gaussian sigma and 6 is the mask's L2 norm (as noise_level does).
+# 1.4826 takes a median absolute value to a Gaussian sigma; 6 is the Immerkaer mask's L2 norm.
 _MAD_TO_SIGMA = 1.4826 / 6.0
+
+
+def immerkaer_response(x: torch.Tensor) -> torch.Tensor:
+    """``[B, C (H-2) (W-2)]``: each channel's absolute response to Immerkaer's mask
+    [[1, -2, 1], [-2, 4, -2], [1, -2, 1]] (which cancels locally linear image content), in sigma
+    units (i.i.d. Gaussian noise of sigma s has median response s); ``[B, 0]`` below 3 x 3."""
+    b, c, h, w = x.shape
+    if h < 3 or w < 3:
+        return x.new_zeros(b, 0)
+    mask = x.new_tensor([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]]).expand(c, 1, 3, 3)
+    return (F.conv2d(x, mask, groups=c).abs() * _MAD_TO_SIGMA).flatten(1)
+
+
+def noise_level(x: torch.Tensor, response: torch.Tensor | None = None) -> torch.Tensor:
+    """A robust per-image noise sigma ``[B, 1]`` of ``x [B, C, H, W]``: the median
+    ``immerkaer_response`` (``response``, when the caller has it). The median, not the mean, so
+    edges and texture barely move it. It is what lets the head's strength tell a clean photo from
+    a lightly noisy one."""
+    response = immerkaer_response(x) if response is None else response
+    if response.shape[1] == 0:
+        return x.new_zeros(x.shape[0], 1)
+    return response.median(dim=1).values[:, None]
 
 
 def local_brightness(x: torch.Tensor) -> torch.Tensor:
@@ -30,22 +54,22 @@ def local_brightness(x: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(x, BRIGHTNESS_BOX, stride=1, padding=BRIGHTNESS_BOX // 2, count_include_pad=False)
 
 
-def noise_variance_fit(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+def noise_variance_fit(x: torch.Tensor, sigma: torch.Tensor, response: torch.Tensor | None = None) -> torch.Tensor:
     """``[B, 2]``: ``(a, b)`` of the noise variance ``a mu + b`` of each image of ``x [B, C, H, W]``.
 
     Each channel's Immerkaer response is binned by the local brightness at its pixel; a bin's
     variance is its robust sigma squared (median, so texture barely moves it), and ``(a, b)`` is the
     line through the bins' ``(brightness, variance)`` by least squares weighted by their counts,
     held to ``a, b >= 0``. Where fewer than two bins qualify (a flat or tiny image) it is
-    ``(0, sigma^2)`` with ``sigma [B, 1]`` the image's ``noise_level``: exactly the one-sigma model."""
-    b, c, h, w = x.shape
+    ``(0, sigma^2)`` with ``sigma [B, 1]`` the image's ``noise_level``: exactly the one-sigma model.
+    ``response``: the image's ``immerkaer_response``, when the caller has it."""
+    b, _, h, w = x.shape
     fits = torch.zeros(b, 2, dtype=torch.float64)
     fits[:, 1] = sigma.detach().double().flatten() ** 2
     if h < 3 or w < 3:
         return fits.to(x)
     with torch.no_grad():
-        mask = x.new_tensor([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]]).expand(c, 1, 3, 3)
-        response = (F.conv2d(x, mask, groups=c).abs() * _MAD_TO_SIGMA).flatten(1)  # [B, C (H-2) (W-2)]
+        response = immerkaer_response(x) if response is None else response
         mu = local_brightness(x)[..., 1:-1, 1:-1].flatten(1)
         bins = (mu * NOISE_FIT_BINS).long().clamp(0, NOISE_FIT_BINS - 1)
         for i in range(b):

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import blur_kernels, deconvolution
-from .noise_fit import local_sigma, noise_variance_fit
+from .noise_fit import immerkaer_response, local_sigma, noise_level, noise_variance_fit
 
 
 class ResidualFusion(nn.Module):
@@ -114,9 +114,10 @@ class ResidualFusion(nn.Module):
         the ``noise_map`` values ``[B, NOISE_MAP_FEATURES]``, for deconvolving heads (unless
         ``blur=False``: the view came with the input) the ``blur`` kernels ``[B, k, k]`` (no blur:
         the centred delta), for local bounds the ``noise_fit`` ``(a, b)`` ``[B, 2]``."""
-        stats = {"sigma": noise_level(x)}
+        response = immerkaer_response(x)  # read by the level and, for local bounds, the fit
+        stats = {"sigma": noise_level(x, response)}
         if self.local_bound:
-            stats["noise_fit"] = noise_variance_fit(x, stats["sigma"])
+            stats["noise_fit"] = noise_variance_fit(x, stats["sigma"], response)
         if self.impulse:
             stats["impulse"] = impulse_statistics(x, median3x3(x) if m is None else m, stats["sigma"])
         if self.noise_map:
@@ -334,17 +335,3 @@ def median3x3(x: torch.Tensor) -> torch.Tensor:
                  (5, 8), (4, 7), (3, 6), (1, 4), (2, 5), (4, 7), (4, 2), (6, 4), (4, 2)):
         sort2(i, j)
     return v[4].reshape(b, c, h, w)
-
-
-def noise_level(x: torch.Tensor) -> torch.Tensor:
-    """A robust per-image noise sigma ``[B, 1]`` of ``x [B, C, H, W]``: the median absolute response
-    to Immerkaer's mask [[1, -2, 1], [-2, 4, -2], [1, -2, 1]] (which cancels locally linear
-    image content), scaled so that i.i.d. Gaussian noise of sigma s gives s (1.4826 MAD-to-sigma,
-    over the mask's L2 norm 6). The median, not the mean, so edges and texture barely move it.
-    It is what lets the head's strength tell a clean photo from a lightly noisy one."""
-    b, c, h, w = x.shape
-    if h < 3 or w < 3:
-        return x.new_zeros(b, 1)
-    mask = x.new_tensor([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]]).expand(c, 1, 3, 3)
-    response = F.conv2d(x, mask, groups=c).abs().flatten(1)  # [B, C*(H-2)*(W-2)]
-    return (response.median(dim=1).values * (1.4826 / 6.0))[:, None]

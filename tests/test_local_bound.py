@@ -64,8 +64,8 @@ def test_fit_falls_back_to_the_one_sigma_model(shape):
     torch.testing.assert_close(fit[:, 1], sigma[:, 0] ** 2, rtol=1e-6, atol=0)
 
 
-def _heads(limit_seed: int = 0):
-    torch.manual_seed(limit_seed)
+def _heads(seed: int = 0):
+    torch.manual_seed(seed)
     plain = ResidualFusion(4, 3, 8, 2, median=True, limit=3.0, impulse=True, noise_map=True)
     local = ResidualFusion(4, 3, 8, 2, median=True, limit=3.0, impulse=True, noise_map=True, local_bound=True)
     with torch.no_grad():
