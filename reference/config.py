@@ -91,7 +91,7 @@ class AEConfig:
     # share of the first conv.
     detail_median: bool = False
     # Denoisers only: the head's correction is soft-limited per image to detail_limit times the
-    # estimated noise sigma (reference/residual_fusion.py noise_level), L * tanh(d / L). A photo with no
+    # estimated noise sigma (reference/noise_fit.py noise_level), L * tanh(d / L). A photo with no
     # measurable noise can then hardly be changed, whatever texture it has; 0 = no limit.
     detail_limit: float = 0.0
     # Needs detail_median and detail_limit: the median one per-pixel gate away from the correction,

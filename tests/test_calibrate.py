@@ -114,7 +114,8 @@ def test_shipping_a_calibrated_file_keeps_its_strength_and_measurements(tmp_path
 
 
 def test_impulse_step_opens_only_above_the_chosen_sigma():
-    from lnca_fast.reference.residual_fusion import impulse_statistics, median3x3, noise_level
+    from lnca_fast.reference.noise_fit import noise_level
+    from lnca_fast.reference.residual_fusion import impulse_statistics, median3x3
 
     head = create_model("tiny-latent-nafca-blind-denoiser-i").decoder.fusion
     calibrate.set_impulse_step(head, 20.0)

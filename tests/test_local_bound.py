@@ -11,8 +11,8 @@ from dataclasses import replace
 import pytest
 import torch
 from lnca_fast.reference.config import AEConfig
-from lnca_fast.reference.noise_fit import local_sigma, noise_variance_fit
-from lnca_fast.reference.residual_fusion import LIMIT_FLOOR, ResidualFusion, noise_level, whole_image_statistics
+from lnca_fast.reference.noise_fit import local_sigma, noise_level, noise_variance_fit
+from lnca_fast.reference.residual_fusion import LIMIT_FLOOR, ResidualFusion, whole_image_statistics
 from tolerances import LOCAL_BOUND_FALLBACK_ATOL
 
 from lnca_fast import create_model

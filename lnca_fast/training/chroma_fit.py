@@ -18,7 +18,8 @@ import torch
 
 from ..evaluation.family_photos import corrupt_photos
 from ..metrics import psnr
-from ..reference.residual_fusion import chroma_scaled, noise_level, noise_map_statistics
+from ..reference.noise_fit import noise_level
+from ..reference.residual_fusion import chroma_scaled, noise_map_statistics
 
 FAMILIES = ("clean", "awgn15", "awgn25", "awgn50", "gray25", "sparse-p0.5", "poisson-gaussian")
 LOWS = tuple(0.05 * i for i in range(15))  # rho where the ramp leaves 0: 0 .. 0.7
