@@ -45,6 +45,12 @@ class GroupedPointwise(nn.Module):
 
 
 class NAFCA(NCACell):
+    # Layers whose output rows come in two halves that a SimpleGate multiplies: conv2 and conv4
+    # directly, conv1 through conv2's interleave (its rows [0, E/2) feed the gate's first half).
+    # Widening one of them keeps each half's rows at the start of the wider half, or the file's
+    # second half would land in the new first half (``load_all``).
+    gate_halved_rows = ("conv1", "conv2", "conv4")
+
     def __init__(self, config: NAFCAConfig):
         super().__init__()
         self.config = config

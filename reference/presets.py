@@ -65,6 +65,8 @@ _BLIND_AE_LWE2S = replace(_BLIND_AE_LWE2, skip_features=False)
 _TINY_BLIND_AE_WE2S = replace(_TINY_BLIND_AE_WE2, skip_features=False)
 _PLUS_NCA_M = dict(cell_in=24, cell_out=24, hidden=16)  # 64 channels: the paper's NCA cost per step
 _PLUS_NCA_L = dict(cell_in=32, cell_out=32, hidden=32)  # 96 channels
+# "-w": the NCA's perception and update blocks widened (embed 192, FFN 320), the capacity test of round 9.
+_PLUS_NCA_MW = dict(_PLUS_NCA_M, embed=192, ffn_expand=5)
 
 PRESETS = {
     "latent-nafca": LNCAConfig(core="nafca", nca=NAFCAConfig()),
@@ -104,6 +106,9 @@ PRESETS = {
     ),
     "latent-nafca-blind-denoiser-lin2s": LNCAConfig(
         core="nafca", ae=_BLIND_DENOISER_AE_LIN2S, nca=NAFCAConfig(**_PLUS_NCA_M), steps=16
+    ),
+    "latent-nafca-blind-denoiser-lin2s-w": LNCAConfig(
+        core="nafca", ae=_BLIND_DENOISER_AE_LIN2S, nca=NAFCAConfig(**_PLUS_NCA_MW), steps=16
     ),
     "tiny-latent-nafca-blind-denoiser-in": LNCAConfig(core="nafca", ae=_TINY_BLIND_DENOISER_AE_IN, nca=_TINY_NAFCA, steps=4),
     "tiny-latent-nafca-plus": LNCAConfig(core="nafca", ae=_TINY_PLUS_AE, nca=_TINY_NAFCA, steps=4),

@@ -94,18 +94,36 @@ def load_all(model: nn.Module, path: str) -> None:
         matched = len(set(tensors) & own)
         raise ValueError(f"{path} does not hold this model's weights ({matched} of {len(own)} tensors match by name)")
     state = model.state_dict()
+    halved = _gate_halved_keys(model)
     widened = [k for k in tensors if _smaller(tensors[k], state[k])]
     for key in widened:
         saved, grown = tensors[key], state[key].clone()
         if grown.dim() >= 2:
             grown[:, saved.shape[1] :] = 0.0
-        grown[tuple(slice(0, n) for n in saved.shape)] = saved
+        if key in halved:
+            # Each half of the file's rows leads the matching half of the wider rows, so a gate
+            # multiplies the same pairs it did in the file.
+            half, wide = saved.shape[0] // 2, grown.shape[0] // 2
+            grown[tuple(slice(0, n) for n in (half, *saved.shape[1:]))] = saved[:half]
+            grown[(slice(wide, wide + half), *(slice(0, n) for n in saved.shape[1:]))] = saved[half:]
+        else:
+            grown[tuple(slice(0, n) for n in saved.shape)] = saved
         tensors[key] = grown
     model.load_state_dict(tensors, strict=False)
     if widened:
         print(f"init_weights: {', '.join(widened)} are wider than in {path}: new inputs start at zero weight")
     if missing:
         print(f"init_weights: {path} lacks {', '.join(missing)}: kept at their initial values")
+
+
+def _gate_halved_keys(model: nn.Module) -> set[str]:
+    """State keys whose rows come in two gated halves (a module's ``gate_halved_rows``)."""
+    prefixes = tuple(
+        f"{name}.{layer}." if name else f"{layer}."
+        for name, module in model.named_modules()
+        for layer in getattr(module, "gate_halved_rows", ())
+    )
+    return {k for k in model.state_dict() if prefixes and k.startswith(prefixes)}
 
 
 def _smaller(saved: torch.Tensor, own: torch.Tensor) -> bool:
