@@ -80,7 +80,8 @@ def load_all(model: nn.Module, path: str) -> None:
     layer given more inputs, as ``ResidualFusion``'s median view, or more channels) fills the
     leading block from the file; new input columns (dim 1) start at zero and new output rows keep
     their initial values, so with the new channels last the model starts as exactly the file's
-    function and the new ones still learn (Net2Net-style widening; reported)."""
+    function and the new ones still learn (Net2Net-style widening; reported). Rows a SimpleGate
+    multiplies in pairs (a module's ``gate_halved_rows``) widen per half, keeping the pairs."""
     from safetensors.torch import load_file
 
     tensors = load_file(path)
