@@ -57,7 +57,7 @@ def test_leading_block_placement_would_break_the_gate_pairs(tmp_path):
     # file's second gate half with new rows, and the model is no longer the file.
     source, widened = _widened(tmp_path)
     with torch.no_grad():
-        for name in ("conv1", "conv2", "conv4"):
+        for name in widened.nca.gate_halved_rows:
             layer = getattr(widened.nca, name)
             saved = getattr(source.nca, name)
             for own, old in ((layer.weight, saved.weight), (layer.bias, saved.bias)):

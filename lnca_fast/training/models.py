@@ -95,20 +95,19 @@ def load_all(model: nn.Module, path: str) -> None:
         matched = len(set(tensors) & own)
         raise ValueError(f"{path} does not hold this model's weights ({matched} of {len(own)} tensors match by name)")
     state = model.state_dict()
-    halved = _gate_halved_keys(model)
+    halved = _gate_halved_keys(model, state)
     widened = [k for k in tensors if _smaller(tensors[k], state[k])]
     for key in widened:
         saved, grown = tensors[key], state[key].clone()
         if grown.dim() >= 2:
             grown[:, saved.shape[1] :] = 0.0
-        if key in halved:
-            # Each half of the file's rows leads the matching half of the wider rows, so a gate
-            # multiplies the same pairs it did in the file.
-            half, wide = saved.shape[0] // 2, grown.shape[0] // 2
-            grown[tuple(slice(0, n) for n in (half, *saved.shape[1:]))] = saved[:half]
-            grown[(slice(wide, wide + half), *(slice(0, n) for n in saved.shape[1:]))] = saved[half:]
-        else:
-            grown[tuple(slice(0, n) for n in saved.shape)] = saved
+        # (first row in grown, rows): the leading block, or for gated rows each half of the file's
+        # leading the matching half of the wider rows, so a gate multiplies the pairs it did.
+        half, wide = saved.shape[0] // 2, grown.shape[0] // 2
+        blocks = ((0, saved[:half]), (wide, saved[half:])) if key in halved else ((0, saved),)
+        columns = tuple(slice(0, n) for n in saved.shape[1:])
+        for start, rows in blocks:
+            grown[(slice(start, start + rows.shape[0]), *columns)] = rows
         tensors[key] = grown
     model.load_state_dict(tensors, strict=False)
     if widened:
@@ -117,14 +116,15 @@ def load_all(model: nn.Module, path: str) -> None:
         print(f"init_weights: {path} lacks {', '.join(missing)}: kept at their initial values")
 
 
-def _gate_halved_keys(model: nn.Module) -> set[str]:
-    """State keys whose rows come in two gated halves (a module's ``gate_halved_rows``)."""
+def _gate_halved_keys(model: nn.Module, state: dict[str, torch.Tensor]) -> set[str]:
+    """Keys of ``state`` (``model``'s) whose rows come in two gated halves (a module's
+    ``gate_halved_rows``)."""
     prefixes = tuple(
         f"{name}.{layer}." if name else f"{layer}."
         for name, module in model.named_modules()
         for layer in getattr(module, "gate_halved_rows", ())
     )
-    return {k for k in model.state_dict() if prefixes and k.startswith(prefixes)}
+    return {k for k in state if prefixes and k.startswith(prefixes)}
 
 
 def _smaller(saved: torch.Tensor, own: torch.Tensor) -> bool:
