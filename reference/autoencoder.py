@@ -153,6 +153,7 @@ class Decoder(nn.Module):
                     median=config.detail_median, limit=config.detail_limit, impulse=config.detail_impulse,
                     noise_map=config.detail_noise_map, deconv=config.detail_deconv,
                     chroma_gate=config.detail_chroma_gate, local_bound=config.detail_local_bound,
+                    tv_view=config.detail_tv_view,
                 )
             else:
                 self.fusion = FusionHead(f, c_out)

@@ -119,6 +119,12 @@ class AEConfig:
     # 0.9 to 1.7-1.9 of its local sigmas (docs/design/local-noise-bound.md). No parameters: a file
     # trained without it can switch it on (python -m lnca_fast.training.calibrate --local-bound).
     detail_local_bound: bool = False
+    # The head adds a total-variation estimate of x's luminance (reference/tv_view.py, weight in
+    # proportion to the luminance's own measured noise) one per-pixel gate away, g_t (t - mean_c x),
+    # added to every channel: at heavy luminance noise TV beat the trained head's luminance on
+    # textured photos while the head won the chroma (docs/training/blind.md, round 10). 2,308
+    # parameters at width 64; the gate starts at zero, so a file trained without it keeps its function.
+    detail_tv_view: bool = False
     # Deblurrers: the head also sees the Wiener deconvolution of x by the kernel the photo's power
     # spectrum points to (reference/deconvolution.py; no blur found: x itself), and adds it one
     # per-pixel gate away, g (w - x): a prior-free inverse that eleven training photos cannot teach
@@ -168,6 +174,8 @@ class AEConfig:
             raise ValueError(
                 "AEConfig.detail_chroma_gate reads the chroma share of an RGB image's noise map; set detail_noise_map"
             )
+        if self.detail_tv_view and not self.detail_channels:
+            raise ValueError("AEConfig.detail_tv_view is an input of the residual fusion head; set detail_channels")
         if self.detail_local_bound and not self.detail_limit:
             raise ValueError("AEConfig.detail_local_bound makes detail_limit's sigma per pixel; set detail_limit > 0")
         if self.detail_impulse and not (self.detail_median and self.detail_limit):

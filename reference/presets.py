@@ -51,6 +51,12 @@ _BLIND_DENOISER_AE_LIN = replace(_BLIND_DENOISER_AE_LI, detail_noise_map=True)
 _TINY_BLIND_DENOISER_AE_IN = replace(_TINY_BLIND_DENOISER_AE_I, detail_noise_map=True)
 # "-lin2s": "-lin" with its latent at half resolution and no skip features around the NCA (round 6).
 _BLIND_DENOISER_AE_LIN2S = replace(_BLIND_DENOISER_AE_LIN, latent_stride=1, skip_features=False)
+# "-lin2s-tv": the shipped "-lin2s" denoiser as calibrated (chroma gate, local bound) with the TV view
+# of the luminance one gate away (round 10).
+_BLIND_DENOISER_AE_LIN2S_TV = replace(
+    _BLIND_DENOISER_AE_LIN2S, detail_chroma_gate=True, detail_local_bound=True, detail_tv_view=True
+)
+_TINY_BLIND_DENOISER_AE_TV = replace(_TINY_BLIND_DENOISER_AE_IN, detail_tv_view=True)
 # "-lw": the "-l" deblurrer with the blind Wiener view one gate away (round 5).
 _BLIND_AE_LW = replace(_BLIND_AE_L, detail_deconv=True)
 _TINY_BLIND_AE_W = replace(_TINY_BLIND_AE, detail_deconv=True)
@@ -107,10 +113,14 @@ PRESETS = {
     "latent-nafca-blind-denoiser-lin2s": LNCAConfig(
         core="nafca", ae=_BLIND_DENOISER_AE_LIN2S, nca=NAFCAConfig(**_PLUS_NCA_M), steps=16
     ),
+    "latent-nafca-blind-denoiser-lin2s-tv": LNCAConfig(
+        core="nafca", ae=_BLIND_DENOISER_AE_LIN2S_TV, nca=NAFCAConfig(**_PLUS_NCA_M), steps=16
+    ),
     "latent-nafca-blind-denoiser-lin2s-w": LNCAConfig(
         core="nafca", ae=_BLIND_DENOISER_AE_LIN2S, nca=NAFCAConfig(**_PLUS_NCA_MW), steps=16
     ),
     "tiny-latent-nafca-blind-denoiser-in": LNCAConfig(core="nafca", ae=_TINY_BLIND_DENOISER_AE_IN, nca=_TINY_NAFCA, steps=4),
+    "tiny-latent-nafca-blind-denoiser-tv": LNCAConfig(core="nafca", ae=_TINY_BLIND_DENOISER_AE_TV, nca=_TINY_NAFCA, steps=4),
     "tiny-latent-nafca-plus": LNCAConfig(core="nafca", ae=_TINY_PLUS_AE, nca=_TINY_NAFCA, steps=4),
     "tiny-latent-nafca": LNCAConfig(core="nafca", ae=_TINY_AE, nca=_TINY_NAFCA, steps=4),
     "tiny-latent-vitca": LNCAConfig(core="vitca", ae=_TINY_AE, nca=_TINY_LATENT_VITCA, steps=4),

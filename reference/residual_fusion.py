@@ -16,6 +16,7 @@ from torch import nn
 
 from . import blur_kernels, deconvolution
 from .noise_fit import immerkaer_response, local_sigma, noise_level, noise_variance_fit
+from .tv_view import TV_WEIGHT_PER_SIGMA, tv_denoise
 
 
 class ResidualFusion(nn.Module):
@@ -52,12 +53,17 @@ class ResidualFusion(nn.Module):
     grey noise leaves the chroma clean where it did not clip (round 7). ``local_bound`` (needs
     ``limit``) makes the bound's sigma per pixel, ``sqrt(a mu + b)`` at the local brightness ``mu``
     with ``(a, b)`` fitted to the whole image (``noise_fit.noise_variance_fit``): a camera's noise
-    grows with brightness, and one sigma per image cut the correction in bright regions (round 8)."""
+    grows with brightness, and one sigma per image cut the correction in bright regions (round 8).
+    ``tv_view`` adds ``g_t (t - y)`` to ``d`` in every channel, ``y`` the channel mean of ``x``, ``t``
+    its total-variation estimate at a weight in proportion to ``y``'s own measured noise
+    (``reference/tv_view.py``; a per-image statistic, so tiles read the photo's) and ``g_t`` a
+    per-pixel gate from the head (zero at init): at heavy luminance noise TV's luminance beat the
+    head's on textured photos (round 10)."""
 
     def __init__(
         self, features: int, image_channels: int, width: int, depth: int, *,
         median: bool = False, limit: float = 0.0, impulse: bool = False, noise_map: bool = False,
-        deconv: bool = False, chroma_gate: bool = False, local_bound: bool = False,
+        deconv: bool = False, chroma_gate: bool = False, local_bound: bool = False, tv_view: bool = False,
     ):
         super().__init__()
         if impulse and not (median and limit):
@@ -66,7 +72,7 @@ class ResidualFusion(nn.Module):
         self.noise_map, self.deconv = noise_map, deconv
         if local_bound and not limit:
             raise ValueError("ResidualFusion: local_bound makes the limit's sigma per pixel; it needs limit > 0")
-        self.local_bound = local_bound
+        self.local_bound, self.tv_view = local_bound, tv_view
         if chroma_gate and not (noise_map and image_channels == 3):
             raise ValueError("ResidualFusion: chroma_gate reads the noise map's chroma share of an RGB image; it needs noise_map")
         # The maps, then the deconvolved view, come last: a head widened from a file without them
@@ -87,7 +93,10 @@ class ResidualFusion(nn.Module):
             self.impulse_gain = nn.Linear(IMPULSE_FEATURES, 1)  # iota's logit per image
         if deconv:
             self.deconv_gate = nn.Conv2d(width, 4 * image_channels, 3, padding=1)  # g_w per pixel and channel
+        if tv_view:
+            self.tv_gate = nn.Conv2d(width, 4, 3, padding=1)  # g_t per pixel, shared by the channels
         gated = ((self.gate, self.impulse_gain) if impulse else ()) + ((self.deconv_gate,) if deconv else ())
+        gated += (self.tv_gate,) if tv_view else ()
         for layer in (self.out, self.strength, self.noise_gain, *gated):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
@@ -113,7 +122,8 @@ class ResidualFusion(nn.Module):
         for impulse heads the ``impulse`` statistics ``[B, IMPULSE_FEATURES]``, for noise-map heads
         the ``noise_map`` values ``[B, NOISE_MAP_FEATURES]``, for deconvolving heads (unless
         ``blur=False``: the view came with the input) the ``blur`` kernels ``[B, k, k]`` (no blur:
-        the centred delta), for local bounds the ``noise_fit`` ``(a, b)`` ``[B, 2]``."""
+        the centred delta), for local bounds the ``noise_fit`` ``(a, b)`` ``[B, 2]``, for TV views the
+        ``luma_sigma`` ``[B, 1]`` (the noise of x's channel mean)."""
         response = immerkaer_response(x)  # read by the level and, for local bounds, the fit
         stats = {"sigma": noise_level(x, response)}
         if self.local_bound:
@@ -124,6 +134,8 @@ class ResidualFusion(nn.Module):
             stats["noise_map"] = noise_map_statistics(x, stats["sigma"])
         if self.deconv and blur:
             stats["blur"] = self._measured_blur(x)
+        if self.tv_view:
+            stats["luma_sigma"] = noise_level(x.mean(dim=1, keepdim=True))
         return stats
 
     def blur_kernels(self, x: torch.Tensor) -> torch.Tensor:
@@ -164,6 +176,11 @@ class ResidualFusion(nn.Module):
         delta = F.pixel_shuffle(self.out(z), 2)  # [B, 3, H, W]
         if self.impulse:
             delta = delta + F.pixel_shuffle(self.gate(z), 2) * (m - x)
+        if self.tv_view:
+            y = x.mean(dim=1, keepdim=True)
+            with torch.no_grad():  # a function of the input alone
+                t = tv_denoise(y, TV_WEIGHT_PER_SIGMA * stats["luma_sigma"])
+            delta = delta + F.pixel_shuffle(self.tv_gate(z), 2) * (t - y)
         sigma = stats["sigma"]  # [B, 1] (or [1, 1] for every tile of one image)
         logit = self.strength(z.mean(dim=(2, 3))) + self.noise_gain(torch.log(sigma + 1e-3))  # [B, 1]
         delta = torch.sigmoid(logit)[:, :, None, None] * delta

@@ -65,6 +65,17 @@ def slowed_decoder_params(model: nn.Module, recipe: Recipe) -> list[nn.Parameter
     return [p for p in params if id(p) not in own]
 
 
+def only_named(model: nn.Module, prefixes: tuple[str, ...]) -> list[nn.Parameter]:
+    """The parameters of ``model`` whose names start with one of ``prefixes`` (``Recipe.train_only``);
+    a prefix that names none is an error, listing the model's top-level modules."""
+    named = list(model.named_parameters())
+    for prefix in prefixes:
+        if not any(name.startswith(prefix) for name, _ in named):
+            tops = sorted({name.split(".")[0] for name, _ in named})
+            raise ValueError(f"train_only: {prefix!r} names no parameter of the model (its modules: {', '.join(tops)})")
+    return [p for name, p in named if name.startswith(tuple(prefixes))]
+
+
 def freeze(model: nn.Module, keep: list[nn.Parameter]) -> None:
     """``requires_grad`` only for the parameters in ``keep``."""
     ids = {id(p) for p in keep}

@@ -133,6 +133,10 @@ class Recipe:
     # for a latent path without skip features (AEConfig.skip_features), whose encoder must keep
     # the detail the NCA restores (docs/training/blind.md, round 6).
     nca_train_encoder: bool = False
+    # lever: parameter-name prefixes (e.g. ["decoder.fusion.tv_gate"]); when set, every phase trains
+    # only the parameters they name, at the phase's rate, and the rest keeps the starting weights'
+    # function: a new gate read on top of a selected network (docs/training/blind.md, round 10).
+    train_only: tuple[str, ...] = ()
     vitca_l1_weight: float = 100.0
     vitca_overflow_weight: float = 100.0
     # -- faithful switches: True reproduces an official bug (official §8) --------------------------

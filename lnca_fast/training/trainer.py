@@ -29,7 +29,7 @@ from . import checkpoints as ckpt
 from .distributed import Dist, all_mean, barrier, broadcast_module, init_distributed, wrap
 from .epoch_log import EpochLog, progress_bar
 from .evaluate import ae_fidelity, restore_metrics
-from .models import build_for_training, freeze, slowed_decoder_params
+from .models import build_for_training, freeze, only_named, slowed_decoder_params
 from .objectives import AEObjective, NCAObjective, SupervisedObjective
 from .optim import CosineSchedule, decay_steps, make_adam
 from .pool import Pool
@@ -130,6 +130,8 @@ class Trainer:
                 chosen += list(m.encoder.parameters())
         else:
             chosen = list(m.parameters())
+        if self.recipe.train_only:
+            chosen = only_named(m, self.recipe.train_only)
         freeze(m, keep=chosen)
         return chosen
 
@@ -167,6 +169,8 @@ class Trainer:
         slowed = slowed_decoder_params(self.model, r) if phase == "nca" and r.latent and r.nca_train_decoder else []
         if phase == "nca" and r.latent and r.nca_train_encoder:
             slowed = slowed + list(self.model.encoder.parameters())
+        if r.train_only:
+            slowed = []  # the named parameters learn at the phase's rate
         lr = r.autoencoder_lr if phase == "ae" else r.nca_lr
         optimizer = make_adam(params, lr, scaled=slowed, scale=r.nca_decoder_lr_scale)
         per_batch = 1 if phase == "supervised" or (phase == "nca" and self.pool is None) else 2
