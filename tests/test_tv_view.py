@@ -18,7 +18,7 @@ from tolerances import TV_VS_SKIMAGE_ATOL
 
 from lnca_fast import create_model
 from lnca_fast.checkpoint import load_model, save_weights
-from lnca_fast.training.models import load_all, only_named
+from lnca_fast.training.models import load_all
 
 PLAIN, TV = "tiny-latent-nafca-blind-denoiser-in", "tiny-latent-nafca-blind-denoiser-tv"
 
@@ -102,4 +102,5 @@ def test_train_only_trains_the_named_parameters_alone(tmp_path):
     moved = sorted(k for k in before if not torch.equal(before[k], after[k]))
     assert moved and all(k.startswith("decoder.fusion.tv_gate.") for k in moved), moved
     with pytest.raises(ValueError, match="names no parameter"):
-        only_named(create_model(TV), ("decoder.fusion.nothing",))
+        train(recipe.replace(train_only=("decoder.fusion.nothing",)), tmp_path / "bad", progress=False)
+    assert not (tmp_path / "bad").exists()  # refused before the run folder appears

@@ -96,6 +96,8 @@ class Trainer:
         self.deconv = any(isinstance(m, ResidualFusion) and m.deconv for m in self.model.modules())
         if self.deconv and (r.pool_size > 0 or r.corruption != "blind"):
             raise ValueError("a model with detail_deconv trains on the blind family with no pool: set pool_size=0")
+        if r.train_only:
+            only_named(self.model, r.train_only)  # a prefix that names nothing fails before the folder appears
         self.pool = Pool(r.pool_size) if r.pool_size > 0 else None
         self.log = EpochLog(self.out / "log.csv")
         self.progress = ckpt.read_progress(self.out) if resume else None
