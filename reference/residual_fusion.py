@@ -1,8 +1,9 @@
 """The blind presets' fusion head (``AEConfig.detail_channels``): a residual correction of the
-input at half resolution, the per-image statistics it reads (noise level, impulse counts, noise
-map, blur kernel), the context managers that fix them while a photo's tiles are restored or
-training hands in the true blur, and the Wiener view of deblurrers. The decoder
-(``autoencoder.py``) ends in it; docs/training/blind.md has the rounds that shaped it.
+input at half resolution, the per-image statistics it reads (noise level and its fit to
+brightness, impulse counts, noise map, blur kernel, the luminance's noise), the context managers
+that fix them while a photo's tiles are restored or training hands in the true blur, and the
+Wiener view of deblurrers. The decoder (``autoencoder.py``) ends in it; docs/training/blind.md
+has the rounds that shaped it.
 """
 
 from __future__ import annotations

@@ -168,11 +168,12 @@ class Trainer:
     def _run_phase(self, index: int, phase: str, epochs: int, start_epoch: int, best) -> None:
         r, d = self.recipe, self.dist
         params = self._params(phase)
-        slowed = slowed_decoder_params(self.model, r) if phase == "nca" and r.latent and r.nca_train_decoder else []
-        if phase == "nca" and r.latent and r.nca_train_encoder:
-            slowed = slowed + list(self.model.encoder.parameters())
-        if r.train_only:
-            slowed = []  # the named parameters learn at the phase's rate
+        slowed = []
+        if phase == "nca" and r.latent and not r.train_only:  # train_only: the named parameters learn at the phase's rate
+            if r.nca_train_decoder:
+                slowed = slowed_decoder_params(self.model, r)
+            if r.nca_train_encoder:
+                slowed = slowed + list(self.model.encoder.parameters())
         lr = r.autoencoder_lr if phase == "ae" else r.nca_lr
         optimizer = make_adam(params, lr, scaled=slowed, scale=r.nca_decoder_lr_scale)
         per_batch = 1 if phase == "supervised" or (phase == "nca" and self.pool is None) else 2
