@@ -57,6 +57,9 @@ _BLIND_DENOISER_AE_LIN2S_TV = replace(
     _BLIND_DENOISER_AE_LIN2S, detail_chroma_gate=True, detail_local_bound=True, detail_tv_view=True
 )
 _TINY_BLIND_DENOISER_AE_TV = replace(_TINY_BLIND_DENOISER_AE_IN, detail_tv_view=True)
+# "-lin2s-g": the shipped "-lin2s" denoiser as calibrated (chroma gate, local bound), for later
+# stages that start from its file (round 11: distilling its own self-ensemble into it).
+_BLIND_DENOISER_AE_LIN2S_G = replace(_BLIND_DENOISER_AE_LIN2S, detail_chroma_gate=True, detail_local_bound=True)
 # "-lw": the "-l" deblurrer with the blind Wiener view one gate away (round 5).
 _BLIND_AE_LW = replace(_BLIND_AE_L, detail_deconv=True)
 _TINY_BLIND_AE_W = replace(_TINY_BLIND_AE, detail_deconv=True)
@@ -112,6 +115,9 @@ PRESETS = {
     ),
     "latent-nafca-blind-denoiser-lin2s": LNCAConfig(
         core="nafca", ae=_BLIND_DENOISER_AE_LIN2S, nca=NAFCAConfig(**_PLUS_NCA_M), steps=16
+    ),
+    "latent-nafca-blind-denoiser-lin2s-g": LNCAConfig(
+        core="nafca", ae=_BLIND_DENOISER_AE_LIN2S_G, nca=NAFCAConfig(**_PLUS_NCA_M), steps=16
     ),
     "latent-nafca-blind-denoiser-lin2s-tv": LNCAConfig(
         core="nafca", ae=_BLIND_DENOISER_AE_LIN2S_TV, nca=NAFCAConfig(**_PLUS_NCA_M), steps=16

@@ -31,12 +31,19 @@ def restore(model: nn.Module, corrupted: torch.Tensor, recipe: Recipe, *, batch:
     ``eval_steps`` steps; a stochastic update rate draws from a fixed generator). With
     ``recipe.self_ensemble`` > 1 the result is the mean over that many symmetric copies of the input
     (each restored and mapped back): test-time augmentation, reported as such."""
+    return ensemble_mean(lambda x: _restore_once(model, x, recipe, batch=batch, seed=seed), corrupted, recipe.self_ensemble)
+
+
+def ensemble_mean(restore_once, corrupted: torch.Tensor, count: int) -> torch.Tensor:
+    """The mean of ``restore_once`` over ``count`` symmetric copies of ``corrupted [N, C, H, W]``
+    (``_symmetries``), each mapped back: the self-ensemble of evaluation and of a distillation
+    teacher (``teacher.EnsembleTeacher``)."""
     views = []
-    for turns, flip, negative in _symmetries(recipe.self_ensemble):
+    for turns, flip, negative in _symmetries(count):
         x = corrupted.flip(-1) if flip else corrupted
         x = torch.rot90(x, turns, dims=(-2, -1))
         x = 1.0 - x if negative else x
-        y = _restore_once(model, x.contiguous(), recipe, batch=batch, seed=seed)
+        y = restore_once(x.contiguous())
         y = 1.0 - y if negative else y
         y = torch.rot90(y, -turns, dims=(-2, -1))
         views.append(y.flip(-1) if flip else y)

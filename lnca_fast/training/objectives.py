@@ -62,9 +62,10 @@ class AEObjective(nn.Module):
 
 
 class NCAObjective(nn.Module):
-    def __init__(self, model: nn.Module, recipe: Recipe, update_rate: float):
+    def __init__(self, model: nn.Module, recipe: Recipe, update_rate: float, teacher=None):
+        """``teacher``: an ``EnsembleTeacher`` whose target replaces clean in the image loss."""
         super().__init__()
-        self.model, self.recipe, self.update_rate = model, recipe, update_rate
+        self.model, self.recipe, self.update_rate, self.teacher = model, recipe, update_rate, teacher
 
     def forward(self, clean, corrupted, steps: int, state=None, generator=None):
         r, layout = self.recipe, self.model.layout
@@ -74,8 +75,9 @@ class NCAObjective(nn.Module):
             with torch.no_grad(), sharp_inputs(self.model):  # the target latent: the frozen encoder's view of the clean image
                 target = self.model.encode(clean)[1].permute(0, 2, 3, 1)  # [B, h, w, cell_in]
             image_loss = losses.log_mse if r.nca_image_loss == "log_mse" else losses.mse
+            aim = clean if self.teacher is None else self.teacher.target(corrupted, clean, steps)
             parts = {
-                "image": r.nca_image_weight * image_loss(out.image, clean),
+                "image": r.nca_image_weight * image_loss(out.image, aim),
                 "latent": r.nca_latent_weight * losses.mse(s_out, target),
                 "out_overflow": r.nca_out_overflow * losses.overflow(s_out, 0.0, 1.0),
                 "hid_overflow": r.nca_hid_overflow * losses.overflow(s_hid, -1.0, 1.0),

@@ -26,6 +26,9 @@ OFFICIAL_LR = {  # official §4
 }
 TASKS = ("denoise", "deblur")
 CORRUPTIONS = ("paper", "blind")
+# Distillation teachers: negative copies (16) assume corruptions that commute with 1 - x, and
+# Poisson-Gaussian noise does not.
+TEACHER_ENSEMBLES = (1, 8)
 
 
 def base_model(name: str) -> str:
@@ -103,9 +106,8 @@ class Recipe:
     # NOTE (measured, 1 thread, Xeon with AVX-512, machine under load, medians of 7 interleaved):
     # one NCA-phase batch (B=8 32x32, fresh + pool rollouts of 16 steps, decoder, Adam) takes
     # LatentNAFCA 124 ms fast vs 172 ms reference (1.39x), LatentViTCA 299 vs 606 ms (2.0x).
-    # Every run documented in docs/training and every shipped model was trained with the reference
-    # model (fast_model off); their recorded recipes say so, and --set fast_model=false reproduces
-    # them exactly.
+    # Each run's recorded recipe (its recipe.json; a shipped file's metadata) says which model it
+    # trained, and --set fast_model=false reproduces a reference run exactly.
     fast_model: bool = True
     # -- losses (official §4) ----------------------------------------------------------------------
     ae_rec_weight: float = 100.0
@@ -137,6 +139,13 @@ class Recipe:
     # only the parameters they name, at the phase's rate, and the rest keeps the starting weights'
     # function: a new gate read on top of a selected network (docs/training/blind.md, round 10).
     train_only: tuple[str, ...] = ()
+    # lever: self-ensemble distillation (training/teacher.py): the NCA phase's image loss targets
+    # distill_share x the mean of this weights file's model over distill_ensemble symmetric copies
+    # of each batch (at the batch's step count) + the rest x clean. Fresh batches only (pool_size=0):
+    # the teacher has no pooled states (docs/training/blind.md, round 11).
+    distill_teacher: str | None = None
+    distill_ensemble: int = 8
+    distill_share: float = 1.0
     vitca_l1_weight: float = 100.0
     vitca_overflow_weight: float = 100.0
     # -- faithful switches: True reproduces an official bug (official §8) --------------------------
@@ -174,6 +183,14 @@ class Recipe:
             raise ValueError(f"fusion_gate_init must lie strictly between 0 and 1, got {self.fusion_gate_init!r}")
         if self.steps_max < self.steps_min:
             raise ValueError(f"steps_max ({self.steps_max}) must be >= steps_min ({self.steps_min})")
+        if self.distill_ensemble not in TEACHER_ENSEMBLES:
+            raise ValueError(f"distill_ensemble must be one of {TEACHER_ENSEMBLES}, got {self.distill_ensemble!r}")
+        if not 0.0 <= self.distill_share <= 1.0:
+            raise ValueError(f"distill_share must lie in [0, 1], got {self.distill_share!r}")
+        if self.distill_teacher is not None and not self.latent:
+            raise ValueError(f"distill_teacher: latent models take a teacher's target; {self.model} is not one")
+        if self.distill_teacher is not None and self.pool_size:
+            raise ValueError("distill_teacher: the teacher restores fresh batches only; set pool_size=0")
         if self.batch_size < 2 and self.latent:
             raise ValueError("the autoencoder phase needs batch_size >= 2 (negatives are a derangement of the batch)")
 

@@ -35,6 +35,7 @@ from .optim import CosineSchedule, decay_steps, make_adam
 from .pool import Pool
 from .recipe import Recipe
 from .steps import StepCounts, Stepper
+from .teacher import EnsembleTeacher
 
 
 def phases_of(recipe: Recipe) -> list[tuple[str, int]]:
@@ -98,6 +99,7 @@ class Trainer:
             raise ValueError("a model with detail_deconv trains on the blind family with no pool: set pool_size=0")
         if r.train_only:
             only_named(self.model, r.train_only)  # a prefix that names nothing fails before the folder appears
+        self.teacher = EnsembleTeacher(r, self.dist.device) if r.distill_teacher else None
         self.pool = Pool(r.pool_size) if r.pool_size > 0 else None
         self.log = EpochLog(self.out / "log.csv")
         self.progress = ckpt.read_progress(self.out) if resume else None
@@ -153,7 +155,7 @@ class Trainer:
             return AEObjective(self.model, r)
         if phase == "nca":
             rate = self.model.config.update_rate if r.update_rate is None else r.update_rate
-            return NCAObjective(self.model, r, rate)
+            return NCAObjective(self.model, r, rate, teacher=self.teacher)
         return SupervisedObjective(self.model, r)
 
     def _validate(self, phase: str) -> dict[str, float]:
