@@ -35,7 +35,9 @@ BLIND_PARAMS = {"latent-nafca-blind": 153_721, "latent-nafca-blind-denoiser": 15
                 "latent-nafca-blind-l5": 248_329, "latent-nafca-blind-lw": 225_237,
                 # Round 6: the same parameters, rearranged (the encoder's input, the latent's stride, the skip).
                 "latent-nafca-blind-lwe": 225_237, "latent-nafca-blind-lwe2": 225_237, "latent-nafca-blind-lwe2s": 225_237,
-                "latent-nafca-blind-denoiser-lin2s": 226_394}
+                "latent-nafca-blind-denoiser-lin2s": 226_394,
+                # Round 11: the shipped denoiser as calibrated (chroma gate: 3 parameters).
+                "latent-nafca-blind-denoiser-lin2s-g": 226_397}
 
 
 def test_parameter_count_is_pinned_and_within_the_cap():
