@@ -54,7 +54,7 @@ class EnsembleTeacher:
         rate draws from a generator seeded alike for every copy, as ``Restorer`` does)."""
 
         def once(x: torch.Tensor) -> torch.Tensor:
-            gen = torch.Generator().manual_seed(self.seed)  # as Restorer draws, on every device
+            gen = torch.Generator().manual_seed(self.seed)  # a CPU generator, as Restorer's, on every device
             return self.model.rollout(x, steps, generator=gen).image
 
         taught = ensemble_mean(once, corrupted, self.ensemble).to(clean.dtype)
