@@ -117,3 +117,20 @@ def test_a_deconvolving_teacher_is_refused(tmp_path):
                         distill_teacher=str(tmp_path / "deblur.safetensors"))
     with pytest.raises(ValueError, match="deconvolving"):
         EnsembleTeacher(recipe, torch.device("cpu"))
+
+
+def test_resume_refuses_a_teacher_file_changed_since_the_run_began(tmp_path):
+    import json
+
+    teacher = tmp_path / "teacher.safetensors"
+    torch.manual_seed(5)
+    save_weights(create_model(DENOISER), teacher, preset=DENOISER)
+    recipe = _recipe(teacher, train_limit=16, val_limit=8, eval_batch=8, epochs=1)
+    train(recipe, tmp_path / "run", progress=False)
+    progress = (tmp_path / "run" / "progress.json").read_bytes()
+    assert json.loads(progress)["teacher_sha256"] == EnsembleTeacher(recipe, torch.device("cpu")).digest
+    torch.manual_seed(6)
+    save_weights(create_model(DENOISER), teacher, preset=DENOISER)  # another model at the same path
+    with pytest.raises(ValueError, match="changed since the run began"):
+        train(recipe, tmp_path / "run", resume=True, progress=False)
+    assert (tmp_path / "run" / "progress.json").read_bytes() == progress  # nothing written

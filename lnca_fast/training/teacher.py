@@ -11,6 +11,7 @@ step count. The other loss terms (SSIM, the latent path's estimate) keep the cle
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import torch
@@ -23,9 +24,10 @@ from .recipe import Recipe
 
 class EnsembleTeacher:
     """A frozen model loaded from ``recipe.distill_teacher`` on ``device``; ``target(corrupted,
-    clean, steps)`` is the image loss's target. Raises ValueError for a file that is missing or
-    unreadable, or a model it cannot teach (no NCA rollout; a deconvolving head, whose kernel would
-    have to turn with each copy)."""
+    clean, steps)`` is the image loss's target; ``digest`` the file's SHA-256, which a run records
+    so that ``--resume`` refuses a teacher file changed since the run began. Raises ValueError for
+    a file that is missing or unreadable, or a model it cannot teach (no NCA rollout; a
+    deconvolving head, whose kernel would have to turn with each copy)."""
 
     def __init__(self, recipe: Recipe, device: torch.device):
         path = Path(recipe.distill_teacher)
@@ -39,6 +41,7 @@ class EnsembleTeacher:
             raise ValueError(f"distill_teacher: {path} holds a model without NCA steps ({type(model).__name__})")
         if any(isinstance(m, ResidualFusion) and m.deconv for m in model.modules()):
             raise ValueError("distill_teacher: a deconvolving head's kernel would have to turn with each copy; not supported")
+        self.path, self.digest = path, hashlib.sha256(path.read_bytes()).hexdigest()
         self.model = model.to(device).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
@@ -46,6 +49,15 @@ class EnsembleTeacher:
             self.model.set_backend("torch" if device.type == "cpu" else "auto")
         self.ensemble, self.share = recipe.distill_ensemble, recipe.distill_share
         self.seed = recipe.seed
+
+    def check_resumed(self, progress: dict) -> None:
+        """ValueError unless ``progress`` (a run's progress.json) recorded this file's digest, or none."""
+        began = progress.get("teacher_sha256")
+        if began is not None and began != self.digest:
+            raise ValueError(
+                f"--resume: distill_teacher {self.path} changed since the run began (sha256 {began[:12]}... now "
+                f"{self.digest[:12]}...); put that file back or start a new run"
+            )
 
     @torch.no_grad()
     def target(self, corrupted: torch.Tensor, clean: torch.Tensor, steps: int) -> torch.Tensor:

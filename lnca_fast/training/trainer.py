@@ -104,6 +104,8 @@ class Trainer:
         self.log = EpochLog(self.out / "log.csv")
         self.progress = ckpt.read_progress(self.out) if resume else None
         self.state = ckpt.load_state(self.out, self.progress) if self.progress else {}
+        if self.progress and self.teacher is not None:
+            self.teacher.check_resumed(self.progress)
         if self.progress:
             self.model.load_state_dict(ckpt.split_prefix(self.state, "model"))
             if self.pool is not None:
@@ -274,6 +276,8 @@ class Trainer:
                     "best_val": best_val,
                     "log": self.log.rows,
                 }
+                if self.teacher is not None:
+                    progress["teacher_sha256"] = self.teacher.digest
                 ckpt.save_state(
                     self.out,
                     f"state-{index}-{epoch}",
