@@ -183,11 +183,15 @@ TILED_VS_UNTILED_ATOL = 2.5e-4  # models whose output has no image-level term (t
 # (sparse noise p 0.5): worst |diff| 0.020, mean 1.06e-3, seam ratio 1.004. Over four astronaut
 # crops x {sparse p 0.5, sigma 20, sigma 25, clean}: worst 0.029, mean 1.9e-4-1.7e-3, seam ratio
 # <= 1.032. (Round 3's -li: this crop 0.015 / 9.5e-4 / 1.016.) With per-tile noise statistics a
-# sigma-20 crop reached 0.12 (tiles on both sides of the impulse step). The limits are ~2x this
-# crop's worst for the maximum and ~1.4x for the mean; hard-pasted tiles stay far above the seam
-# limit.
-TILED_BLIND_ATOL = 4e-2
-TILED_BLIND_MEAN = 1.5e-3
+# sigma-20 crop reached 0.12 (tiles on both sides of the impulse step). The test now runs the
+# shipped steps (8), as lnca restore does. Round 11's distilled denoiser (2026-12-07): this crop
+# 0.030 / 1.71e-3 / 1.021, hard-pasted tiles 3.06e-3 mean (1.8x: most of the difference is the
+# tiles' own strengths, not seams); over the four crops x four inputs worst 0.0425, mean 6.2e-5 -
+# 2.0e-3. Round 8's file: this crop 0.028 / 1.53e-3 at 8 steps, 0.027 / 1.45e-3 at 16. The limits
+# are 2x this crop's worst for the maximum and ~1.46x for the mean; hard-pasted tiles stay far
+# above the seam limit.
+TILED_BLIND_ATOL = 6e-2
+TILED_BLIND_MEAN = 2.5e-3
 TILED_SEAM_RATIO_MAX = 1.04
 
 # -- Blind presets (tests/test_reference_blind.py): fast model vs reference, whole model ----------
