@@ -65,9 +65,12 @@ class EnsembleTeacher:
         the teacher's mean over the ensemble's copies after ``steps`` steps (a stochastic update
         rate draws from a generator seeded alike for every copy, as ``Restorer`` does)."""
 
+        if self.share == 0.0:  # the clean target alone (a control): no rollouts to spend
+            return clean
+
         def once(x: torch.Tensor) -> torch.Tensor:
             gen = torch.Generator().manual_seed(self.seed)  # a CPU generator, as Restorer's, on every device
             return self.model.rollout(x, steps, generator=gen).image
 
         taught = ensemble_mean(once, corrupted, self.ensemble).to(clean.dtype)
-        return taught if self.share == 1.0 else self.share * taught + (1.0 - self.share) * clean
+        return self.share * taught + (1.0 - self.share) * clean  # share 1: exactly taught
